@@ -1,0 +1,107 @@
+"""Training configuration: presets are data (``backend/presets/*.json``), the CLI overrides single keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import BackendError
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS = ("preview", "default", "quality")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. Units: steps, pixels, seconds, normalized-frame lengths."""
+
+    preset: str = "default"
+    steps: int = 20000
+    max_image_size: int = 0  # longer image side after loading (0 = as is)
+    seed: int = 0
+    # hash grid
+    n_levels: int = 16
+    n_features: int = 2
+    log2_table_size: int = 19
+    base_resolution: int = 16
+    finest_resolution: int = 2048
+    # networks
+    sdf_hidden: int = 64
+    sdf_layers: int = 1
+    feature_dim: int = 15
+    color_hidden: int = 64
+    color_layers: int = 2
+    activation: str = "softplus"
+    sphere_init_radius: float = 0.5
+    # progressive levels: start with this many, add one every level_every steps
+    start_levels: int = 4
+    level_every: int = 1000
+    # occupancy grid
+    grid_resolution: int = 128
+    grid_threshold: float = 1e-3
+    grid_update_every: int = 16
+    grid_warmup_steps: int = 256
+    # ray marching and batching
+    render_steps: int = 1024  # samples across the unit sphere's diameter
+    target_samples: int = 2**18  # samples per training step (rays adapt to reach it)
+    init_rays: int = 1024
+    max_rays: int = 2**16
+    # optimisation
+    lr: float = 1e-2
+    lr_mlp: float = 1e-3
+    lr_variance: float = 1e-3
+    warmup_steps: int = 500
+    min_lr_factor: float = 0.05
+    cos_anneal_steps: int = 5000
+    # losses
+    rgb_loss: str = "l1"  # "l1" or "huber"
+    eikonal_weight: float = 0.1
+    mask_weight: float = 0.1
+    # meshes
+    mesh_every_s: float = 30.0
+    snapshot_resolution: int = 192
+    final_resolution: int = 512
+    # evaluation
+    holdout_every: int = 0  # hold out every k-th image from training (0 = train on all)
+
+    @property
+    def step_size(self) -> float:
+        return 2.0 / self.render_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise BackendError(f"unknown configuration keys in {source}: {', '.join(unknown)}",
+                               hint=f"Known keys: {', '.join(sorted(known))}.", file=source)
+        cfg = cls()
+        for key, value in data.items():
+            current = getattr(cfg, key)
+            try:
+                setattr(cfg, key, type(current)(value))
+            except (TypeError, ValueError) as exc:
+                raise BackendError(f"configuration key {key!r} in {source} must be {type(current).__name__}, "
+                                   f"got {value!r}", hint="Fix the value.", file=source) from exc
+        return cfg
+
+
+def load_preset(name: str) -> TrainConfig:
+    """The named preset (``preview``, ``default``, ``quality``) or a JSON file of keys."""
+    path = Path(name)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name}.json"
+        if not path.is_file():
+            raise BackendError(f"unknown preset {name!r}", hint=f"Choose one of {', '.join(PRESETS)} "
+                               "or give the path of a JSON file with configuration keys.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BackendError(f"cannot read preset: {exc}", hint="Give a readable JSON file.", file=path) from exc
+    data.setdefault("preset", path.stem)
+    return TrainConfig.from_dict(data, source=str(path))

@@ -1,0 +1,161 @@
+"""Mesh extraction from a trained field, and ``python -m backend extract`` (any resolution, cropped)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import protocol
+from .errors import BackendError
+from .protocol import JobLayout
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a job folder (uses its last checkpoint)")
+    p.add_argument("--resolution", type=int, default=512, help="samples along the box's longest side")
+    p.add_argument("--box", type=float, nargs=6, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+                   help="crop box in input (world) coordinates (default: the scene's region of interest)")
+    p.add_argument("--out", help="output .npz or .ply (default: JOB/meshes/extract_<res>.npz)")
+    p.add_argument("--no-colors", action="store_true", help="skip vertex colours")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--block", type=int, default=128, help="marching-cubes block size (memory ~ block^3 floats)")
+
+
+def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,  # noqa: ANN001
+                 colors: bool = True, block: int = 128, chunk: int = 2**17
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Marching cubes of ``field``'s SDF inside ``box`` (normalized frame), output in input coordinates.
+
+    Args:
+        field: a :class:`backend.field.NeuSField`.
+        scene: anything with ``world_from_normalized`` (a :class:`backend.scene.Scene` or :class:`Frame`).
+        resolution: samples along the box's longest side.
+        box: (2, 3) normalized-frame box (clipped to the unit cube).
+
+    Returns:
+        vertices (V, 3) float32 input coordinates, faces (F, 3) int32, colours (V, 3) uint8 or None.
+    """
+    import torch
+
+    from .meshing import marching_cubes_blocks
+
+    box = np.clip(np.asarray(box, dtype=np.float64).reshape(2, 3), -1.0, 1.0)
+    was_training = field.training
+    field.eval()
+
+    @torch.no_grad()
+    def sdf_np(pts: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pts).to(device)
+        sdf = torch.maximum(field.sdf(x), x.norm(dim=-1) - 1.0)  # nothing outside the unit ball
+        return sdf.float().cpu().numpy()
+
+    verts, faces = marching_cubes_blocks(sdf_np, box, resolution, block=block, chunk=chunk)
+    cols = None
+    if colors and len(verts):
+        cols = vertex_colors(field, verts, device, chunk=chunk // 2)
+    field.train(was_training)
+    return scene.world_from_normalized(verts.astype(np.float64)).astype(np.float32), faces, cols
+
+
+def vertex_colors(field, verts: np.ndarray, device: Any, chunk: int = 2**16) -> np.ndarray:  # noqa: ANN001
+    """(V, 3) uint8 colour seen head-on (view direction = -normal) at normalized-frame vertices."""
+    import torch
+
+    out = np.empty((len(verts), 3), dtype=np.uint8)
+    for s in range(0, len(verts), chunk):
+        x = torch.from_numpy(verts[s:s + chunk]).float().to(device)
+        _, feat, grad = field.sdf_with_gradient(x, create_graph=False)
+        with torch.no_grad():
+            n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            rgb = field.color(x, n, -n, feat)
+        out[s:s + chunk] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    return out
+
+
+class Frame:
+    """The normalized frame of a checkpoint (``to_world`` similarity), without the images."""
+
+    def __init__(self, to_world: np.ndarray) -> None:
+        self.to_world = np.asarray(to_world, dtype=np.float64)
+
+    def world_from_normalized(self, pts: np.ndarray) -> np.ndarray:
+        return pts @ self.to_world[:3, :3].T + self.to_world[:3, 3]
+
+    def normalized_from_world(self, pts: np.ndarray) -> np.ndarray:
+        inv = np.linalg.inv(self.to_world)
+        return pts @ inv[:3, :3].T + inv[:3, 3]
+
+
+def field_from_checkpoint(ckpt: dict[str, Any], device: Any):  # noqa: ANN201
+    """Rebuild the :class:`~backend.field.NeuSField` stored in a checkpoint."""
+    from .config import TrainConfig
+    from .field import FieldConfig, HashGridConfig, NeuSField
+
+    cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint")
+    grid_cfg = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features, log2_table_size=cfg.log2_table_size,
+                              base_resolution=cfg.base_resolution, finest_resolution=cfg.finest_resolution)
+    fcfg = FieldConfig(grid=grid_cfg, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers,
+                       feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden, color_layers=cfg.color_layers,
+                       activation=cfg.activation, sphere_init_radius=cfg.sphere_init_radius,
+                       background="none" if ckpt.get("has_masks") else "env")
+    field = NeuSField(fcfg)
+    field.load_state_dict(ckpt["field"])
+    field.encoding.active_levels = cfg.n_levels
+    return field.to(device), cfg
+
+
+def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
+    from .train import load_checkpoint, resolve_device
+
+    path = Path(args.checkpoint)
+    job = JobLayout(path) if path.is_dir() else JobLayout(path.parent.parent)
+    if path.is_dir():
+        path = job.last_checkpoint
+    if not path.is_file():
+        raise BackendError("checkpoint not found", hint="Give the job folder of a training run or its "
+                           "checkpoints/last.pt; train first if there is none.", file=path)
+    if args.resolution < 8 or args.resolution > 4096:
+        raise BackendError(f"resolution {args.resolution} is out of range", hint="Use 8 to 4096.")
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(path)
+    field, cfg = field_from_checkpoint(ckpt, device)
+    frame = Frame(ckpt["to_world"])
+    emitter.emit("start", command="extract", device=device, path="reference", checkpoint=str(path),
+                 step=int(ckpt["step"]), resolution=args.resolution)
+    if args.box:
+        world_box = np.array(args.box, dtype=np.float64).reshape(2, 3)
+        if np.any(world_box[1] <= world_box[0]):
+            raise BackendError("the crop box is empty (a min is not below its max)", hint="Give XMIN YMIN ZMIN "
+                               "XMAX YMAX ZMAX with each min below its max.")
+        corners = np.array([[world_box[i, 0], world_box[j, 1], world_box[k, 2]]
+                            for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+        norm = frame.normalized_from_world(corners)
+        box = np.stack([norm.min(0), norm.max(0)])
+        if np.any(box[1] <= -1) or np.any(box[0] >= 1):
+            raise BackendError("the crop box lies outside the reconstructed region",
+                               hint="Move the box over the object and try again.")
+    else:
+        roi = ckpt.get("roi")
+        box = np.array([[-1.0] * 3, [1.0] * 3]) if roi is None else np.asarray(roi, dtype=np.float64)
+    t0 = time.perf_counter()
+    emitter.emit("stage", name="extract", detail=f"{args.resolution}^3 in blocks of {args.block}")
+    verts, faces, colors = extract_mesh(field, frame, args.resolution, box=box, device=device,
+                                        colors=not args.no_colors, block=args.block)
+    if len(faces) == 0:
+        raise BackendError("no surface inside the box", hint="Enlarge or move the crop box, or train longer.")
+    out = Path(args.out) if args.out else job.extracted(args.resolution)
+    if out.suffix.lower() == ".ply":
+        from .meshing import write_ply
+
+        write_ply(str(out), verts, faces, colors)
+    else:
+        protocol.write_snapshot(out, verts, faces, colors)
+    emitter.emit("mesh", step=int(ckpt["step"]), path=str(out.resolve()), n_vertices=len(verts), n_faces=len(faces),
+                 bounds=protocol.mesh_bounds(verts), final=True, has_colors=colors is not None)
+    emitter.emit("done", mesh=str(out.resolve()), elapsed_s=time.perf_counter() - t0, n_vertices=len(verts),
+                 n_faces=len(faces), cancelled=False)
+    return protocol.EXIT_OK

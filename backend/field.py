@@ -1,0 +1,274 @@
+"""The neural field: multi-resolution hash-grid encoding, SDF and colour networks, learned sharpness, background.
+
+This is the portable reference path (plain PyTorch, any device). Fast paths (Triton kernels) implement the
+same functions beside it and are checked against it (see ``backend/kernels``).
+All positions are in the normalized frame: the object lies inside the unit sphere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Spatial hash primes of Teschner et al. (2003), as used by Instant-NGP (Mueller et al. 2022).
+_PRIMES = (1, 2654435761, 805459861)
+
+
+@dataclass
+class HashGridConfig:
+    """Hyper-parameters of :class:`HashGridEncoding`."""
+
+    n_levels: int = 16
+    n_features: int = 2
+    log2_table_size: int = 19
+    base_resolution: int = 16
+    finest_resolution: int = 2048
+    init_scale: float = 1e-4
+
+
+class HashGridEncoding(nn.Module):
+    """Multi-resolution hash encoding (Instant-NGP) in plain PyTorch.
+
+    Level ``l`` has resolution ``floor(base * b**l)`` with ``b`` chosen so the last level reaches
+    ``finest_resolution``. Coarse levels whose grid fits in the table are indexed densely (no collisions); finer
+    levels are hashed. Features are trilinearly interpolated from the 8 corners of the cell.
+
+    Progressive training: only the first ``active_levels`` levels contribute; the others output zeros (their
+    parameters get no gradient until activated).
+    """
+
+    def __init__(self, cfg: HashGridConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        L = cfg.n_levels
+        growth = math.exp((math.log(cfg.finest_resolution) - math.log(cfg.base_resolution)) / max(L - 1, 1))
+        resolutions, sizes, offsets = [], [], [0]
+        table = 2**cfg.log2_table_size
+        for level in range(L):
+            res = int(math.floor(cfg.base_resolution * growth**level))
+            size = min(table, (res + 1) ** 3)
+            size = int(math.ceil(size / 8) * 8)  # keep levels aligned for vectorised kernels
+            resolutions.append(res)
+            sizes.append(size)
+            offsets.append(offsets[-1] + size)
+        self.growth = growth
+        self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int64), persistent=False)
+        self.register_buffer("level_sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("level_offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
+        self.register_buffer("dense_levels", torch.tensor([(r + 1) ** 3 <= s for r, s in zip(resolutions, sizes)]),
+                             persistent=False)
+        self.embeddings = nn.Parameter(torch.empty(offsets[-1], cfg.n_features).uniform_(-cfg.init_scale,
+                                                                                         cfg.init_scale))
+        corners = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.int64)
+        self.register_buffer("corners", corners, persistent=False)  # (8, 3)
+        self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.int64), persistent=False)
+        self.active_levels = L
+
+    @property
+    def n_output_dims(self) -> int:
+        return self.cfg.n_levels * self.cfg.n_features
+
+    def level_mask(self, device: torch.device | None = None) -> torch.Tensor:
+        """(L,) float mask of the active levels."""
+        m = (torch.arange(self.cfg.n_levels) < self.active_levels).float()
+        return m.to(device) if device is not None else m
+
+    def corner_indices(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows and interpolation weights of the 8 corners at every level.
+
+        Args:
+            x01: (N, 3) positions in [0, 1]^3.
+
+        Returns:
+            rows: (N, L, 8) int64 rows of :attr:`embeddings`.
+            weights: (N, L, 8) trilinear weights (differentiable w.r.t. ``x01``).
+        """
+        res = self.resolutions.to(x01.dtype)  # (L,)
+        pos = x01[:, None, :] * res[None, :, None]  # (N, L, 3)
+        cell = torch.floor(pos).detach()
+        frac = pos - cell  # (N, L, 3)
+        cell = cell.long()
+        corner = cell[:, :, None, :] + self.corners[None, None]  # (N, L, 8, 3)
+        r1 = (self.resolutions + 1)[None, :, None]  # (1, L, 1)
+        dense = corner[..., 0] + corner[..., 1] * r1 + corner[..., 2] * r1 * r1
+        p = self.primes
+        hashed = (corner[..., 0] * p[0]) ^ (corner[..., 1] * p[1]) ^ (corner[..., 2] * p[2])
+        idx = torch.where(self.dense_levels[None, :, None], dense, hashed)
+        rows = torch.remainder(idx, self.level_sizes[None, :, None]) + self.level_offsets[None, :, None]
+        # trilinear weights: prod over axes of (frac if corner bit else 1 - frac)
+        bits = self.corners.to(x01.dtype)  # (8, 3)
+        f = frac[:, :, None, :]  # (N, L, 1, 3)
+        w = (bits * f + (1 - bits) * (1 - f)).prod(-1)  # (N, L, 8)
+        return rows, w
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        """Encode positions.
+
+        Args:
+            x01: (N, 3) positions in [0, 1]^3 (values outside are clamped).
+
+        Returns:
+            (N, L * F) features, zero for inactive levels.
+        """
+        x01 = x01.clamp(0.0, 1.0)
+        rows, w = self.corner_indices(x01)
+        feats = self.embeddings[rows]  # (N, L, 8, F)
+        out = (feats * w[..., None]).sum(2)  # (N, L, F)
+        if self.active_levels < self.cfg.n_levels:
+            out = out * self.level_mask(out.device)[None, :, None]
+        return out.reshape(x01.shape[0], -1)
+
+
+def sh_encode(d: torch.Tensor, degree: int = 4) -> torch.Tensor:
+    """Real spherical harmonics of unit directions.
+
+    Args:
+        d: (N, 3) unit vectors.
+        degree: 1..4 (number of bands); output has degree**2 channels.
+
+    Returns:
+        (N, degree**2) SH basis values.
+    """
+    x, y, z = d.unbind(-1)
+    out = [torch.full_like(x, 0.28209479177387814)]
+    if degree > 1:
+        out += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
+    if degree > 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.94617469575755997 * zz - 0.31539156525251999,
+                -1.0925484305920792 * x * z, 0.54627421529603959 * (xx - yy)]
+    if degree > 3:
+        out += [0.59004358992664352 * y * (3 * xx - yy), 2.8906114426405538 * x * y * z,
+                0.45704579946446572 * y * (5 * zz - 1), 0.3731763325901154 * z * (5 * zz - 3),
+                0.45704579946446572 * x * (5 * zz - 1), 1.4453057213202769 * z * (xx - yy),
+                0.59004358992664352 * x * (xx - 3 * yy)]
+    return torch.stack(out, -1)
+
+
+@dataclass
+class FieldConfig:
+    """Hyper-parameters of :class:`NeuSField`."""
+
+    grid: HashGridConfig
+    sdf_hidden: int = 64
+    sdf_layers: int = 1
+    feature_dim: int = 15
+    color_hidden: int = 64
+    color_layers: int = 2
+    activation: str = "softplus"  # "softplus" (smooth second derivative) or "relu"
+    sphere_init_radius: float = 0.5
+    init_variance: float = 0.3
+    sh_degree: int = 4
+    background: str = "env"  # "env": direction-only environment field; "none": constant colour
+
+
+class NeuSField(nn.Module):
+    """SDF network (hash grid + MLP), colour network, learned sharpness ``inv_s`` and background.
+
+    The SDF is positive outside the surface. At initialisation it approximates a sphere of radius
+    ``sphere_init_radius`` (geometric initialisation of Atzmon & Lipman 2020, with zero weights on the grid
+    features so the initial field is the sphere whatever the random table).
+    """
+
+    def __init__(self, cfg: FieldConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoding = HashGridEncoding(cfg.grid)
+        in_dim = 3 + self.encoding.n_output_dims
+        dims = [in_dim] + [cfg.sdf_hidden] * cfg.sdf_layers + [1 + cfg.feature_dim]
+        self.sdf_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self._geometric_init()
+        cdims = [cfg.feature_dim + 3 + 3 + cfg.sh_degree**2] + [cfg.color_hidden] * cfg.color_layers + [3]
+        self.color_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(cdims[:-1], cdims[1:]))
+        self.variance = nn.Parameter(torch.tensor(float(cfg.init_variance)))
+        if cfg.background == "env":
+            self.bg_layers = nn.ModuleList([nn.Linear(cfg.sh_degree**2, 32), nn.Linear(32, 3)])
+        else:
+            self.bg_layers = nn.ModuleList()
+
+    def _geometric_init(self) -> None:
+        layers = list(self.sdf_layers)
+        for i, layer in enumerate(layers):
+            out_dim, in_dim = layer.weight.shape
+            if i == len(layers) - 1:
+                nn.init.normal_(layer.weight, mean=math.sqrt(math.pi) / math.sqrt(in_dim), std=1e-4)
+                nn.init.constant_(layer.bias, -self.cfg.sphere_init_radius)
+            else:
+                nn.init.normal_(layer.weight, 0.0, math.sqrt(2) / math.sqrt(out_dim))
+                nn.init.constant_(layer.bias, 0.0)
+                if i == 0:
+                    nn.init.constant_(layer.weight[:, 3:], 0.0)  # grid features start silent
+
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(x, beta=100.0) if self.cfg.activation == "softplus" else F.relu(x)
+
+    # ------------------------------------------------------------------ geometry
+
+    def geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDF and geometry features.
+
+        Args:
+            x: (N, 3) positions in the normalized frame (inside [-1, 1]^3).
+
+        Returns:
+            sdf: (N,) signed distance (positive outside).
+            feat: (N, feature_dim) features for the colour network.
+        """
+        h = torch.cat([x, self.encoding((x + 1.0) * 0.5)], -1)
+        layers = self.sdf_layers
+        for layer in layers[:-1]:
+            h = self._act(layer(h))
+        out = layers[-1](h)
+        return out[:, 0], out[:, 1:]
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3) -> (N,) signed distance."""
+        return self.geometry(x)[0]
+
+    def sdf_with_gradient(self, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SDF, features and the SDF's spatial gradient (analytic, by autograd).
+
+        Args:
+            x: (N, 3) positions.
+            create_graph: keep the graph of the gradient (needed for the eikonal loss in training).
+
+        Returns:
+            sdf (N,), feat (N, feature_dim), grad (N, 3).
+        """
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            sdf, feat = self.geometry(x)
+            (grad,) = torch.autograd.grad(sdf.sum(), x, create_graph=create_graph)
+        return sdf, feat, grad
+
+    # ------------------------------------------------------------------ appearance
+
+    def color(self, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """Radiance.
+
+        Args:
+            x: (N, 3) positions; normal: (N, 3) unit normals; view_dir: (N, 3) unit ray directions
+            (from camera to point); feat: (N, feature_dim).
+
+        Returns:
+            (N, 3) colour in [0, 1].
+        """
+        h = torch.cat([feat, x, normal, sh_encode(view_dir, self.cfg.sh_degree)], -1)
+        for layer in self.color_layers[:-1]:
+            h = F.relu(layer(h))
+        return torch.sigmoid(self.color_layers[-1](h))
+
+    def background(self, view_dir: torch.Tensor) -> torch.Tensor | None:
+        """(R, 3) ray directions -> (R, 3) colour of what lies beyond the unit sphere, or None."""
+        if len(self.bg_layers) == 0:
+            return None
+        h = F.relu(self.bg_layers[0](sh_encode(view_dir, self.cfg.sh_degree)))
+        return torch.sigmoid(self.bg_layers[1](h))
+
+    def inv_s(self) -> torch.Tensor:
+        """Scalar sharpness 1/s of the logistic density (grows as training converges)."""
+        return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)

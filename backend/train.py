@@ -1,0 +1,532 @@
+"""``python -m backend train``: learn a NeuS field from a posed capture and stream meshes while it learns.
+
+The :class:`Trainer` owns the scene on the device (images as uint8), the field, the occupancy grid and the
+optimiser. It reports over the protocol (``start``, ``progress``, ``mesh``, ``done``), writes snapshots and
+checkpoints into the job folder, and on SIGTERM/SIGINT saves a checkpoint and the latest mesh and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import protocol
+from .config import PRESETS, TrainConfig, load_preset
+from .errors import BackendError
+from .protocol import JobLayout
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="posed capture: NeuS folder, transforms.json, COLMAP folder, Middlebury "
+                   "folder, or a job folder written by `poses`")
+    p.add_argument("--out", required=True, help="job folder (created; only the backend writes into it)")
+    p.add_argument("--preset", default="default", help=f"{' | '.join(PRESETS)} or a JSON file (default: default)")
+    p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
+    p.add_argument("--more-steps", type=int, help="with --resume: train this many steps beyond the checkpoint")
+    p.add_argument("--mesh-every", type=float, help="seconds between mesh snapshots (0: no snapshots)")
+    p.add_argument("--mesh-resolution", type=int, help="marching-cubes resolution of snapshots")
+    p.add_argument("--final-resolution", type=int, help="marching-cubes resolution of the final mesh")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    p.add_argument("--max-image-size", type=int, help="downscale images so the longer side is at most this")
+    p.add_argument("--holdout-every", type=int, help="hold out every k-th image and report its PSNR at the end")
+    p.add_argument("--resume", action="store_true", help="continue from the job folder's last checkpoint")
+    p.add_argument("--inline-meshes", action="store_true",
+                   help="carry snapshots inside mesh messages (base64) for a backend on another machine")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")
+    p.add_argument("--seed", type=int, help="random seed")
+
+
+def prepare_job_folder(out: str | os.PathLike[str]) -> JobLayout:
+    """Create the job folder and check it is writable (BackendError otherwise)."""
+    job = JobLayout(out)
+    try:
+        job.root.mkdir(parents=True, exist_ok=True)
+        probe = job.root / ".write_test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise BackendError(f"cannot write into the job folder: {exc.strerror or exc}",
+                           hint="Choose a job folder you can write to (--out).", file=job.root) from exc
+    return job
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda was asked for, but this torch has no CUDA device",
+                           hint="Use --device cpu, or point the add-on at a Python whose torch sees a GPU.")
+    return name
+
+
+def build_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    cfg = base if base is not None else load_preset(args.preset)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise BackendError(f"--set expects KEY=VALUE, got {item!r}", hint="Example: --set eikonal_weight=0.05")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = json.loads(value) if value[:1] in "-0123456789[{tf" and value != "" else value
+    for key, attr in (("steps", "steps"), ("mesh_every", "mesh_every_s"), ("mesh_resolution", "snapshot_resolution"),
+                      ("final_resolution", "final_resolution"), ("max_image_size", "max_image_size"),
+                      ("holdout_every", "holdout_every"), ("seed", "seed")):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[attr] = value
+    merged = cfg.to_dict()
+    merged.update(overrides)
+    return TrainConfig.from_dict(merged, source="command line")
+
+
+def resolve_data_path(data: str | None) -> Path:
+    if not data:
+        raise BackendError("no training data given", hint="Pass --data DIR (or --resume with an existing job).")
+    path = Path(data).expanduser()
+    poses = JobLayout(path).poses
+    if (poses / "sparse").exists():
+        return poses
+    return path
+
+
+def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
+    job = prepare_job_folder(args.out)
+    checkpoint = None
+    if args.resume:
+        if not job.last_checkpoint.is_file():
+            raise BackendError("no checkpoint to resume from", hint="Train once without --resume first, or give the "
+                               "job folder of an earlier run as --out.", file=job.last_checkpoint)
+        checkpoint = load_checkpoint(job.last_checkpoint)
+        cfg = build_config(args, TrainConfig.from_dict(checkpoint["config"], source=str(job.last_checkpoint)))
+        if args.more_steps:
+            cfg.steps = int(checkpoint["step"]) + int(args.more_steps)
+        data = args.data or checkpoint["data"]
+    else:
+        cfg = build_config(args)
+        data = args.data
+    data_path = resolve_data_path(data)
+    device = resolve_device(args.device)
+
+    from .data import load_scene
+
+    scene = load_scene(data_path, max_image_size=cfg.max_image_size)
+    trainer = Trainer(scene, cfg, device=device, job=job, emitter=emitter, data_path=data_path,
+                      inline_meshes=args.inline_meshes)
+    if checkpoint is not None:
+        trainer.load_state(checkpoint)
+    with trainer.handle_signals():
+        return trainer.train()
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same user problem
+        raise BackendError(f"cannot read checkpoint: {exc}", hint="The file is damaged or from another version; "
+                           "train again without --resume.", file=path) from exc
+
+
+class Trainer:
+    """NeuS training on one device. See the module docstring."""
+
+    def __init__(self, scene, cfg: TrainConfig, *, device: str, job: JobLayout,  # noqa: ANN001
+                 emitter: protocol.Emitter, data_path: Path | None = None, inline_meshes: bool = False) -> None:
+        import torch
+
+        from .field import FieldConfig, HashGridConfig, NeuSField
+        from .render import OccupancyGrid
+
+        self.torch = torch
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.job = job
+        self.emitter = emitter
+        self.data_path = data_path
+        self.inline_meshes = inline_meshes
+        self.stop_requested = False
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+
+        if cfg.holdout_every and cfg.holdout_every > 1:
+            idx = np.arange(len(scene))
+            self.holdout = idx[idx % cfg.holdout_every == 0]
+            train_idx = idx[idx % cfg.holdout_every != 0]
+        else:
+            self.holdout = np.zeros(0, dtype=np.int64)
+            train_idx = np.arange(len(scene))
+        self.scene = scene
+        self.train_scene = scene.subset(train_idx) if len(self.holdout) else scene
+        self.has_masks = scene.has_masks
+
+        grid_cfg = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features,
+                                  log2_table_size=cfg.log2_table_size, base_resolution=cfg.base_resolution,
+                                  finest_resolution=cfg.finest_resolution)
+        fcfg = FieldConfig(grid=grid_cfg, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers,
+                           feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden, color_layers=cfg.color_layers,
+                           activation=cfg.activation, sphere_init_radius=cfg.sphere_init_radius,
+                           background="none" if self.has_masks else "env")
+        self.field = NeuSField(fcfg).to(self.device)
+        self.grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold).to(self.device)
+        enc_params = [self.field.encoding.embeddings]
+        var_params = [self.field.variance]
+        other = [p for n, p in self.field.named_parameters() if n not in ("encoding.embeddings", "variance")]
+        self.optimizer = torch.optim.Adam(
+            [{"params": enc_params, "lr": cfg.lr, "base_lr": cfg.lr},
+             {"params": other, "lr": cfg.lr_mlp, "base_lr": cfg.lr_mlp},
+             {"params": var_params, "lr": cfg.lr_variance, "base_lr": cfg.lr_variance}],
+            betas=(0.9, 0.99), eps=1e-15)
+        self.step = 0
+        self.n_rays = cfg.init_rays
+        self._upload(self.train_scene)
+        self.last_snapshot: Path | None = None
+        self.last_snapshot_step = -1
+
+    # ------------------------------------------------------------------ data
+
+    def _upload(self, scene) -> None:  # noqa: ANN001
+        """Pixels (and masks) of all training images as flat uint8 tensors on the device."""
+        torch = self.torch
+        sizes = scene.sizes  # (N, 2) w, h
+        counts = sizes[:, 0] * sizes[:, 1]
+        self.pix_offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)]), device=self.device)
+        self.widths = torch.tensor(sizes[:, 0], device=self.device)
+        self.pixels = torch.cat([torch.from_numpy(np.ascontiguousarray(im).reshape(-1, 3)) for im in scene.images]
+                                ).to(self.device)
+        if scene.masks is not None:
+            self.masks = torch.cat([torch.from_numpy(np.ascontiguousarray(m).reshape(-1)) for m in scene.masks]
+                                   ).to(self.device)
+        else:
+            self.masks = None
+        self.K_inv = torch.from_numpy(np.linalg.inv(scene.K)).float().to(self.device)
+        self.c2w = torch.from_numpy(scene.normalized_c2w()).float().to(self.device)
+        self.n_pixels = int(counts.sum())
+
+    def sample_rays(self, n: int) -> dict[str, Any]:
+        """A random batch of ``n`` training rays: origins, dirs (n, 3), rgb (n, 3) in [0, 1], mask (n,) or None."""
+        torch = self.torch
+        from .render import rays_from_pixels
+
+        gid = torch.randint(0, self.n_pixels, (n,), device=self.device)
+        img = torch.searchsorted(self.pix_offsets[1:], gid, right=True)
+        local = gid - self.pix_offsets[img]
+        w = self.widths[img]
+        rows = (local // w).float() + torch.rand(n, device=self.device) - 0.5
+        cols = (local % w).float() + torch.rand(n, device=self.device) - 0.5
+        o, d = rays_from_pixels(self.K_inv[img], self.c2w[img], cols, rows)
+        rgb = self.pixels[gid].float() / 255.0
+        mask = self.masks[gid].float() / 255.0 if self.masks is not None else None
+        return {"origins": o, "dirs": d, "rgb": rgb, "mask": mask}
+
+    # ------------------------------------------------------------------ schedules
+
+    def lr_factor(self, step: int) -> float:
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+        progress = min(max(progress, 0.0), 1.0)
+        return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def active_levels(self, step: int) -> int:
+        return min(self.cfg.n_levels, self.cfg.start_levels + step // max(self.cfg.level_every, 1))
+
+    def cos_anneal_ratio(self, step: int) -> float:
+        return 1.0 if self.cfg.cos_anneal_steps <= 0 else min(1.0, step / self.cfg.cos_anneal_steps)
+
+    # ------------------------------------------------------------------ one step
+
+    def sdf_fn_torch(self, x):  # noqa: ANN001, ANN201
+        """SDF used outside training (grid updates, meshing): intersected with the unit ball."""
+        sdf = self.field.sdf(x)
+        return torch_max(sdf, x.norm(dim=-1) - 1.0)
+
+    def update_grid(self, step: int) -> None:
+        cfg = self.cfg
+        if step % cfg.grid_update_every != 0:
+            return
+        inv_s = float(self.field.inv_s().item())
+        n_cells = None if step < cfg.grid_warmup_steps else self.grid.resolution**3 // 4
+        self.grid.update(self.sdf_fn_torch, inv_s, cfg.step_size, n_cells=n_cells)
+
+    def train_step(self) -> dict[str, float]:
+        torch = self.torch
+        from .neus import render_rays
+
+        cfg = self.cfg
+        step = self.step
+        self.field.encoding.active_levels = self.active_levels(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * self.lr_factor(step)
+        self.update_grid(step)
+
+        batch = self.sample_rays(int(self.n_rays))
+        gt = batch["rgb"]
+        bg = None
+        if batch["mask"] is not None:
+            bg = torch.rand_like(gt)  # a random background forces the opacity to follow the mask
+            gt = gt * batch["mask"][:, None] + bg * (1 - batch["mask"][:, None])
+        out = render_rays(self.field, self.grid, batch["origins"], batch["dirs"], step_size=cfg.step_size,
+                          bg_color=bg, cos_anneal_ratio=self.cos_anneal_ratio(step), perturb=True, training=True)
+        if cfg.rgb_loss == "huber":
+            loss_rgb = torch.nn.functional.smooth_l1_loss(out.rgb, gt, beta=0.1)
+        else:
+            loss_rgb = (out.rgb - gt).abs().mean()
+        loss = loss_rgb
+        # eikonal on the ray samples and on random points, so that culled space stays a distance field too
+        n_rand = max(256, out.n_samples // 8)
+        rand_pts = (torch.rand(n_rand, 3, device=self.device) * 2 - 1)
+        _, _, rand_grad = self.field.sdf_with_gradient(rand_pts, create_graph=True)
+        grads = rand_grad if out.gradients is None else torch.cat([out.gradients, rand_grad])
+        loss_eik = ((grads.norm(dim=-1) - 1.0) ** 2).mean()
+        loss = loss + cfg.eikonal_weight * loss_eik
+        loss_mask = None
+        if batch["mask"] is not None and cfg.mask_weight > 0:
+            op = out.opacity.clamp(1e-3, 1 - 1e-3)
+            m = batch["mask"]
+            loss_mask = -(m * torch.log(op) + (1 - m) * torch.log(1 - op)).mean()
+            loss = loss + cfg.mask_weight * loss_mask
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        # aim the next batch at the sample budget
+        n_samples = max(out.n_samples, 1)
+        target = self.n_rays * cfg.target_samples / n_samples
+        self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * target if step > 0 else target, 64), cfg.max_rays))
+        self.step += 1
+        with torch.no_grad():
+            mse = float(((out.rgb - gt) ** 2).mean())
+        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-10)), "n_samples": out.n_samples,
+                "n_rays": int(batch["rgb"].shape[0]), "eikonal": float(loss_eik.detach()),
+                "mask": float(loss_mask.detach()) if loss_mask is not None else None,
+                "inv_s": float(self.field.inv_s().detach())}
+
+    # ------------------------------------------------------------------ meshes
+
+    def extraction_box(self) -> np.ndarray:
+        """(2, 3) normalized-frame box for marching cubes: the scene's ROI, tightened to occupied cells."""
+        roi = np.array([[-1.0] * 3, [1.0] * 3]) if self.scene.roi is None else np.asarray(self.scene.roi, float)
+        if self.step > self.cfg.grid_warmup_steps:
+            occ = self.grid.occupied_box().numpy().astype(np.float64)
+            pad = 2 * self.grid.cell_size
+            lo = np.maximum(roi[0] - pad, occ[0] - pad)
+            hi = np.minimum(roi[1] + pad, occ[1] + pad)
+            if np.all(hi > lo):
+                roi = np.stack([lo, hi])
+        return np.clip(roi, -1.0, 1.0)
+
+    def extract(self, resolution: int, box: np.ndarray | None = None, colors: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Mesh of the current field in input coordinates.
+
+        Returns:
+            vertices (V, 3) float32 (input coordinates), faces (F, 3) int32, colours (V, 3) uint8 or None.
+        """
+        from .extract import extract_mesh
+
+        return extract_mesh(self.field, self.scene, resolution, box=self.extraction_box() if box is None else box,
+                            device=self.device, colors=colors)
+
+    def emit_mesh(self, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, path: Path,
+                  final: bool) -> None:
+        data = protocol.snapshot_bytes(verts, faces, colors)
+        protocol.atomic_write_bytes(path, data)
+        fields: dict[str, Any] = {"step": self.step, "path": str(path.resolve()), "n_vertices": len(verts),
+                                  "n_faces": len(faces), "bounds": protocol.mesh_bounds(verts), "final": final,
+                                  "has_colors": colors is not None}
+        if self.inline_meshes:
+            fields["npz_b64"] = base64.b64encode(data).decode("ascii")
+        self.emitter.emit("mesh", **fields)
+        self.last_snapshot, self.last_snapshot_step = path, self.step
+
+    def snapshot(self) -> None:
+        verts, faces, colors = self.extract(self.cfg.snapshot_resolution, colors=True)
+        if len(faces) == 0:
+            self.emitter.emit("warning", message=f"no surface yet at step {self.step}")
+            return
+        self.emit_mesh(verts, faces, colors, self.job.snapshot(self.step), final=False)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {"version": 1, "step": self.step, "config": self.cfg.to_dict(), "field": self.field.state_dict(),
+                "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "n_rays": self.n_rays,
+                "to_world": self.scene.to_world, "roi": self.scene.roi,
+                "data": str(self.data_path) if self.data_path else None,
+                "has_masks": self.has_masks}
+
+    def save_checkpoint(self) -> Path:
+        import io
+
+        buf = io.BytesIO()
+        self.torch.save(self.state(), buf)
+        return protocol.atomic_write_bytes(self.job.last_checkpoint, buf.getvalue())
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self.field.load_state_dict(ckpt["field"])
+        self.grid.load_state_dict(ckpt["grid"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        self.n_rays = int(ckpt.get("n_rays", self.cfg.init_rays))
+        for group, base in zip(self.optimizer.param_groups, (self.cfg.lr, self.cfg.lr_mlp, self.cfg.lr_variance)):
+            group["base_lr"] = base
+
+    # ------------------------------------------------------------------ loop
+
+    def handle_signals(self):  # noqa: ANN201 - context manager
+        import contextlib
+
+        trainer = self
+
+        @contextlib.contextmanager
+        def ctx():  # noqa: ANN202
+            def on_signal(signum, frame):  # noqa: ANN001, ARG001
+                trainer.stop_requested = True
+
+            old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+        return ctx()
+
+    def start_message(self) -> None:
+        torch = self.torch
+        dev = str(self.device)
+        if self.device.type == "cuda":
+            dev = f"cuda ({torch.cuda.get_device_name(self.device)})"
+        self.emitter.emit("start", command="train", device=dev, path="reference", config=self.cfg.to_dict(),
+                          dataset=self.scene.summary(), n_train=len(self.train_scene), n_holdout=len(self.holdout),
+                          normalization={"to_world": self.scene.to_world, "roi": self.scene.roi,
+                                         "scale": self.scene.scale},
+                          job_dir=str(self.job.root.resolve()), resumed_from=self.step or None,
+                          parameters=sum(p.numel() for p in self.field.parameters()))
+
+    def train(self) -> int:
+        cfg = self.cfg
+        self.job.meshes.mkdir(parents=True, exist_ok=True)
+        protocol.atomic_write_text(self.job.config, json.dumps(
+            {"config": cfg.to_dict(), "data": str(self.data_path) if self.data_path else None}, indent=1))
+        self.start_message()
+        t0 = time.perf_counter()
+        train_time = 0.0
+        last_report = last_mesh = time.perf_counter()
+        samples_acc = 0
+        t_acc = 0.0
+        start_step = self.step
+        stats: dict[str, Any] = {}
+        while self.step < cfg.steps and not self.stop_requested:
+            ts = time.perf_counter()
+            stats = self.train_step()
+            if self.device.type == "cuda":
+                self.torch.cuda.synchronize()
+            dt = time.perf_counter() - ts
+            train_time += dt
+            t_acc += dt
+            samples_acc += stats["n_samples"]
+            now = time.perf_counter()
+            if now - last_report >= 1.0 or self.step == cfg.steps or self.step == start_step + 1:
+                rate = samples_acc / max(t_acc, 1e-9)
+                per_step = train_time / max(self.step - start_step, 1)
+                self.emitter.emit("progress", step=self.step, total=cfg.steps, loss=stats["loss"], psnr=stats["psnr"],
+                                  samples_per_s=rate, rays=stats["n_rays"], samples=stats["n_samples"],
+                                  eta_s=per_step * (cfg.steps - self.step), phase="train",
+                                  elapsed_s=now - t0, inv_s=stats["inv_s"], eikonal=stats["eikonal"],
+                                  mask_loss=stats["mask"], occupied=self.grid.occupied_fraction(),
+                                  levels=self.field.encoding.active_levels)
+                last_report, samples_acc, t_acc = now, 0, 0.0
+            if cfg.mesh_every_s > 0 and now - last_mesh >= cfg.mesh_every_s and self.step < cfg.steps:
+                self.snapshot()
+                self.save_checkpoint()
+                last_mesh = time.perf_counter()
+        return self.finish(cancelled=self.stop_requested, t0=t0, train_time=train_time)
+
+    def finish(self, cancelled: bool, t0: float, train_time: float) -> int:
+        ckpt = self.save_checkpoint()
+        final_path = self.job.final_mesh
+        if cancelled and self.last_snapshot is not None and self.last_snapshot.is_file():
+            # be quick: the latest snapshot becomes the result
+            shutil.copyfile(self.last_snapshot, final_path.with_suffix(".tmp"))
+            os.replace(final_path.with_suffix(".tmp"), final_path)
+            snap = protocol.read_snapshot(final_path)
+            verts, faces, colors = snap["vertices"], snap["faces"], snap.get("colors")
+        else:
+            res = 64 if cancelled else self.cfg.final_resolution
+            self.emitter.emit("stage", name="extract", detail=f"final mesh at {res}^3")
+            verts, faces, colors = self.extract(res, colors=True)
+        from .meshing import write_ply
+
+        self.emit_mesh(verts, faces, colors, final_path, final=True)
+        write_ply(str(self.job.final_ply), verts, faces, colors)
+        metrics: dict[str, Any] = {"train_time_s": train_time}
+        if len(self.holdout) and not cancelled:
+            self.emitter.emit("stage", name="evaluate", detail=f"{len(self.holdout)} held-out views")
+            metrics.update(self.evaluate_holdout())
+        self.emitter.emit("done", mesh=str(final_path.resolve()), ply=str(self.job.final_ply.resolve()),
+                          checkpoint=str(ckpt.resolve()), steps=self.step, elapsed_s=time.perf_counter() - t0,
+                          cancelled=cancelled, metrics=metrics, n_vertices=len(verts), n_faces=len(faces))
+        return protocol.EXIT_CANCELLED if cancelled else protocol.EXIT_OK
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate_holdout(self, max_size: int = 0) -> dict[str, Any]:
+        """PSNR (and mask IoU when masks exist) of the held-out views rendered by the field."""
+        torch = self.torch
+        from .neus import render_image
+
+        held = self.scene.subset(self.holdout)
+        if max_size:
+            held = held.downscaled(max_size)
+        c2w = held.normalized_c2w()
+        psnrs, ious = [], []
+        self.field.eval()
+        for i in range(len(held)):
+            h, w = held.images[i].shape[:2]
+            bg = torch.zeros(3, device=self.device) if self.has_masks else None
+            out = render_image(self.field, self.grid, torch.from_numpy(held.K[i]), torch.from_numpy(c2w[i]), w, h,
+                               step_size=self.cfg.step_size, bg_color=bg)
+            pred = out["rgb"].clamp(0, 1).cpu().numpy()
+            gt = held.images[i].astype(np.float32) / 255.0
+            if held.masks is not None:
+                m = held.masks[i].astype(np.float32)[..., None] / 255.0
+                gt = gt * m
+                pred_mask = out["opacity"].cpu().numpy() > 0.5
+                true_mask = held.masks[i] > 127
+                ious.append(float((pred_mask & true_mask).sum() / max((pred_mask | true_mask).sum(), 1)))
+            mse = float(((pred - gt) ** 2).mean())
+            psnrs.append(-10 * math.log10(max(mse, 1e-10)))
+        self.field.train()
+        out_metrics: dict[str, Any] = {"holdout_psnr": float(np.mean(psnrs)), "holdout_views": held.names}
+        if ious:
+            out_metrics["holdout_mask_iou"] = float(np.mean(ious))
+        return out_metrics
+
+
+def torch_max(a, b):  # noqa: ANN001, ANN201
+    import torch
+
+    return torch.maximum(a, b)
