@@ -7,8 +7,8 @@ No hand-picked sphere. Depending on what the capture carries, in this order:
    least half of the images. The sphere bounds the kept voxels with a 10 % margin; ``roi`` is their box.
 2. sparse points (COLMAP) -> the points seen inside at least half of the images, trimmed to the 2nd..98th
    percentile along each axis, their box grown by 5 % per side; the sphere bounds them with a 10 % margin.
-3. cameras only -> the point closest to all optical axes, then the region every view (90 %) sees around it,
-   bounded by the nearest camera; the sphere bounds that region; ``roi`` is the whole cube.
+3. cameras only -> the point closest to all optical axes, then the region 90 % of the views see around it,
+   bounded by the nearest camera; the sphere bounds that region with a 10 % margin; ``roi`` is the whole cube.
 
 The cameras always stay outside the unit sphere (the sphere shrinks, with a warning, when they would not).
 ``to_world`` has no rotation: the normalized axes are the input's axes, scaled and shifted.
@@ -116,12 +116,12 @@ def _fibonacci_directions(n: int) -> np.ndarray:
 def _bounding_sphere(pts: np.ndarray, pad: float = 0.0) -> tuple[np.ndarray, float]:
     """Near-minimal sphere around (M, 3) points: centre (3,) and radius reaching every point, plus ``pad``.
 
-    The centre comes from Badoiu-Clarkson iterations on the points extreme along 256 directions; the radius is
+    The centre comes from Badoiu-Clarkson iterations on the points extreme along 128 directions; the radius is
     then measured on all points, so the sphere always contains them.
     """
     pts = np.asarray(pts, dtype=np.float64)
-    dirs = _fibonacci_directions(256)
-    ext = pts[np.unique(np.argmax(pts @ dirs.T, axis=0))]
+    dirs = _fibonacci_directions(128)
+    ext = pts[np.unique(np.argmax(dirs @ pts.T, axis=1))]
     c = 0.5 * (pts.min(0) + pts.max(0))
     for it in range(1, 2000):
         far = ext[np.argmax(np.linalg.norm(ext - c, axis=1))]
@@ -289,21 +289,30 @@ def sparse_point_bounds(scene: Scene, low: float = 2.0, high: float = 98.0) -> d
 def frustum_bounds(scene: Scene, resolution: int = 48) -> dict[str, Any]:
     """The region around the cameras' focus that (almost) every view sees, in input coordinates.
 
-    Returns a dict with ``center`` (3,), ``radius``, ``box`` (2, 3), ``focus`` (3,) (the axes' closest point)
-    and ``view_fraction`` (the share of views required; lowered when no point reaches 90 %).
+    A coarse grid over the ball the nearest camera leaves free finds the region, a second grid over its box
+    measures it. Returns a dict with ``center`` (3,), ``radius``, ``box`` (2, 3), ``focus`` (3,) (the axes'
+    closest point) and ``view_fraction`` (the share of views required: 90 %, lowered when nothing reaches it).
     """
     n = len(scene)
     c0 = camera_focus(scene.c2w)
     d_min = float(np.linalg.norm(scene.camera_centers() - c0, axis=1).min())
-    pts, vox = _grid(c0 - d_min, c0 + d_min, resolution)
-    pts = pts[np.linalg.norm(pts - c0, axis=1) <= d_min]
-    seen = views_containing(scene, pts)
+
+    def region(lo: np.ndarray, hi: np.ndarray, need: int) -> tuple[np.ndarray, float]:
+        pts, vox = _grid(lo, hi, resolution)
+        pts = pts[np.linalg.norm(pts - c0, axis=1) <= d_min]
+        return pts[views_containing(scene, pts) >= need], vox
+
     for frac in (FRUSTUM_VIEW_FRACTION, 0.75, 0.5):
-        region = pts[seen >= max(1, math.ceil(frac * n))]
-        if len(region) >= 8:
-            center, radius = _bounding_sphere(region, pad=vox * math.sqrt(3) / 2)
-            return {"center": center, "radius": radius, "focus": c0, "view_fraction": frac,
-                    "box": np.stack([region.min(0) - vox / 2, region.max(0) + vox / 2]), "n_voxels": len(region)}
+        need = max(1, math.ceil(frac * n))
+        pts, vox = region(c0 - d_min, c0 + d_min, need)
+        if len(pts) == 0:
+            continue
+        fine, fine_vox = region(pts.min(0) - vox, pts.max(0) + vox, need)
+        if len(fine) >= 8:
+            pts, vox = fine, fine_vox
+        center, radius = _bounding_sphere(pts, pad=vox * math.sqrt(3) / 2)
+        return {"center": center, "radius": radius, "focus": c0, "view_fraction": frac,
+                "box": np.stack([pts.min(0) - vox / 2, pts.max(0) + vox / 2]), "n_voxels": len(pts)}
     r = 0.5 * d_min
     return {"center": c0, "radius": r, "focus": c0, "view_fraction": 0.0, "box": np.stack([c0 - r, c0 + r]),
             "n_voxels": 0}
@@ -331,12 +340,13 @@ def _roi_from_box(box: np.ndarray, to_world: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([c.min(0), c.max(0)]), -1.0, 1.0)
 
 
-def _object_bounds(scene: Scene) -> tuple[str, dict[str, Any]] | None:
+def _object_bounds(scene: Scene, warnings: list[str]) -> tuple[str, dict[str, Any]] | None:
     if scene.masks is not None:
         hull = visual_hull_bounds(scene)
         if hull is not None:
             return "visual_hull", hull
-        log.warning("the visual hull of the masks is empty: masks and cameras disagree; ignoring the masks")
+        warnings.append("the visual hull of the masks is empty (masks and cameras disagree); the masks were "
+                        "ignored for the normalization")
     pts = sparse_point_bounds(scene)
     if pts is not None:
         return "sparse_points", pts
@@ -356,14 +366,15 @@ def auto_normalization(scene: Scene) -> tuple[np.ndarray, np.ndarray, dict[str, 
     if len(scene) == 0:
         raise ValueError("a scene without images has no normalization")
     warnings: list[str] = []
-    found = _object_bounds(scene)
+    found = _object_bounds(scene, warnings)
     if found is not None:
         method, b = found
         center, radius = b["center"], b["radius"] * MARGIN
         box = b["box"]
     else:
+        # the same margin: an object may leave the frame in a few views (Middlebury's dino does)
         method, b = "cameras", frustum_bounds(scene)
-        center, radius, box = b["center"], b["radius"], None
+        center, radius, box = b["center"], b["radius"] * MARGIN, None
     radius = _clear_cameras(scene, center, radius, warnings)
     to_world = similarity(radius, center)
     roi = _roi_from_box(box, to_world) if box is not None else np.array([[-1.0] * 3, [1.0] * 3])
@@ -406,7 +417,7 @@ def normalize_scene(scene: Scene, *, prefer_given: bool = True) -> tuple[Scene, 
     info: dict[str, Any] = {"method": "given", "center": [float(x) for x in center], "radius": radius,
                             "camera_distance": d / radius, "warnings": warnings}
     roi = np.array([[-1.0] * 3, [1.0] * 3])
-    found = _object_bounds(scene)
+    found = _object_bounds(scene, warnings)
     if found is not None:
         method, b = found
         roi = _roi_from_box(b["box"], to_world)

@@ -140,12 +140,11 @@ class Scene:
             images.append(np.asarray(Image.fromarray(im).resize((nw, nh), Image.Resampling.LANCZOS)))
             if masks is not None:
                 m = Image.fromarray(self.masks[i]).resize((nw, nh), Image.Resampling.BILINEAR)  # type: ignore[index]
-                masks.append(np.asarray(m))
+                masks.append(((np.asarray(m) >> 7) * np.uint8(255)).astype(np.uint8))
             sx, sy = nw / w, nh / h
-            K = self.K[i].copy()
-            K[0] *= sx
-            K[1] *= sy
-            Ks.append(K)
+            # OpenCV pixel centres: x' = (x + 0.5) * s - 0.5
+            A = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+            Ks.append(A @ self.K[i])
         return replace(self, images=images, masks=masks, K=np.stack(Ks))
 
     def summary(self) -> dict[str, object]:

@@ -124,11 +124,12 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     data_path = resolve_data_path(data)
     device = resolve_device(args.device)
 
-    from .data import load_scene
+    from .data import load_scene_with_info
 
-    scene = load_scene(data_path, max_image_size=cfg.max_image_size)
+    emitter.emit("stage", name="load", detail=str(data_path))
+    scene, info = load_scene_with_info(data_path, max_image_size=cfg.max_image_size)
     trainer = Trainer(scene, cfg, device=device, job=job, emitter=emitter, data_path=data_path,
-                      inline_meshes=args.inline_meshes)
+                      inline_meshes=args.inline_meshes, normalization_info=info)
     if checkpoint is not None:
         trainer.load_state(checkpoint)
     with trainer.handle_signals():
@@ -152,7 +153,8 @@ class Trainer:
     """NeuS training on one device. See the module docstring."""
 
     def __init__(self, scene, cfg: TrainConfig, *, device: str, job: JobLayout,  # noqa: ANN001
-                 emitter: protocol.Emitter, data_path: Path | None = None, inline_meshes: bool = False) -> None:
+                 emitter: protocol.Emitter, data_path: Path | None = None, inline_meshes: bool = False,
+                 normalization_info: dict[str, Any] | None = None) -> None:
         import torch
 
         from .field import FieldConfig, HashGridConfig, NeuSField
@@ -165,6 +167,7 @@ class Trainer:
         self.emitter = emitter
         self.data_path = data_path
         self.inline_meshes = inline_meshes
+        self.normalization_info = normalization_info or {}
         self.stop_requested = False
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -422,7 +425,7 @@ class Trainer:
         self.emitter.emit("start", command="train", device=dev, path="reference", config=self.cfg.to_dict(),
                           dataset=self.scene.summary(), n_train=len(self.train_scene), n_holdout=len(self.holdout),
                           normalization={"to_world": self.scene.to_world, "roi": self.scene.roi,
-                                         "scale": self.scene.scale},
+                                         "scale": self.scene.scale, **self.normalization_info},
                           job_dir=str(self.job.root.resolve()), resumed_from=self.step or None,
                           parameters=sum(p.numel() for p in self.field.parameters()))
 
