@@ -90,15 +90,15 @@ class OccupancyGrid(torch.nn.Module):
         self.threshold = float(threshold)
         self.ema_decay = float(ema_decay)
         r = self.resolution
-        self.register_buffer("values", torch.ones(r, r, r))
-        self.register_buffer("binary", torch.ones(r, r, r, dtype=torch.bool))
+        self.register_buffer("values", torch.zeros(r, r, r))
+        self.register_buffer("binary", torch.ones(r, r, r, dtype=torch.bool))  # all occupied until updated
 
     @property
     def cell_size(self) -> float:
         return 2.0 / self.resolution
 
     def cell_centers(self) -> torch.Tensor:
-        """(r^3, 3) cell centres, x fastest... in index order (i, j, k) -> flat i*r*r + j*r + k."""
+        """(r^3, 3) cell centres in flat index order: cell (i, j, k) is row i*r*r + j*r + k."""
         r = self.resolution
         ax = (torch.arange(r, device=self.values.device, dtype=torch.float32) + 0.5) * self.cell_size - 1.0
         g = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)
@@ -137,7 +137,8 @@ class OccupancyGrid(torch.nn.Module):
 
     @torch.no_grad()
     def mark_all(self) -> None:
-        self.values.fill_(1.0)
+        """Forget the estimate: every cell occupied until the next full update."""
+        self.values.zero_()
         self.binary.fill_(True)
 
     def occupied(self, pts: torch.Tensor) -> torch.Tensor:
@@ -201,7 +202,7 @@ def neus_alpha_from_distance(dist: torch.Tensor, inv_s: float | torch.Tensor, st
     """
     prev = torch.sigmoid((dist + 0.5 * step) * inv_s)
     nxt = torch.sigmoid((dist - 0.5 * step) * inv_s)
-    return ((prev - nxt + 1e-5) / (prev + 1e-5)).clamp(0.0, 1.0)
+    return ((prev - nxt) / (prev + 1e-6)).clamp(0.0, 1.0)
 
 
 def neus_alpha(sdf: torch.Tensor, dir_dot_grad: torch.Tensor, deltas: torch.Tensor, inv_s: torch.Tensor,
@@ -228,7 +229,7 @@ def neus_alpha(sdf: torch.Tensor, dir_dot_grad: torch.Tensor, deltas: torch.Tens
     est_next = sdf + iter_cos * deltas * 0.5
     prev_cdf = torch.sigmoid(est_prev * inv_s)
     next_cdf = torch.sigmoid(est_next * inv_s)
-    return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)
+    return ((prev_cdf - next_cdf) / (prev_cdf + 1e-6)).clamp(0.0, 1.0)
 
 
 def first_index_of_ray(ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:

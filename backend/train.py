@@ -441,6 +441,7 @@ class Trainer:
         samples_acc = 0
         t_acc = 0.0
         start_step = self.step
+        mesh_interval = cfg.mesh_every_s
         stats: dict[str, Any] = {}
         while self.step < cfg.steps and not self.stop_requested:
             ts = time.perf_counter()
@@ -462,10 +463,12 @@ class Trainer:
                                   mask_loss=stats["mask"], occupied=self.grid.occupied_fraction(),
                                   levels=self.field.encoding.active_levels)
                 last_report, samples_acc, t_acc = now, 0, 0.0
-            if cfg.mesh_every_s > 0 and now - last_mesh >= cfg.mesh_every_s and self.step < cfg.steps:
+            if cfg.mesh_every_s > 0 and now - last_mesh >= mesh_interval and self.step < cfg.steps:
                 self.snapshot()
                 self.save_checkpoint()
                 last_mesh = time.perf_counter()
+                # snapshots never take more than about a quarter of the time, however slow the machine
+                mesh_interval = max(cfg.mesh_every_s, 3.0 * (last_mesh - now))
         return self.finish(cancelled=self.stop_requested, t0=t0, train_time=train_time)
 
     def finish(self, cancelled: bool, t0: float, train_time: float) -> int:

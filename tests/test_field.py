@@ -1,0 +1,118 @@
+"""The reference field: hash-grid encoding, SH, SDF initialisation, derivatives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from backend.field import FieldConfig, HashGridConfig, HashGridEncoding, NeuSField, sh_encode
+
+
+def dense_encoding(res: int = 4, features: int = 3) -> HashGridEncoding:
+    enc = HashGridEncoding(HashGridConfig(n_levels=1, n_features=features, log2_table_size=12, base_resolution=res,
+                                          finest_resolution=res))
+    with torch.no_grad():
+        enc.embeddings.normal_()
+    return enc
+
+
+def test_dense_level_hits_table_at_vertices_and_interpolates_linearly() -> None:
+    res = 4
+    enc = dense_encoding(res)
+    assert bool(enc.dense_levels[0])
+    ijk = torch.tensor([[0, 0, 0], [1, 2, 3], [4, 4, 4], [3, 0, 2]])
+    feats = enc(ijk.float() / res)
+    rows = ijk[:, 0] + ijk[:, 1] * (res + 1) + ijk[:, 2] * (res + 1) ** 2
+    torch.testing.assert_close(feats, enc.embeddings[rows])
+    # halfway along x between two vertices: the mean of their features
+    a, b = torch.tensor([[1, 2, 3]]), torch.tensor([[2, 2, 3]])
+    mid = enc((a.float() + 0.5 * (b - a).float()) / res)
+    torch.testing.assert_close(mid, 0.5 * (enc(a.float() / res) + enc(b.float() / res)))
+
+
+def test_levels_sizes_and_hashing() -> None:
+    cfg = HashGridConfig(n_levels=16, n_features=2, log2_table_size=14, base_resolution=16, finest_resolution=2048)
+    enc = HashGridEncoding(cfg)
+    assert enc.resolutions[0] == 16 and abs(int(enc.resolutions[-1]) - 2048) <= 1
+    assert bool(enc.dense_levels[0]) and not bool(enc.dense_levels[-1])
+    assert int(enc.level_sizes.max()) <= 2**14
+    x = torch.rand(5000, 3)
+    rows, w = enc.corner_indices(x)
+    lo = enc.level_offsets[None, :, None]
+    hi = lo + enc.level_sizes[None, :, None]
+    assert bool(((rows >= lo) & (rows < hi)).all()), "a corner indexes outside its level's table"
+    torch.testing.assert_close(w.sum(-1), torch.ones(5000, 16))
+    assert enc(x).shape == (5000, 32)
+
+
+def test_progressive_levels_are_silent_and_get_no_gradient() -> None:
+    enc = HashGridEncoding(HashGridConfig(n_levels=6, n_features=2, log2_table_size=12, finest_resolution=128))
+    with torch.no_grad():
+        enc.embeddings.normal_()
+    enc.active_levels = 2
+    out = enc(torch.rand(300, 3))
+    assert out[:, 4:].abs().max() == 0 and out[:, :4].abs().max() > 0
+    out.sum().backward()
+    g = enc.embeddings.grad
+    start = int(enc.level_offsets[2])
+    assert g[start:].abs().max() == 0 and g[:start].abs().max() > 0
+
+
+def test_encoding_first_and_second_derivatives_match_finite_differences() -> None:
+    enc = HashGridEncoding(HashGridConfig(n_levels=3, n_features=2, log2_table_size=10, base_resolution=3,
+                                          finest_resolution=40)).double()
+    with torch.no_grad():
+        enc.embeddings.normal_()
+    x = (torch.rand(6, 3, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
+    assert torch.autograd.gradcheck(enc, (x,), eps=1e-7, atol=1e-5)
+    # the eikonal loss needs d/d(table) of d(out)/dx: check it the same way
+    table = enc.embeddings
+
+    def grad_wrt_x(tab: torch.Tensor) -> torch.Tensor:
+        rows, w = enc.corner_indices(x)
+        out = (tab[rows] * w[..., None]).sum((1, 2)).sum()
+        (g,) = torch.autograd.grad(out, x, create_graph=True)
+        return g
+
+    assert torch.autograd.gradcheck(grad_wrt_x, (table.detach().clone().requires_grad_(True),), eps=1e-6, atol=1e-5)
+
+
+def test_sh_basis_is_orthonormal_on_the_sphere() -> None:
+    torch.manual_seed(0)
+    d = torch.randn(200000, 3, dtype=torch.float64)
+    d = d / d.norm(dim=-1, keepdim=True)
+    y = sh_encode(d, 4)
+    gram = (y.T @ y) * (4 * math.pi / len(d))  # Monte Carlo integral over the sphere
+    torch.testing.assert_close(gram, torch.eye(16, dtype=torch.float64), atol=0.03, rtol=0)
+
+
+def small_field(**kw: object) -> NeuSField:
+    grid = HashGridConfig(n_levels=8, n_features=2, log2_table_size=14, finest_resolution=256)
+    return NeuSField(FieldConfig(grid=grid, **kw))  # type: ignore[arg-type]
+
+
+def test_sphere_initialisation() -> None:
+    torch.manual_seed(0)
+    field = small_field(sphere_init_radius=0.5)
+    x = torch.rand(4000, 3) * 2 - 1
+    sdf, _, grad = field.sdf_with_gradient(x, create_graph=False)
+    err = (sdf - (x.norm(dim=-1) - 0.5)).abs()
+    assert float(err.detach().mean()) < 0.2
+    assert float(field.sdf(torch.zeros(1, 3))) < -0.2, "the centre must start inside"
+    assert float(field.sdf(torch.full((1, 3), 0.95))) > 0.5, "the corners must start outside"
+    assert 0.7 < float(grad.norm(dim=-1).mean()) < 1.3
+
+
+def test_color_and_background_shapes_and_ranges() -> None:
+    field = small_field()
+    x = torch.rand(50, 3) - 0.5
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    _, feat = field.geometry(x)
+    rgb = field.color(x, d, d, feat)
+    assert rgb.shape == (50, 3) and float(rgb.min()) >= 0 and float(rgb.max()) <= 1
+    bg = field.background(d)
+    assert bg is not None and bg.shape == (50, 3)
+    assert small_field(background="none").background(d) is None
+    assert float(field.inv_s()) == pytest.approx(math.exp(3.0), rel=1e-5)

@@ -1,0 +1,136 @@
+"""Rendering: rays, NeuS weights on analytic SDFs, the occupancy grid, packed sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from backend.render import (
+    OccupancyGrid,
+    accumulate,
+    neus_alpha,
+    ray_sphere,
+    rays_from_pixels,
+    render_weights,
+)
+
+
+def test_ray_sphere_hand_computed() -> None:
+    o = torch.tensor([[0.0, 0.0, -3.0], [0.0, 0.0, 0.0], [0.0, 2.0, -3.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    near, far, hit = ray_sphere(o, d, 1.0)
+    assert hit.tolist() == [True, True, False]
+    assert near[:2].tolist() == pytest.approx([2.0, 0.0]) and far[:2].tolist() == pytest.approx([4.0, 1.0])
+
+
+def test_rays_from_pixels_principal_point_looks_down_the_axis() -> None:
+    K = torch.tensor([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
+    c2w = torch.eye(4)
+    c2w[:3, 3] = torch.tensor([1.0, 2.0, 3.0])
+    o, d = rays_from_pixels(torch.linalg.inv(K)[None].expand(2, 3, 3), c2w[None].expand(2, 4, 4),
+                            torch.tensor([40.0, 140.0]), torch.tensor([30.0, 30.0]))
+    torch.testing.assert_close(o[0], torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(d[0], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(d[1], torch.tensor([1.0, 0.0, 1.0]) / math.sqrt(2))  # 100 px right at f=100: 45 deg
+
+
+def dense_weights(alpha: torch.Tensor) -> torch.Tensor:
+    """Reference: weights of a dense (R, T) alpha array by cumulative product."""
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
+    return alpha * trans
+
+
+def test_packed_weights_match_dense_cumprod() -> None:
+    torch.manual_seed(1)
+    n_rays, T = 7, 30
+    alpha = torch.rand(n_rays, T) ** 3
+    counts = torch.randint(0, T + 1, (n_rays,))
+    counts[2] = 0  # a ray with no samples
+    valid = torch.arange(T)[None] < counts[:, None]
+    ref = dense_weights(alpha * valid)
+    ray_idx = torch.arange(n_rays)[:, None].expand(n_rays, T)[valid]
+    w, trans = render_weights(alpha[valid], ray_idx, n_rays)
+    torch.testing.assert_close(w, ref[valid], atol=1e-6, rtol=1e-5)
+    opacity = accumulate(None, w, ray_idx, n_rays)
+    torch.testing.assert_close(opacity, ref.sum(1), atol=1e-6, rtol=1e-5)
+    assert float(opacity[2]) == 0.0
+
+
+def march_plane(inv_s: float, step: float, cos_ratio: float = 1.0, tilt: float = 0.0) -> tuple[float, float]:
+    """Render one ray against the plane z = 0.5 (SDF 0.5 - z): returns (depth, opacity)."""
+    t = torch.arange(0.0, 1.0, step) + 0.5 * step
+    d = torch.tensor([math.sin(tilt), 0.0, math.cos(tilt)])
+    z = t * d[2]
+    sdf = 0.5 - z
+    grad = torch.tensor([0.0, 0.0, -1.0])
+    alpha = neus_alpha(sdf, (d * grad).sum().expand_as(sdf), torch.full_like(t, step), torch.tensor(inv_s), cos_ratio)
+    ridx = torch.zeros(len(t), dtype=torch.long)
+    w, _ = render_weights(alpha, ridx, 1)
+    return float((w * t).sum() / w.sum()), float(w.sum())
+
+
+@pytest.mark.parametrize("tilt", [0.0, 0.6])
+def test_neus_weights_are_unbiased_on_a_plane(tilt: float) -> None:
+    depth, opacity = march_plane(inv_s=400.0, step=1e-3, tilt=tilt)
+    true_depth = 0.5 / math.cos(tilt)
+    assert opacity == pytest.approx(1.0, abs=1e-3)
+    assert depth == pytest.approx(true_depth, abs=2e-3)
+    # sharper density -> weights concentrate, still at the surface
+    depth2, _ = march_plane(inv_s=4000.0, step=1e-4, tilt=tilt)
+    assert depth2 == pytest.approx(true_depth, abs=2e-4)
+
+
+def test_neus_alpha_is_zero_away_from_the_surface_and_bounded() -> None:
+    sdf = torch.tensor([0.5, 0.2, 0.0, -0.2, -0.5])
+    a = neus_alpha(sdf, torch.full_like(sdf, -1.0), torch.full_like(sdf, 0.01), torch.tensor(200.0))
+    assert bool((a >= 0).all() and (a <= 1).all())
+    assert float(a[0]) < 1e-4 and float(a[2]) > 0.5
+    # leaving the surface (going from inside to outside) is transparent
+    b = neus_alpha(sdf, torch.full_like(sdf, 1.0), torch.full_like(sdf, 0.01), torch.tensor(200.0))
+    assert float(b.max()) < 1e-3
+
+
+def sphere_sdf(x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
+    return x.norm(dim=-1) - r
+
+
+def test_occupancy_grid_marks_a_known_sphere() -> None:
+    grid = OccupancyGrid(resolution=32, threshold=1e-3)
+    assert grid.occupied_fraction() == 1.0  # before any update nothing is culled
+    grid.update(sphere_sdf, inv_s=500.0, step_size=2 / 256)
+    centers = grid.cell_centers()
+    dist = (centers.norm(dim=-1) - 0.5).abs().reshape(32, 32, 32)
+    cell = grid.cell_size
+    on_surface = dist < 0.25 * cell  # the surface certainly crosses these cells
+    far = dist > 3 * cell
+    assert bool(grid.binary[on_surface].all()), "a cell the sphere passes through was culled"
+    assert not bool(grid.binary[far].any()), "a cell far from the sphere is still occupied"
+    assert 0.01 < grid.occupied_fraction() < 0.5
+
+
+def test_grid_sampling_keeps_only_occupied_steps_in_order() -> None:
+    grid = OccupancyGrid(resolution=32)
+    grid.update(sphere_sdf, inv_s=500.0, step_size=0.01)
+    torch.manual_seed(0)
+    o = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1) * 2.5
+    d = torch.nn.functional.normalize(-o + 0.3 * torch.randn(64, 3), dim=-1)
+    s = grid.sample(o, d, step_size=0.01, perturb=True)
+    assert len(s) > 0
+    assert bool((s.ray_indices[1:] >= s.ray_indices[:-1]).all())
+    same = s.ray_indices[1:] == s.ray_indices[:-1]
+    assert bool((s.t_starts[1:][same] > s.t_starts[:-1][same]).all())
+    pts = o[s.ray_indices] + d[s.ray_indices] * s.t_mid[:, None]
+    assert bool(grid.occupied(pts).all())
+    assert float(pts.norm(dim=-1).max()) <= 1.0 + 1e-5
+    assert float((pts.norm(dim=-1) - 0.5).abs().max()) < 0.25  # everything sampled hugs the sphere
+
+
+def test_grid_sampling_without_culling_covers_the_chord() -> None:
+    grid = OccupancyGrid(resolution=16)
+    o = torch.tensor([[0.0, 0.0, -3.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0]])
+    s = grid.sample(o, d, step_size=0.1, perturb=False)
+    np.testing.assert_allclose(s.t_mid.numpy(), 2.05 + 0.1 * np.arange(20), atol=1e-5)
