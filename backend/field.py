@@ -89,20 +89,21 @@ class HashGridEncoding(nn.Module):
         """
         res = self.resolutions.to(x01.dtype)  # (L,)
         pos = x01[:, None, :] * res[None, :, None]  # (N, L, 3)
-        cell = torch.floor(pos).detach()
+        # the last cell is closed on its far side, so x01 = 1 stays inside the table
+        cell = torch.minimum(torch.floor(pos), (res - 1)[None, :, None]).detach()
         frac = pos - cell  # (N, L, 3)
-        cell = cell.long()
-        corner = cell[:, :, None, :] + self.corners[None, None]  # (N, L, 8, 3)
+        c = cell.long()
+        # per-axis corner coordinates (N, L, 2); corner k = x_bit + 2 y_bit + 4 z_bit, laid out as (z, y, x)
+        ax, ay, az = (torch.stack([c[..., a], c[..., a] + 1], -1) for a in range(3))
         r1 = (self.resolutions + 1)[None, :, None]  # (1, L, 1)
-        dense = corner[..., 0] + corner[..., 1] * r1 + corner[..., 2] * r1 * r1
+        dense = ax[..., None, None, :] + (ay * r1)[..., None, :, None] + (az * (r1 * r1))[..., :, None, None]
         p = self.primes
-        hashed = (corner[..., 0] * p[0]) ^ (corner[..., 1] * p[1]) ^ (corner[..., 2] * p[2])
-        idx = torch.where(self.dense_levels[None, :, None], dense, hashed)
-        rows = torch.remainder(idx, self.level_sizes[None, :, None]) + self.level_offsets[None, :, None]
-        # trilinear weights: prod over axes of (frac if corner bit else 1 - frac)
-        bits = self.corners.to(x01.dtype)  # (8, 3)
-        f = frac[:, :, None, :]  # (N, L, 1, 3)
-        w = (bits * f + (1 - bits) * (1 - f)).prod(-1)  # (N, L, 8)
+        hashed = (ax * p[0])[..., None, None, :] ^ (ay * p[1])[..., None, :, None] ^ (az * p[2])[..., :, None, None]
+        hashed = hashed & (self.level_sizes - 1)[None, :, None, None, None]  # hashed levels are powers of two
+        idx = torch.where(self.dense_levels[None, :, None, None, None], dense, hashed)
+        rows = (idx + self.level_offsets[None, :, None, None, None]).reshape(x01.shape[0], -1, 8)
+        wx, wy, wz = (torch.stack([1 - frac[..., a], frac[..., a]], -1) for a in range(3))
+        w = (wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]).reshape(x01.shape[0], -1, 8)
         return rows, w
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:

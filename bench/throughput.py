@@ -1,0 +1,172 @@
+"""Throughput of the training step: samples per second, on CPU or CUDA, for each available compute path.
+
+Two figures per path:
+- ``field``: the field step alone on random points (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF
+  MLP, colour MLP): forward, analytic normals, eikonal loss and backward, i.e. the double backward;
+- ``train``: whole training steps of the trainer (ray sampling, occupancy culling, NeuS rendering, losses,
+  optimiser) on a real capture (DTU scan 65 with masks when ../shared/data is present).
+
+Usage: ``python bench/throughput.py [--device cpu|cuda] [--points N] [--write]``; ``--write`` appends the table
+to docs/BENCHMARKS.md with device, commit and date. Compare paths only within one run (same machine, same load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from backend.field import FieldConfig, HashGridConfig, NeuSField  # noqa: E402
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference") -> float:
+    """Samples/s of forward + normals + eikonal + backward on random points."""
+    torch.manual_seed(0)
+    grid = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
+    field = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, sdf_layers=1, background="none")).to(device)
+    if path != "reference":
+        from backend.kernels import use_fast_path
+
+        use_fast_path(field, path)
+    opt = torch.optim.Adam(field.parameters(), lr=1e-3)
+
+    def step() -> None:
+        x = torch.rand(n_points, 3, device=device) * 1.6 - 0.8
+        d = torch.nn.functional.normalize(torch.randn(n_points, 3, device=device), dim=-1)
+        sdf, feat, grad = field.sdf_with_gradient(x, create_graph=True)
+        n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        rgb = field.color(x, n, d, feat)
+        loss = rgb.mean() + sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(device)
+    return n_points * iters / (time.perf_counter() - t0)
+
+
+def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -> tuple[float, str] | None:
+    """Samples/s of whole trainer steps on DTU scan 65 (None when the data is absent)."""
+    data = Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared" / "data")) / "dtu_scan65"
+    if not data.is_dir():
+        return None
+    from backend import protocol
+    from backend.config import load_preset
+    from backend.data import load_scene
+    from backend.train import Trainer
+
+    scene = load_scene(data, max_image_size=max_image_size)
+    cfg = load_preset(preset)
+    cfg.steps = 10**9
+    trainer = Trainer(scene, cfg, device=device, job=protocol.JobLayout("/tmp/neusblend_bench_job"),
+                      emitter=protocol.Emitter(io.StringIO()))
+    for _ in range(cfg.grid_warmup_steps + 20):  # past the warm-up, so the grid culls as in a real run
+        trainer.train_step()
+    sync(device)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(steps):
+        n += trainer.train_step()["n_samples"]
+    sync(device)
+    return n / (time.perf_counter() - t0), f"DTU scan 65 at {max_image_size or 'full'} px, preset {preset}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--points", type=int, help="points per field step (default: 2^14 on CPU, 2^18 on CUDA)")
+    ap.add_argument("--iters", type=int, help="timed field steps")
+    ap.add_argument("--train-steps", type=int, help="timed trainer steps")
+    ap.add_argument("--paths", default="reference", help="comma-separated compute paths to compare")
+    ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
+    args = ap.parse_args()
+    dev = args.device
+    cuda = dev == "cuda"
+    n_points = args.points or (2**18 if cuda else 2**14)
+    iters = args.iters or (20 if cuda else 5)
+    rows = []
+    ref_rate = None
+    for path in args.paths.split(","):
+        rate = field_step_rate(dev, n_points, iters, path)
+        ref_rate = rate if path == "reference" else ref_rate
+        ratio = f"{rate / ref_rate:.1f}x" if ref_rate else "-"
+        rows.append((path, "field step (random points, eikonal)", f"{n_points:,} points", rate, ratio))
+        print(f"{path:10s} field  {rate / 1e6:9.3f} M samples/s  {ratio}", flush=True)
+    ref_train = None
+    for path in args.paths.split(","):
+        if path != "reference":
+            os.environ["NEUSBLEND_PATH"] = path
+        res = train_step_rate(dev, args.train_steps or (30 if cuda else 10), "default" if cuda else "preview",
+                              0 if cuda else 200)
+        os.environ.pop("NEUSBLEND_PATH", None)
+        if res is None:
+            print("(no ../shared/data: skipping the trainer step)")
+            break
+        rate, what = res
+        ref_train = rate if path == "reference" else ref_train
+        ratio = f"{rate / ref_train:.1f}x" if ref_train else "-"
+        rows.append((path, "training step", what, rate, ratio))
+        print(f"{path:10s} train  {rate / 1e6:9.3f} M samples/s  {ratio}", flush=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"### Throughput, {dev}: {device_name(dev)}", "",
+             f"commit {commit()}, {stamp}, torch {torch.__version__}", "",
+             "| path | what | size | samples/s | vs reference |", "|---|---|---|---|---|"]
+    lines += [f"| {p} | {w} | {s} | {r / 1e6:.3f} M | {x} |" for p, w, s, r, x in rows]
+    table = "\n".join(lines) + "\n"
+    print()
+    print(table)
+    if args.write:
+        bench = ROOT / "docs" / "BENCHMARKS.md"
+        text = bench.read_text() if bench.exists() else "# Benchmarks\n"
+        if "## Training throughput" not in text:
+            text += "\n## Training throughput\n\nFigures from `python bench/throughput.py --write`.\n"
+        text += "\n" + table
+        bench.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
