@@ -1,0 +1,217 @@
+"""Estimate Poses, Reconstruct, Cancel, Load Result.
+
+The operators only collect settings, check what can be checked at once (the photo folder, a running job) and
+hand a pipeline to :mod:`..client.runner`; everything that happens in the backend process is reported through the
+panel's status, never raised. A second job while one runs is refused with a message.
+"""
+
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import bpy
+from bpy.props import StringProperty
+
+from .. import preferences
+from ..client import interpreter, runner
+from ..client.datasets import FolderCheck, check_input_folder
+from ..client.jobs import TrainOptions, new_job_dir, poses_pipeline, reconstruct_pipeline
+
+
+def _refuse_if_busy(op: bpy.types.Operator) -> bool:
+    job = runner.active()
+    if job is None:
+        return False
+    op.report({"WARNING"}, f"A {job.pipeline.name} job is running ({job.state.stage}); cancel it first")
+    return True
+
+
+def _photo_folder(op: bpy.types.Operator, context: bpy.types.Context) -> FolderCheck | None:
+    settings = context.scene.neusblend
+    folder = check_input_folder(bpy.path.abspath(settings.images_dir) if settings.images_dir else "")
+    if folder.kind:
+        return folder
+    context.window_manager.neusblend_status.set_error(folder.problem, folder.hint, str(folder.path))
+    op.report({"ERROR"}, f"{folder.problem[:1].upper()}{folder.problem[1:]}. {folder.hint}")
+    return None
+
+
+def backend_python(op: bpy.types.Operator, context: bpy.types.Context) -> str | None:
+    """The backend interpreter: the preference, else one detected now (and remembered in the preferences)."""
+    prefs = preferences.get()
+    configured = bpy.path.abspath(prefs.python_path.strip()) if prefs and prefs.python_path.strip() else ""
+    if configured:
+        return configured  # the check step reports what is wrong with it
+    env_python = os.environ.get(interpreter.ENV_PYTHON, "")
+    if env_python:
+        return env_python
+    if context.window:
+        context.window.cursor_set("WAIT")
+    found, reports = interpreter.detect(
+        interpreter.candidates([interpreter.venv_python(preferences.managed_venv())]), budget_s=45.0)
+    if context.window:
+        context.window.cursor_set("DEFAULT")
+    if found is None:
+        tried = ", ".join(r.python for r in reports) or "none found"
+        status = context.window_manager.neusblend_status
+        status.set_error("no Python with torch was found for the backend",
+                         "Set one in the add-on preferences (Backend Python), or press Create Backend "
+                         f"Environment there. Checked: {tried}")
+        op.report({"ERROR"}, "No Python with torch was found; set one in the add-on preferences")
+        return None
+    if prefs is not None:
+        prefs.python_path = found.python
+        prefs.python_status = found.summary()
+    return found.python
+
+
+def _preview_interval() -> float:
+    prefs = preferences.get()
+    return float(prefs.preview_interval) if prefs is not None else 1.0
+
+
+def _report_start(op: bpy.types.Operator, job: runner.ActiveJob, what: str) -> None:
+    if job.state.status == "failed" and job.state.error is not None:
+        # a launch failure: shown in the panel; a warning (not an error) so scripts are not interrupted
+        op.report({"WARNING"}, f"{what} could not start: {job.state.error.message}")
+    else:
+        op.report({"INFO"}, f"{what} started (job folder {job.job_dir})")
+
+
+class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct a mesh from the photos; the mesh appears and sharpens while you keep working"""
+
+    bl_idname = "neusblend.reconstruct"
+    bl_label = "Reconstruct Mesh from Photos"
+    bl_options = {"REGISTER"}  # no undo: the mesh arrives later, outside this operator
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if _refuse_if_busy(self):
+            return {"CANCELLED"}
+        folder = _photo_folder(self, context)
+        if folder is None:
+            return {"CANCELLED"}
+        python = backend_python(self, context)
+        if python is None:
+            return {"CANCELLED"}
+        settings = context.scene.neusblend
+        prefs = preferences.get()
+        options = TrainOptions(preset=settings.preset, steps=settings.steps, max_image_size=settings.max_image_size,
+                               mesh_every_s=settings.mesh_every, mesh_resolution=settings.mesh_resolution,
+                               final_resolution=settings.final_resolution,
+                               device=prefs.device if prefs is not None else "auto",
+                               extra=tuple(shlex.split(settings.extra_args)))
+        job_dir = new_job_dir(preferences.job_root(), folder.path)
+        posed_job = ""
+        if (folder.kind == "photos" and settings.poses_job and settings.poses_images == str(folder.path)
+                and (Path(settings.poses_job) / "poses").is_dir()):
+            posed_job = settings.poses_job
+        masks = bpy.path.abspath(settings.masks_dir) if settings.masks_dir else ""
+        pipeline = reconstruct_pipeline(python, folder, job_dir, options, masks=masks, posed_job=posed_job)
+        name = settings.object_name.strip() or f"{folder.path.name or 'Photos'} NeuS"
+        job = runner.start(pipeline, job_dir, object_name=name, scene=context.scene,
+                           preview_interval_s=_preview_interval())
+        _report_start(self, job, "Reconstruction")
+        return {"FINISHED"}
+
+
+def _remember_poses(scene_name: str, images: str) -> Callable[[runner.ActiveJob], None]:
+    def on_finish(job: runner.ActiveJob) -> None:
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is not None and job.state.status == "done":
+            scene.neusblend.poses_job = str(job.job_dir)
+            scene.neusblend.poses_images = images
+    return on_finish
+
+
+class NEUSBLEND_OT_estimate_poses(bpy.types.Operator):
+    """Estimate the camera poses of the photos (pycolmap); Reconstruct then reuses them"""
+
+    bl_idname = "neusblend.estimate_poses"
+    bl_label = "Estimate Camera Poses"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if _refuse_if_busy(self):
+            return {"CANCELLED"}
+        folder = _photo_folder(self, context)
+        if folder is None:
+            return {"CANCELLED"}
+        if folder.kind == "posed":
+            self.report({"INFO"}, f"{folder.path} is a posed capture ({folder.layout}); no estimation needed")
+            return {"CANCELLED"}
+        prefs = preferences.get()
+        python = bpy.path.abspath(prefs.python_path) if prefs and prefs.python_path.strip() else ""
+        job_dir = new_job_dir(preferences.job_root(), folder.path)
+        masks = bpy.path.abspath(context.scene.neusblend.masks_dir) if context.scene.neusblend.masks_dir else ""
+        pipeline = poses_pipeline(python or sys.executable, folder, job_dir, masks)
+        job = runner.start(pipeline, job_dir, scene=context.scene,
+                           on_finish=_remember_poses(context.scene.name, str(folder.path)))
+        _report_start(self, job, "Pose estimation")
+        return {"FINISHED"}
+
+
+class NEUSBLEND_OT_cancel(bpy.types.Operator):
+    """Stop the running job; the last mesh stays in the scene and training can resume later"""
+
+    bl_idname = "neusblend.cancel"
+    bl_label = "Cancel Reconstruction"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if runner.active() is None:
+            cls.poll_message_set("Nothing is running")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        runner.cancel()
+        self.report({"INFO"}, "Cancelling: the backend saves its checkpoint and last mesh")
+        return {"FINISHED"}
+
+
+class NEUSBLEND_OT_load_result(bpy.types.Operator):
+    """Load the final (or latest) mesh of a job folder into the scene"""
+
+    bl_idname = "neusblend.load_result"
+    bl_label = "Load Reconstruction Result"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: StringProperty(name="Job Folder", subtype="DIR_PATH")
+    object_name: StringProperty(name="Object", default="")
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        status = context.window_manager.neusblend_status
+        if not self.directory and status.job_dir:
+            self.directory = status.job_dir
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from ..backend.protocol import JobLayout, ProtocolError, read_snapshot
+        from ..client import scene_mesh
+
+        layout = JobLayout(bpy.path.abspath(self.directory))
+        path = layout.final_mesh
+        if not path.is_file():
+            steps = sorted(layout.meshes.glob("step_*.npz")) if layout.meshes.is_dir() else []
+            if not steps:
+                self.report({"ERROR"}, f"No mesh in {layout.meshes}")
+                return {"CANCELLED"}
+            path = steps[-1]
+        try:
+            arrays = read_snapshot(path)
+        except (OSError, ValueError, ProtocolError) as exc:
+            self.report({"ERROR"}, f"Cannot read {path}: {exc}")
+            return {"CANCELLED"}
+        obj = scene_mesh.ensure_object(self.object_name or f"{layout.root.name} NeuS", context.scene)
+        scene_mesh.apply_snapshot(obj, arrays["vertices"], arrays["faces"], arrays.get("colors"))
+        obj["neusblend_job"] = str(layout.root)
+        self.report({"INFO"}, f"Loaded {path.name}: {len(arrays['vertices'])} vertices into '{obj.name}'")
+        return {"FINISHED"}
+
+
+CLASSES = (NEUSBLEND_OT_reconstruct, NEUSBLEND_OT_estimate_poses, NEUSBLEND_OT_cancel, NEUSBLEND_OT_load_result)

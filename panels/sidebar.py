@@ -1,0 +1,139 @@
+"""The View3D sidebar tab "NeuS": photos, preset, Estimate Poses / Reconstruct / Cancel, progress, errors."""
+
+import textwrap
+
+import bpy
+
+from .. import preferences
+from ..client import runner
+
+CATEGORY = "NeuS"
+
+
+def _wrapped(layout: bpy.types.UILayout, text: str, width_px: int, icon: str = "NONE") -> None:
+    """Labels for ``text`` wrapped to the region width (the first line carries the icon)."""
+    chars = max(20, int(width_px / 7))
+    lines = [ln for para in text.splitlines() for ln in (textwrap.wrap(para, chars) or [""])]
+    col = layout.column(align=True)
+    for i, line in enumerate(lines):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+class VIEW3D_PT_neusblend(bpy.types.Panel):
+    """Photos to mesh: the main panel."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_label = "Photos to Mesh"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.neusblend
+        running = runner.active() is not None
+
+        col = layout.column()
+        col.enabled = not running
+        col.prop(settings, "images_dir")
+        col.prop(settings, "masks_dir")
+        col.prop(settings, "preset")
+        col.prop(settings, "object_name")
+
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        if running:
+            row.operator("neusblend.cancel", text="Cancel", icon="CANCEL")
+        else:
+            row.operator("neusblend.estimate_poses", text="Estimate Poses", icon="CAMERA_DATA")
+            row.operator("neusblend.reconstruct", text="Reconstruct", icon="MESH_ICOSPHERE")
+
+
+class VIEW3D_PT_neusblend_advanced(bpy.types.Panel):
+    """Training knobs that override the preset."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_label = "Advanced"
+    bl_parent_id = "VIEW3D_PT_neusblend"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.neusblend
+        col = self.layout.column()
+        col.enabled = runner.active() is None
+        col.prop(settings, "steps")
+        col.prop(settings, "max_image_size")
+        col.prop(settings, "mesh_every")
+        col.prop(settings, "mesh_resolution")
+        col.prop(settings, "final_resolution")
+        col.prop(settings, "extra_args")
+        if settings.poses_job:
+            col.label(text=f"Reusing poses: {bpy.path.basename(settings.poses_job.rstrip('/'))}", icon="CAMERA_DATA")
+
+
+class VIEW3D_PT_neusblend_status(bpy.types.Panel):
+    """Progress, metrics, the latest error with its hint."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_label = "Status"
+    bl_parent_id = "VIEW3D_PT_neusblend"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        status = context.window_manager.neusblend_status
+        width = context.region.width if context.region else 300
+        if status.state == "IDLE":
+            layout.label(text="Ready", icon="CHECKMARK")
+        else:
+            layout.progress(factor=status.progress, type="BAR", text=status.progress_text or status.state.title())
+            if status.phase:
+                layout.label(text=status.phase, icon="TIME")
+            if status.metrics_text:
+                layout.label(text=status.metrics_text, icon="SORTTIME")
+            if status.device:
+                layout.label(text=f"Device: {status.device}", icon="DESKTOP")
+            if status.meshes_applied:
+                layout.label(text=f"Mesh updates: {status.meshes_applied} ({status.object_name})", icon="MESH_DATA")
+            if status.log_line and status.state in ("STARTING", "RUNNING"):
+                _wrapped(layout, status.log_line, width, icon="CONSOLE")
+            if status.summary:
+                _wrapped(layout, status.summary, width, icon="INFO")
+        if status.error_message:
+            box = layout.box()
+            _wrapped(box, status.error_message[:1].upper() + status.error_message[1:], width, icon="ERROR")
+            if status.error_file:
+                _wrapped(box, status.error_file, width, icon="FILE")
+            if status.error_hint:
+                _wrapped(box, status.error_hint, width, icon="QUESTION")
+            box.operator("preferences.addon_show", text="Backend Preferences",
+                         icon="PREFERENCES").module = preferences.ADDON_ID
+        elif status.warning:
+            _wrapped(layout, status.warning, width, icon="ERROR")
+        if status.job_dir and status.state in ("DONE", "CANCELLED", "FAILED"):
+            row = layout.row()
+            row.operator("neusblend.load_result", text="Load Result", icon="IMPORT").directory = status.job_dir
+
+
+class NEUSBLEND_MT_add(bpy.types.Menu):
+    """Add > Mesh from Photos: makes the operators findable in F3 search."""
+
+    bl_idname = "NEUSBLEND_MT_add"
+    bl_label = "Mesh from Photos"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.operator("neusblend.reconstruct", icon="MESH_ICOSPHERE")
+        layout.operator("neusblend.estimate_poses", icon="CAMERA_DATA")
+        layout.operator("neusblend.cancel", icon="CANCEL")
+        layout.operator("neusblend.load_result", icon="IMPORT")
+
+
+def draw_add_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    """Entry in View3D's Add menu."""
+    self.layout.menu(NEUSBLEND_MT_add.bl_idname, icon="OUTLINER_OB_CAMERA")
+
+
+CLASSES = (VIEW3D_PT_neusblend, VIEW3D_PT_neusblend_advanced, VIEW3D_PT_neusblend_status, NEUSBLEND_MT_add)

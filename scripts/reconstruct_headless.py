@@ -1,0 +1,339 @@
+"""Reconstruct a capture without the UI, through the add-on's own operators and client.
+
+    blender -b --python scripts/reconstruct_headless.py -- --images DIR --out FILE.blend [--out FILE.ply] [options]
+    python scripts/reconstruct_headless.py --images DIR --out FILE.blend ...      (with the bpy module installed)
+
+The extension is enabled from this source tree (through a temporary local extension repository, so it loads
+exactly as an installed extension does), or with ``--use-installed`` the one installed in Blender. The script then
+sets the scene's settings, runs ``bpy.ops.neusblend.reconstruct()`` and calls the client's ``poll()`` in a loop
+(timers never fire in background mode), prints progress, and writes the outputs: ``.blend`` (the scene with the
+mesh), ``.ply`` / ``.obj`` / ``.stl`` (the mesh), and with ``--render`` one Cycles CPU image of the result.
+At the end it disables the extension again (Blender 4.5 hangs at exit when add-on classes stay registered).
+
+Exit status: 0 done, 2 failed (the message and hint are printed), 3 cancelled (Ctrl+C, SIGTERM or --timeout;
+the outputs still hold the last mesh when there was one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import bpy
+
+EXTENSION_ID = "neusblend"
+SOURCE_REPO_MODULE = "neusblend_source"
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+MESH_SUFFIXES = (".ply", ".obj", ".stl")
+EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Arguments after ``--`` (Blender) or all of them (plain Python)."""
+    if argv is None:
+        argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    p = argparse.ArgumentParser(prog="reconstruct_headless.py", description=__doc__.splitlines()[0])
+    p.add_argument("--images", required=True, help="photo folder, or a posed capture (NeuS, COLMAP, ...)")
+    p.add_argument("--out", action="append", default=[], metavar="FILE",
+                   help="output: .blend, .ply, .obj or .stl (repeat for several)")
+    p.add_argument("--masks", default="", help="optional mask folder")
+    p.add_argument("--preset", default="default", choices=["preview", "default", "quality"])
+    p.add_argument("--steps", type=int, default=0, help="training steps (0: the preset's)")
+    p.add_argument("--max-image-size", type=int, default=0, help="longer image side (0: the preset's)")
+    p.add_argument("--mesh-every", type=float, default=0.0, help="seconds between live meshes (0: the preset's)")
+    p.add_argument("--mesh-resolution", type=int, default=0, help="live mesh resolution (0: the preset's)")
+    p.add_argument("--final-resolution", type=int, default=0, help="final mesh resolution (0: the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a backend configuration key (repeatable)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--python", default="", help="backend interpreter (default: preferences, $NEUSBLEND_PYTHON, "
+                                                "or detected)")
+    p.add_argument("--job-root", default="", help="folder for job folders (default: the extension's user folder)")
+    p.add_argument("--object", default="", help="name of the mesh object")
+    p.add_argument("--render", default="", metavar="FILE.png", help="render the result with Cycles (CPU)")
+    p.add_argument("--render-size", default="480x360", help="WIDTHxHEIGHT of the render")
+    p.add_argument("--render-samples", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=0.0, help="cancel after this many seconds (0: never)")
+    p.add_argument("--use-installed", action="store_true", help="use the extension installed in Blender")
+    p.add_argument("--quiet", action="store_true", help="print only the result")
+    args = p.parse_args(list(argv))
+    for out in args.out:
+        if Path(out).suffix.lower() not in (".blend", *MESH_SUFFIXES):
+            p.error(f"--out {out}: use .blend, .ply, .obj or .stl")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# enabling the extension
+
+
+class Extension:
+    """The enabled extension module and how to disable it again."""
+
+    def __init__(self, module_name: str, module: ModuleType, repo: Any = None, repo_dir: str = "") -> None:
+        self.module_name = module_name
+        self.module = module
+        self._repo = repo
+        self._repo_dir = repo_dir
+
+    def disable(self) -> None:
+        """Unregister the extension and remove the temporary repository, if one was made."""
+        import addon_utils
+
+        if self._repo is not None:  # removing the repository disables (unregisters) its add-ons
+            bpy.context.preferences.extensions.repos.remove(self._repo)
+            self._repo = None
+        if self.module_name in bpy.context.preferences.addons:
+            addon_utils.disable(self.module_name, default_set=True)
+        if self._repo_dir:
+            shutil.rmtree(self._repo_dir, ignore_errors=True)
+            self._repo_dir = ""
+
+
+def _enable(module_name: str) -> ModuleType:
+    import addon_utils
+
+    errors: list[BaseException] = []
+    module = addon_utils.enable(module_name, default_set=True, handle_error=errors.append)
+    if module is None or errors:
+        raise RuntimeError(f"cannot enable {module_name}: {errors[0] if errors else 'unknown reason'}")
+    return module
+
+
+def installed_module_name() -> str | None:
+    """``bl_ext.<repo>.neusblend`` of an installed copy, if Blender has one."""
+    for repo in bpy.context.preferences.extensions.repos:
+        if repo.enabled and (Path(repo.directory) / EXTENSION_ID / "blender_manifest.toml").is_file():
+            return f"bl_ext.{repo.module}.{EXTENSION_ID}"
+    return None
+
+
+def enable_extension(source_root: Path | None = SOURCE_ROOT, use_installed: bool = False) -> Extension:
+    """Enable the extension from ``source_root`` (a checkout) or the installed one; see the module docstring."""
+    if use_installed or source_root is None or not (source_root / "blender_manifest.toml").is_file():
+        name = installed_module_name()
+        if name is None:
+            raise RuntimeError("the extension is not installed in this Blender and no source tree was given")
+        return Extension(name, _enable(name))
+    repo_dir = tempfile.mkdtemp(prefix="neusblend-repo-")
+    link = Path(repo_dir) / EXTENSION_ID
+    try:
+        os.symlink(source_root, link, target_is_directory=True)
+    except OSError:  # no symlinks (Windows without the privilege): copy the package instead
+        shutil.copytree(source_root, link, ignore=shutil.ignore_patterns(
+            ".git", "tests", "bench", "vendor", "dist", "build", "jobs", "out", "__pycache__"))
+    repos = bpy.context.preferences.extensions.repos
+    stale = repos.get(SOURCE_REPO_MODULE) if hasattr(repos, "get") else None
+    if stale is not None:
+        repos.remove(stale)
+    try:
+        repo = repos.new(name="NeuS Blend (source)", module=SOURCE_REPO_MODULE, custom_directory=repo_dir,
+                         source="USER")
+    except TypeError:  # an older Blender without the source argument
+        repo = repos.new(name="NeuS Blend (source)", module=SOURCE_REPO_MODULE, custom_directory=repo_dir)
+    name = f"bl_ext.{repo.module}.{EXTENSION_ID}"
+    try:
+        module = _enable(name)
+    except Exception:
+        repos.remove(repo)
+        shutil.rmtree(repo_dir, ignore_errors=True)
+        raise
+    return Extension(name, module, repo, repo_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# outputs
+
+
+def _select_only(obj: bpy.types.Object) -> None:
+    for other in bpy.context.view_layer.objects:
+        other.select_set(False)
+    obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
+
+
+def export_mesh(obj: bpy.types.Object, path: Path) -> None:
+    """Write the object's mesh in input coordinates (no axis conversion)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _select_only(obj)
+    suffix = path.suffix.lower()
+    if suffix == ".ply":
+        bpy.ops.wm.ply_export(filepath=str(path), check_existing=False, export_selected_objects=True,
+                              export_colors="SRGB", export_normals=False, export_uv=False, ascii_format=False,
+                              forward_axis="Y", up_axis="Z", apply_modifiers=False)
+    elif suffix == ".obj":
+        bpy.ops.wm.obj_export(filepath=str(path), check_existing=False, export_selected_objects=True,
+                              export_colors=True, export_materials=False, export_uv=False,
+                              forward_axis="Y", up_axis="Z", apply_modifiers=False)
+    elif suffix == ".stl":
+        bpy.ops.wm.stl_export(filepath=str(path), check_existing=False, export_selected_objects=True,
+                              forward_axis="Y", up_axis="Z", apply_modifiers=False)
+
+
+def render_result(obj: bpy.types.Object, path: Path, size: str = "480x360", samples: int = 16) -> None:
+    """One Cycles CPU image of ``obj`` from a camera framing its bounding box, with a sun and a grey sky."""
+    from mathutils import Vector
+
+    scene = bpy.context.scene
+    corners = [obj.matrix_world @ Vector(c) for c in obj.bound_box]
+    center = sum(corners, Vector()) / 8.0
+    radius = max((c - center).length for c in corners) or 1.0
+    cam_data = bpy.data.cameras.new("Render Camera")
+    cam_data.lens = 50.0
+    cam_data.clip_start = radius * 0.01
+    cam_data.clip_end = radius * 100.0
+    cam = bpy.data.objects.new("Render Camera", cam_data)
+    scene.collection.objects.link(cam)
+    direction = Vector((0.55, -1.0, 0.65)).normalized()
+    fov = 2.0 * math.atan(cam_data.sensor_width / (2.0 * cam_data.lens))
+    cam.location = center + direction * (radius / math.sin(fov / 2.0)) * 1.05
+    cam.rotation_euler = (center - cam.location).to_track_quat("-Z", "Y").to_euler()
+    scene.camera = cam
+    sun_data = bpy.data.lights.new("Render Sun", "SUN")
+    sun_data.energy = 3.0
+    sun = bpy.data.objects.new("Render Sun", sun_data)
+    sun.rotation_euler = (direction * -1.0 + Vector((0.3, 0.2, -0.4))).to_track_quat("-Z", "Y").to_euler()
+    scene.collection.objects.link(sun)
+    world = scene.world or bpy.data.worlds.new("World")
+    scene.world = world
+    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0 (use_nodes is deprecated there)
+        world.use_nodes = True
+    bg = next((n for n in world.node_tree.nodes if n.type == "BACKGROUND"), None)
+    if bg is not None:
+        bg.inputs["Color"].default_value = (0.6, 0.6, 0.65, 1.0)
+        bg.inputs["Strength"].default_value = 0.8
+    width, height = (int(v) for v in size.lower().split("x"))
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = False
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.filepath = str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bpy.ops.render.render(write_still=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main
+
+
+def _configure(ext: Extension, args: argparse.Namespace) -> None:
+    prefs = bpy.context.preferences.addons[ext.module_name].preferences
+    if args.python:
+        prefs.python_path = args.python
+    prefs.device = args.device
+    if args.job_root:
+        prefs.job_root = str(Path(args.job_root).resolve())
+    prefs.preview_interval = 0.0  # apply every snapshot: nobody is waiting on a UI
+    s = bpy.context.scene.neusblend
+    s.images_dir = str(Path(args.images).resolve())
+    s.masks_dir = str(Path(args.masks).resolve()) if args.masks else ""
+    s.preset = args.preset
+    s.steps = args.steps
+    s.max_image_size = args.max_image_size
+    s.mesh_every = args.mesh_every
+    s.mesh_resolution = args.mesh_resolution
+    s.final_resolution = args.final_resolution
+    s.extra_args = " ".join(f"--set {shlex.quote(kv)}" for kv in args.set)
+    s.object_name = args.object
+
+
+class _Printer:
+    """Prints a progress line when something changed, at most every ``every`` seconds."""
+
+    def __init__(self, quiet: bool, every: float = 2.0) -> None:
+        self.quiet, self.every = quiet, every
+        self._last_text, self._last_time, self._stage = "", 0.0, ""
+
+    def __call__(self, job: Any) -> None:
+        if self.quiet:
+            return
+        s = job.state
+        if s.stage != self._stage:
+            self._stage = s.stage
+            print(f"== {s.stage}", flush=True)
+        text = " | ".join(t for t in (s.progress_text(), s.metrics_text(), f"meshes {job.meshes_applied}") if t)
+        now = time.monotonic()
+        if text != self._last_text and now - self._last_time >= self.every:
+            print(text, flush=True)
+            self._last_text, self._last_time = text, now
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole headless run; returns the exit status."""
+    if not bpy.data.filepath:  # Blender's startup scene: its cube, camera and light would hide a small object
+        for obj in list(bpy.data.objects):
+            bpy.data.objects.remove(obj)
+    ext = enable_extension(None if args.use_installed else SOURCE_ROOT, use_installed=args.use_installed)
+    runner = sys.modules[ext.module_name + ".client.runner"]
+    previous = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        print(f"signal {signum}: cancelling (the backend saves its last mesh)", file=sys.stderr, flush=True)
+        runner.cancel()
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+        _configure(ext, args)
+        status = bpy.context.window_manager.neusblend_status
+        try:
+            result = bpy.ops.neusblend.reconstruct()
+        except RuntimeError as exc:  # the operator reported an error (bad folder, no interpreter)
+            print(f"error: {status.error_message or exc}", file=sys.stderr)
+            if status.error_hint:
+                print(f"hint: {status.error_hint}", file=sys.stderr)
+            return EXIT_ERROR
+        if "FINISHED" not in result:
+            print("error: the reconstruction did not start", file=sys.stderr)
+            return EXIT_ERROR
+        job = runner.wait(timeout=args.timeout or None, interval=0.1, callback=_Printer(args.quiet))
+        state = job.state if job is not None else None
+        if state is None or state.status == "failed":
+            print(f"error: {status.error_message}", file=sys.stderr)
+            if status.error_hint:
+                print(f"hint: {status.error_hint}", file=sys.stderr)
+            print(f"log: {job.pipeline.log_path if job else '?'}", file=sys.stderr)
+            return EXIT_ERROR
+        obj = bpy.data.objects.get(job.object_name) if job.object_name else None
+        for out in args.out:
+            path = Path(out).resolve()
+            if path.suffix.lower() == ".blend":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False, copy=True)
+            elif obj is not None:
+                export_mesh(obj, path)
+            else:
+                print(f"warning: no mesh to write to {path}", file=sys.stderr)
+                continue
+            print(f"wrote {path}")
+        if args.render and obj is not None:
+            render_result(obj, Path(args.render).resolve(), args.render_size, args.render_samples)
+            print(f"rendered {Path(args.render).resolve()}")
+        print(f"{state.status}: {status.summary} (job folder {job.job_dir})")
+        return EXIT_OK if state.status == "done" else EXIT_CANCELLED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        ext.disable()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
