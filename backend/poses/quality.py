@@ -1,0 +1,285 @@
+"""How good is a reconstruction: region of interest, statistics and cameras that look wrong (numpy only).
+
+Everything here works on :class:`ModelArrays`, plain arrays taken from a ``pycolmap.Reconstruction`` by
+:func:`model_arrays` (duck-typed: this module never imports pycolmap), so it is cheap to test on synthetic
+cameras. Poses are world-to-camera ``(R, t)``, OpenCV axes; pixels follow COLMAP (the centre of the top-left
+pixel is at (0.5, 0.5)), which only matters here for "is it inside the image".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Points of the region of interest are subsampled to at most this many (visibility costs points x cameras).
+MAX_ROI_POINTS = 60_000
+
+
+@dataclass
+class ModelArrays:
+    """A reconstruction as arrays: N registered images, P points.
+
+    Attributes:
+        names: N image names.
+        R: (N, 3, 3) world-to-camera rotations.
+        t: (N, 3) world-to-camera translations.
+        K: (N, 3, 3) pinhole part of each camera (COLMAP pixel convention; distortion ignored).
+        sizes: (N, 2) image (width, height).
+        camera_ids: (N,) COLMAP camera id of each image.
+        points: (P, 3) sparse points.
+        colors: (P, 3) uint8.
+        errors: (P,) mean reprojection error of each point in pixels.
+        track_lengths: (P,) number of images that observe each point.
+        image_num_points: (N,) number of points each image observes.
+        image_errors: (N,) mean reprojection error of each image's observations in pixels (NaN without any).
+    """
+
+    names: list[str]
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+    sizes: np.ndarray
+    camera_ids: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    errors: np.ndarray
+    track_lengths: np.ndarray
+    image_num_points: np.ndarray
+    image_errors: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(N, 3) camera centres in world coordinates."""
+        return -np.einsum("nji,nj->ni", self.R, self.t)
+
+    @property
+    def axes(self) -> np.ndarray:
+        """(N, 3) unit optical axes (camera +z) in world coordinates."""
+        return self.R[:, 2, :].copy()
+
+    @property
+    def ups(self) -> np.ndarray:
+        """(N, 3) camera up vectors (camera -y) in world coordinates."""
+        return -self.R[:, 1, :]
+
+
+def model_arrays(reconstruction: Any) -> ModelArrays:
+    """Arrays of the registered images and the points of a ``pycolmap.Reconstruction``."""
+    rec = reconstruction
+    image_ids = sorted(rec.reg_image_ids())
+    point_ids = sorted(rec.point3D_ids())
+    index_of_point = {pid: i for i, pid in enumerate(point_ids)}
+    pts = [rec.points3D[pid] for pid in point_ids]
+    points = np.array([p.xyz for p in pts], dtype=np.float64).reshape(-1, 3)
+    n = len(image_ids)
+    R, t, K = np.zeros((n, 3, 3)), np.zeros((n, 3)), np.zeros((n, 3, 3))
+    sizes, cam_ids = np.zeros((n, 2), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    n_obs, img_err = np.zeros(n, dtype=np.int64), np.full(n, np.nan)
+    names = []
+    for i, iid in enumerate(image_ids):
+        image = rec.images[iid]
+        cam = rec.cameras[image.camera_id]
+        pose = np.asarray(image.cam_from_world().matrix())
+        R[i], t[i] = pose[:, :3], pose[:, 3]
+        K[i] = cam.calibration_matrix()
+        sizes[i] = (cam.width, cam.height)
+        cam_ids[i] = image.camera_id
+        names.append(image.name)
+        obs = [(p2.xy, index_of_point[p2.point3D_id]) for p2 in image.points2D
+               if p2.has_point3D() and p2.point3D_id in index_of_point]
+        n_obs[i] = len(obs)
+        if obs:
+            xy = np.array([o[0] for o in obs], dtype=np.float64)
+            x_cam = points[[o[1] for o in obs]] @ R[i].T + t[i]
+            uv = np.asarray(cam.img_from_cam(x_cam), dtype=np.float64).reshape(-1, 2)
+            img_err[i] = float(np.nanmean(np.linalg.norm(uv - xy, axis=1)))
+    return ModelArrays(
+        names=names, R=R, t=t, K=K, sizes=sizes, camera_ids=cam_ids, points=points,
+        colors=np.array([p.color for p in pts], dtype=np.uint8).reshape(-1, 3),
+        errors=np.array([p.error for p in pts], dtype=np.float64),
+        track_lengths=np.array([p.track.length() for p in pts], dtype=np.int64),
+        image_num_points=n_obs, image_errors=img_err,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def visibility_counts(m: ModelArrays, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """(P,) how many cameras see each point: in front of the camera and inside its image (grown by ``margin``)."""
+    counts = np.zeros(len(points), dtype=np.int64)
+    for R, t, K, (w, h) in zip(m.R, m.t, m.K, m.sizes, strict=True):
+        pc = points @ R.T + t
+        z = pc[:, 2]
+        front = z > 1e-9
+        uv = pc[:, :2] @ K[:2, :2].T / np.where(front, z, 1.0)[:, None] + K[:2, 2]
+        mx, my = margin * w, margin * h
+        inside = front & (uv[:, 0] >= -mx) & (uv[:, 0] <= w + mx) & (uv[:, 1] >= -my) & (uv[:, 1] <= h + my)
+        counts += inside
+    return counts
+
+
+def look_at_point(centers: np.ndarray, axes: np.ndarray) -> np.ndarray | None:
+    """Least-squares point closest to all optical axes, or None when the axes are (nearly) parallel."""
+    eye = np.eye(3)
+    proj = eye[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3) projectors orthogonal to each axis
+    a = proj.sum(0)
+    b = np.einsum("nij,nj->i", proj, centers)
+    if len(centers) < 2 or np.linalg.cond(a) > 1e6:
+        return None
+    return np.linalg.solve(a, b)
+
+
+def mean_up(m: ModelArrays) -> np.ndarray:
+    """Normalized mean of the cameras' up vectors (camera -y in world coordinates)."""
+    up = m.ups.sum(0)
+    norm = np.linalg.norm(up)
+    return up / norm if norm > 1e-12 else np.array([0.0, 0.0, 1.0])
+
+
+def _robust_points(m: ModelArrays, min_points: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Sparse points worth bounding: well triangulated, inside the views' common frustum, outliers trimmed."""
+    pts, err, tl = m.points, m.errors, m.track_lengths
+    info: dict[str, Any] = {"n_points_total": len(pts)}
+    ok = np.isfinite(pts).all(1)
+    # well triangulated: seen by several cameras with a low error (relaxed when that leaves too little)
+    med_err = float(np.median(err[ok])) if ok.any() else 0.0
+    for min_track, max_err in ((3, max(1.0, 2.0 * med_err)), (2, max(2.0, 3.0 * med_err)), (2, np.inf)):
+        good = ok & (tl >= min_track) & (err <= max_err)
+        if good.sum() >= min_points:
+            break
+    pts = pts[good]
+    info.update(min_track_length=int(min_track), max_error_px=float(max_err) if np.isfinite(max_err) else None)
+    if len(pts) > MAX_ROI_POINTS:
+        pts = pts[np.random.default_rng(0).choice(len(pts), MAX_ROI_POINTS, replace=False)]
+    # inside the common frustum: seen by at least half of the cameras (or by as many as the median point is)
+    if len(pts) >= min_points and len(m.names) >= 2:
+        vis = visibility_counts(m, pts)
+        need = max(2, min(math.ceil(0.5 * len(m.names)), int(np.median(vis))))
+        common = vis >= need
+        if common.sum() >= min_points:
+            pts = pts[common]
+            info["min_views"] = int(need)
+    # trim what is far from the bulk (stray points, far background)
+    if len(pts) >= min_points:
+        med = np.median(pts, axis=0)
+        d = np.linalg.norm(pts - med, axis=1)
+        keep = d <= min(np.percentile(d, 98.0), 5.0 * max(np.median(d), 1e-12))
+        pts = pts[keep]
+    info["n_points_used"] = len(pts)
+    return pts, info
+
+
+def region_of_interest(model: Any, min_points: int = 20, padding: float = 0.05) -> dict[str, Any]:
+    """Bounding sphere and box of what the cameras look at, in the reconstruction's coordinates.
+
+    Args:
+        model: a ``pycolmap.Reconstruction`` or :class:`ModelArrays`.
+        min_points: fewest filtered sparse points to trust; with fewer, the point the optical axes meet
+            (or the cameras' centroid) gives the centre and the camera distances the size.
+        padding: the box grows by this fraction of its size on each side.
+
+    Returns:
+        ``{"center": [x, y, z], "radius": r, "box_min": [...], "box_max": [...], "up": [...],
+        "n_points": used, "source": "points" | "cameras", "cameras_inside": k}`` where ``up`` is the
+        normalized mean camera up vector (camera -y) and ``cameras_inside`` counts cameras inside the sphere.
+    """
+    m = model if isinstance(model, ModelArrays) else model_arrays(model)
+    if len(m.names) == 0:
+        raise ValueError("no registered images")
+    pts, info = _robust_points(m, min_points)
+    centers = m.centers
+    if len(pts) >= max(min_points, 4):
+        lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
+        pad = padding * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        inside = pts[((pts >= lo) & (pts <= hi)).all(1)]
+        center = 0.5 * (lo + hi)
+        radius = float(np.linalg.norm(inside - center, axis=1).max()) * (1.0 + padding) if len(inside) else 0.0
+        source = "points"
+    else:
+        center = look_at_point(centers, m.axes)
+        if center is None or not np.isfinite(center).all():
+            center = centers.mean(0)
+        dist = np.linalg.norm(centers - center, axis=1)
+        radius = 0.5 * float(np.median(dist)) if len(dist) else 1.0
+        lo, hi = center - radius / math.sqrt(3.0), center + radius / math.sqrt(3.0)
+        source = "cameras"
+    if not radius > 0.0:
+        radius = 1.0
+    cam_dist = np.linalg.norm(centers - center, axis=1)
+    return {
+        "center": center.tolist(), "radius": radius, "box_min": lo.tolist(), "box_max": hi.tolist(),
+        "up": mean_up(m).tolist(), "n_points": int(len(pts)) if source == "points" else 0, "source": source,
+        "cameras_inside": int((cam_dist < radius).sum()), "filter": info,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def suspicious_cameras(m: ModelArrays, roi: dict[str, Any], miss_factor: float = 3.0,
+                       error_factor: float = 3.0) -> list[dict[str, Any]]:
+    """Cameras whose pose looks wrong, each ``{"name", "code", "reason", "value"}``.
+
+    Checks:
+        ``looks_away``: the common region lies behind the camera.
+        ``axis_misses_region``: the optical axis passes the region's centre farther than one radius and farther
+            than ``miss_factor`` times the typical camera does (relative, so wide scenes are not all flagged).
+        ``region_outside_image``: the region's centre projects outside the image.
+        ``high_reprojection_error``: the image's mean error is above 1 px and ``error_factor`` times the median.
+        ``few_points``: the image observes very few points (weakly attached, easily misplaced).
+    """
+    out: list[dict[str, Any]] = []
+    if not len(m.names):
+        return out
+    c = np.asarray(roi["center"], dtype=np.float64)
+    r = max(float(roi["radius"]), 1e-12)
+    v = c[None] - m.centers
+    axes = m.axes
+    depth = (v * axes).sum(1)
+    miss = np.linalg.norm(v - depth[:, None] * axes, axis=1) / r
+    typical_miss = float(np.median(miss[depth > 0])) if (depth > 0).any() else 0.0
+    pc = np.einsum("nij,nj->ni", m.R, np.broadcast_to(c, m.t.shape)) + m.t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = np.einsum("nij,nj->ni", m.K[:, :2, :2], pc[:, :2] / pc[:, 2:3]) + m.K[:, :2, 2]
+    errs = m.image_errors
+    med_err = float(np.nanmedian(errs)) if np.isfinite(errs).any() else 0.0
+    med_obs = float(np.median(m.image_num_points))
+    for i, name in enumerate(m.names):
+        w, h = m.sizes[i]
+        if depth[i] <= 0:
+            out.append({"name": name, "code": "looks_away", "value": float(depth[i] / r),
+                        "reason": "the region the other cameras look at is behind this camera"})
+            continue
+        if miss[i] > max(1.0, miss_factor * typical_miss):
+            out.append({"name": name, "code": "axis_misses_region", "value": float(miss[i]),
+                        "reason": f"its optical axis passes {miss[i]:.1f} radii from the centre of the common "
+                                  f"region (typical camera: {typical_miss:.2f})"})
+        elif not (0 <= uv[i, 0] <= w and 0 <= uv[i, 1] <= h):
+            out.append({"name": name, "code": "region_outside_image", "value": float(miss[i]),
+                        "reason": "the centre of the common region is outside this image"})
+        if np.isfinite(errs[i]) and errs[i] > max(1.0, error_factor * med_err):
+            out.append({"name": name, "code": "high_reprojection_error", "value": float(errs[i]),
+                        "reason": f"mean reprojection error {errs[i]:.2f} px (median image: {med_err:.2f} px)"})
+        if m.image_num_points[i] < max(15.0, 0.1 * med_obs):
+            out.append({"name": name, "code": "few_points", "value": int(m.image_num_points[i]),
+                        "reason": f"observes only {int(m.image_num_points[i])} points (median image: "
+                                  f"{med_obs:.0f}); its pose rests on little evidence"})
+    return out
+
+
+def model_statistics(m: ModelArrays) -> dict[str, Any]:
+    """Registered count, points, mean track length and mean reprojection error over all observations."""
+    obs = float(m.track_lengths.sum())
+    return {
+        "registered": len(m.names),
+        "num_points": int(len(m.points)),
+        "num_observations": int(obs),
+        "mean_track_length": float(m.track_lengths.mean()) if len(m.points) else 0.0,
+        "mean_reprojection_error_px": float((m.errors * m.track_lengths).sum() / obs) if obs else None,
+        "mean_points_per_image": float(m.image_num_points.mean()) if len(m.names) else 0.0,
+    }
