@@ -427,3 +427,38 @@ def normalize_scene(scene: Scene, *, prefer_given: bool = True) -> tuple[Scene, 
     for w in warnings:
         log.warning(w)
     return replace(scene, roi=roi), info
+
+
+def normalization_from_box(scene: Scene, box_to_world: np.ndarray, margin: float = 1.0
+                           ) -> tuple[Scene, dict[str, Any]]:
+    """Normalize to a region of interest the user placed: an oriented box.
+
+    Args:
+        scene: the capture.
+        box_to_world: (4, 4) affine map from the cube [-1, 1]^3 to input coordinates (a Blender cube object's
+            matrix_world maps its default cube exactly so), rotation, non-uniform scale and translation allowed.
+        margin: factor on the box's circumscribed sphere.
+
+    Returns:
+        The scene with ``to_world`` (a similarity whose unit sphere circumscribes the box) and ``roi`` (the
+        box's axis-aligned bounds in the normalized frame), and the description for the ``start`` message.
+    """
+    m = np.asarray(box_to_world, dtype=np.float64).reshape(4, 4)
+    corners = np.array([[x, y, z, 1.0] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]) @ m.T
+    corners = corners[:, :3]
+    if np.linalg.matrix_rank(m[:3, :3]) < 3:
+        raise ValueError("the region-of-interest box is flat (a zero scale)")
+    center = corners.mean(0)
+    radius = float(np.linalg.norm(corners - center, axis=1).max()) * margin
+    warnings: list[str] = []
+    radius = _clear_cameras(scene, center, radius, warnings)
+    to_world = similarity(radius, center)
+    inv = np.linalg.inv(to_world)
+    c = corners @ inv[:3, :3].T + inv[:3, 3]
+    roi = np.clip(np.stack([c.min(0), c.max(0)]), -1.0, 1.0)
+    d = float(np.linalg.norm(scene.camera_centers() - center, axis=1).min())
+    info = {"method": "box", "center": [float(x) for x in center], "radius": radius, "roi": roi.tolist(),
+            "camera_distance": d / radius, "warnings": warnings}
+    for w in warnings:
+        log.warning(w)
+    return replace(scene, to_world=to_world, roi=roi), info

@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="carry snapshots inside mesh messages (base64) for a backend on another machine")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--masks", help="folder of object masks for a posed capture (one per photo, 255 = object)")
+    p.add_argument("--roi", help="region of interest: a JSON file with a 4x4 `matrix` mapping the cube [-1, 1]^3 "
+                   "to input coordinates, or `box_min`/`box_max` (e.g. the roi.json of `poses`)")
+    p.add_argument("--exit-on-stdin-close", action="store_true",
+                   help="stop (saving a checkpoint) when standard input closes: the client holds it open, so a "
+                   "crashed client never leaves training running")
 
 
 def prepare_job_folder(out: str | os.PathLike[str]) -> JobLayout:
@@ -127,13 +133,69 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     from .data import load_scene_with_info
 
     emitter.emit("stage", name="load", detail=str(data_path))
-    scene, info = load_scene_with_info(data_path, max_image_size=cfg.max_image_size)
+    roi_matrix = read_roi(args.roi) if args.roi else (checkpoint or {}).get("roi_matrix")
+    scene, info = load_scene_with_info(data_path, max_image_size=cfg.max_image_size,
+                                       normalize=not (args.masks or roi_matrix is not None))
+    if args.masks or roi_matrix is not None:
+        from .normalize import normalization_from_box, normalize_scene
+
+        if args.masks:
+            from .data import attach_masks
+
+            scene = attach_masks(scene, args.masks)
+        if roi_matrix is not None:
+            scene, info = normalization_from_box(scene, roi_matrix)
+        else:
+            scene, info = normalize_scene(scene)
+    if checkpoint is not None:  # the field lives in the checkpoint's frame, whatever the data says now
+        scene.to_world = np.asarray(checkpoint["to_world"], dtype=np.float64)
+        scene.roi = None if checkpoint.get("roi") is None else np.asarray(checkpoint["roi"], dtype=np.float64)
     trainer = Trainer(scene, cfg, device=device, job=job, emitter=emitter, data_path=data_path,
                       inline_meshes=args.inline_meshes, normalization_info=info)
+    trainer.roi_matrix = roi_matrix
     if checkpoint is not None:
         trainer.load_state(checkpoint)
+    if args.exit_on_stdin_close:
+        watch_stdin(trainer)
     with trainer.handle_signals():
         return trainer.train()
+
+
+def read_roi(path: str) -> np.ndarray:
+    """(4, 4) box-to-world matrix from a region-of-interest JSON file (see ``--roi``)."""
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text())
+        if "matrix" in data:
+            m = np.asarray(data["matrix"], dtype=np.float64).reshape(4, 4)
+        else:
+            lo, hi = np.asarray(data["box_min"], dtype=np.float64), np.asarray(data["box_max"], dtype=np.float64)
+            m = np.eye(4)
+            m[:3, :3] = np.diag((hi - lo) / 2)
+            m[:3, 3] = (hi + lo) / 2
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BackendError(f"cannot read the region of interest: {exc}", hint="Give a JSON file with a 4x4 "
+                           "'matrix' or with 'box_min' and 'box_max'.", file=p) from exc
+    if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        raise BackendError("the region-of-interest box is empty or flat", hint="Give the box a size on every axis.",
+                           file=p)
+    return m
+
+
+def watch_stdin(trainer: Trainer) -> None:
+    """Ask the trainer to stop once standard input reaches end of file (the client went away)."""
+    import sys
+    import threading
+
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        trainer.stop_requested = True
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -203,6 +265,7 @@ class Trainer:
         self.step = 0
         self.n_rays = cfg.init_rays
         self._upload(self.train_scene)
+        self.roi_matrix: np.ndarray | None = None
         self.last_snapshot: Path | None = None
         self.last_snapshot_step = -1
 
@@ -215,11 +278,11 @@ class Trainer:
         counts = sizes[:, 0] * sizes[:, 1]
         self.pix_offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)]), device=self.device)
         self.widths = torch.tensor(sizes[:, 0], device=self.device)
-        self.pixels = torch.cat([torch.from_numpy(np.ascontiguousarray(im).reshape(-1, 3)) for im in scene.images]
-                                ).to(self.device)
+        self.pixels = torch.cat([torch.from_numpy(np.require(im, requirements="CW").reshape(-1, 3))
+                                 for im in scene.images]).to(self.device)
         if scene.masks is not None:
-            self.masks = torch.cat([torch.from_numpy(np.ascontiguousarray(m).reshape(-1)) for m in scene.masks]
-                                   ).to(self.device)
+            self.masks = torch.cat([torch.from_numpy(np.require(m, requirements="CW").reshape(-1))
+                                    for m in scene.masks]).to(self.device)
         else:
             self.masks = None
         self.K_inv = torch.from_numpy(np.linalg.inv(scene.K)).float().to(self.device)
@@ -320,11 +383,18 @@ class Trainer:
         self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * target if step > 0 else target, 64), cfg.max_rays))
         self.step += 1
         with torch.no_grad():
-            mse = float(((out.rgb - gt) ** 2).mean())
-        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-10)), "n_samples": out.n_samples,
-                "n_rays": int(batch["rgb"].shape[0]), "eikonal": float(loss_eik.detach()),
-                "mask": float(loss_mask.detach()) if loss_mask is not None else None,
-                "inv_s": float(self.field.inv_s().detach())}
+            mse = ((out.rgb - gt) ** 2).mean()
+        # tensors stay on the device: reading them would stall the pipeline; see `report_stats`
+        return {"loss": loss.detach(), "mse": mse, "n_samples": out.n_samples, "n_rays": int(batch["rgb"].shape[0]),
+                "eikonal": loss_eik.detach(), "mask": loss_mask.detach() if loss_mask is not None else None,
+                "inv_s": self.field.inv_s().detach()}
+
+    @staticmethod
+    def report_stats(stats: dict[str, Any]) -> dict[str, Any]:
+        """Plain numbers of a :meth:`train_step` result (synchronises with the device)."""
+        out = {k: (float(v) if hasattr(v, "item") else v) for k, v in stats.items()}
+        out["psnr"] = -10 * math.log10(max(out.pop("mse"), 1e-10))
+        return out
 
     # ------------------------------------------------------------------ meshes
 
@@ -377,7 +447,7 @@ class Trainer:
         return {"version": 1, "step": self.step, "config": self.cfg.to_dict(), "field": self.field.state_dict(),
                 "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "n_rays": self.n_rays,
                 "to_world": self.scene.to_world, "roi": self.scene.roi,
-                "data": str(self.data_path) if self.data_path else None,
+                "data": str(self.data_path) if self.data_path else None, "roi_matrix": self.roi_matrix,
                 "has_masks": self.has_masks}
 
     def save_checkpoint(self) -> Path:
@@ -446,14 +516,13 @@ class Trainer:
         while self.step < cfg.steps and not self.stop_requested:
             ts = time.perf_counter()
             stats = self.train_step()
-            if self.device.type == "cuda":
-                self.torch.cuda.synchronize()
             dt = time.perf_counter() - ts
             train_time += dt
             t_acc += dt
             samples_acc += stats["n_samples"]
             now = time.perf_counter()
             if now - last_report >= 1.0 or self.step == cfg.steps or self.step == start_step + 1:
+                stats = self.report_stats(stats)
                 rate = samples_acc / max(t_acc, 1e-9)
                 per_step = train_time / max(self.step - start_step, 1)
                 self.emitter.emit("progress", step=self.step, total=cfg.steps, loss=stats["loss"], psnr=stats["psnr"],

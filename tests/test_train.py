@@ -189,3 +189,72 @@ def test_human_output_without_json(tmp_path: Path) -> None:
     for line in proc.stdout.splitlines():
         with pytest.raises(json.JSONDecodeError):
             json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def small_dtu(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Eight DTU views at 96 px as a NeuS folder without masks, and their masks in a folder of their own."""
+    from dataclasses import replace
+
+    from backend.data import load_scene
+    from backend.data.export import write_neus
+
+    root = tmp_path_factory.mktemp("small_dtu")
+    scene = load_scene(data_dir / "dtu_scan65", max_image_size=96, normalize=False).subset(range(0, 48, 6))
+    masks = scene.masks
+    write_neus(replace(scene, masks=None), root / "capture")
+    (root / "masks").mkdir()
+    from PIL import Image
+
+    for i, m in enumerate(masks):
+        Image.fromarray(m).save(root / "masks" / f"{i:06d}.png")
+    return root / "capture", root / "masks"
+
+
+def test_masks_folder_and_roi_box_for_a_posed_capture(small_dtu: tuple[Path, Path], tmp_path: Path) -> None:
+    capture, masks = small_dtu
+    roi = tmp_path / "roi.json"
+    # a box of 200 mm around the skull, in DTU millimetres, turned 30 degrees about z
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    m = np.eye(4)
+    m[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([100.0, 90.0, 80.0])
+    m[:3, 3] = [-40.0, -30.0, 660.0]
+    roi.write_text(json.dumps({"matrix": m.tolist()}))
+    code, msgs, err = run_backend("train", "--data", str(capture), "--out", str(tmp_path / "job"), "--preset",
+                                  "preview", "--steps", "2", "--mesh-every", "0", "--final-resolution", "32",
+                                  "--masks", str(masks), "--roi", str(roi))
+    assert code == 0, err[-2000:]
+    start = next(msg for msg in msgs if msg["type"] == "start")
+    assert start["dataset"]["has_masks"] is True
+    norm = start["normalization"]
+    assert norm["method"] == "box"
+    np.testing.assert_allclose(norm["center"], m[:3, 3], atol=1e-6)
+    assert norm["radius"] == pytest.approx(np.linalg.norm([100.0, 90.0, 80.0]), rel=1e-6)
+    # a mask folder that lacks one mask is refused, naming the photo
+    (masks.parent / "few").mkdir(exist_ok=True)
+    code, msgs, _ = run_backend("train", "--data", str(capture), "--out", str(tmp_path / "job2"), "--masks",
+                                str(masks.parent / "few"))
+    assert code == protocol.EXIT_ERROR and error_of(msgs)["hint"]
+
+
+def test_closing_stdin_stops_training_cleanly(small_dtu: tuple[Path, Path], tmp_path: Path) -> None:
+    capture, _ = small_dtu
+    proc = subprocess.Popen(backend_cmd("train", "--data", str(capture), "--out", str(tmp_path / "job"),
+                                        "--preset", "preview", "--steps", "100000", "--mesh-every", "0",
+                                        "--exit-on-stdin-close"),
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        for line in proc.stdout:
+            if protocol.decode_message(line)["type"] == "progress":
+                break
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == protocol.EXIT_CANCELLED
+    done = [protocol.decode_message(s) for s in rest.splitlines() if s.strip()][-1]
+    assert done["type"] == "done" and done["cancelled"] and Path(done["checkpoint"]).is_file()

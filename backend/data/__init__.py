@@ -117,3 +117,37 @@ def load_scene(path: str | os.PathLike[str], *, max_image_size: int = 0, normali
     """
     return load_scene_with_info(path, max_image_size=max_image_size, normalize=normalize,
                                 prefer_given=prefer_given)[0]
+
+
+def attach_masks(scene: Scene, mask_dir: str | os.PathLike[str]) -> Scene:
+    """The scene with masks read from ``mask_dir`` (one per image, matched by name; see ``match_masks``).
+
+    Each mask must have the size of its photo as stored on disk; it is resized like the photo when the scene was
+    loaded downscaled.
+
+    Raises:
+        BackendError: the folder is missing, an image has no mask, or a mask's size differs from its photo's.
+    """
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from .images import match_masks, read_mask, resize_mask
+
+    mdir = Path(mask_dir).expanduser()
+    if not mdir.is_dir():
+        raise BackendError("The mask folder does not exist", "Choose the folder that holds one mask per photo.", mdir)
+    if not scene.image_paths:
+        raise BackendError("This capture does not say which files its images came from, so masks cannot be "
+                           "matched to them", "Put the masks into the capture's own mask folder instead.", mdir)
+    paths = match_masks(scene.image_paths, mdir, scene.names)
+    masks = []
+    for img_path, mpath, img in zip(scene.image_paths, paths, scene.images):
+        mask = read_mask(mpath)
+        with Image.open(img_path) as im:
+            orig = im.size
+        if (mask.shape[1], mask.shape[0]) != orig:
+            raise BackendError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but its photo {img_path.name} is "
+                               f"{orig[0]}x{orig[1]}", "Masks must have the size of their photos.", mpath)
+        masks.append(resize_mask(mask, (img.shape[1], img.shape[0])))
+    return replace(scene, masks=masks)
