@@ -105,7 +105,13 @@ def field_from_checkpoint(ckpt: dict[str, Any], device: Any):  # noqa: ANN201
     field = NeuSField(fcfg)
     field.load_state_dict(ckpt["field"])
     field.encoding.active_levels = cfg.n_levels
-    return field.to(device), cfg
+    field = field.to(device)
+    from .kernels import select_path, use_fast_path
+
+    path = select_path(device, field)
+    if path != "reference":
+        use_fast_path(field, path)
+    return field, cfg
 
 
 def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     ckpt = load_checkpoint(path)
     field, cfg = field_from_checkpoint(ckpt, device)
     frame = Frame(ckpt["to_world"])
-    emitter.emit("start", command="extract", device=device, path="reference", checkpoint=str(path),
+    emitter.emit("start", command="extract", device=device, checkpoint=str(path),
                  step=int(ckpt["step"]), resolution=args.resolution)
     if args.box:
         world_box = np.array(args.box, dtype=np.float64).reshape(2, 3)

@@ -253,6 +253,12 @@ class Trainer:
                            activation=cfg.activation, sphere_init_radius=cfg.sphere_init_radius,
                            background="none" if self.has_masks else "env")
         self.field = NeuSField(fcfg).to(self.device)
+        from .kernels import path_reason, select_path, use_fast_path
+
+        self.path = select_path(self.device, self.field)  # NEUSBLEND_PATH=reference|triton forces one
+        self.path_reason = path_reason()
+        if self.path != "reference":
+            use_fast_path(self.field, self.path)
         self.grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold).to(self.device)
         enc_params = [self.field.encoding.embeddings]
         var_params = [self.field.variance]
@@ -492,7 +498,8 @@ class Trainer:
         dev = str(self.device)
         if self.device.type == "cuda":
             dev = f"cuda ({torch.cuda.get_device_name(self.device)})"
-        self.emitter.emit("start", command="train", device=dev, path="reference", config=self.cfg.to_dict(),
+        self.emitter.emit("start", command="train", device=dev, path=self.path, path_reason=self.path_reason,
+                          config=self.cfg.to_dict(),
                           dataset=self.scene.summary(), n_train=len(self.train_scene), n_holdout=len(self.holdout),
                           normalization={"to_world": self.scene.to_world, "roi": self.scene.roi,
                                          "scale": self.scene.scale, **self.normalization_info},

@@ -1,0 +1,364 @@
+"""Triton hash-grid kernels against the reference encoding: forward, first and second derivatives, field step.
+
+Without CUDA the kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``, set here before triton is
+imported) on small inputs; those tests skip when triton is not installed. Tests marked ``gpu`` run the training
+configuration (16 levels x 2 features, 2^19 table) on CUDA.
+
+Every check draws fresh random inputs (never zeros), poisons output buffers with NaN so that an unwritten element
+fails, and compares by relative error ||fast - ref|| / ||ref||, 2e-5 (float32 throughout; the kernels sum the 8
+corners and the atomics in another order than the reference).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
+
+from backend.field import FieldConfig, HashGridConfig, HashGridEncoding, NeuSField  # noqa: E402
+from backend.kernels import PATHS, current_path, path_reason, select_path, use_fast_path  # noqa: E402
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy deprecations in triton's interpreter
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton not installed: pip install triton to run the "
+                                  "kernels (in its CPU interpreter without CUDA)")
+DEV = "cuda" if HAS_CUDA else "cpu"
+TOL = 2e-5
+_seed = [int.from_bytes(os.urandom(4), "little")]
+
+
+def fresh_generator() -> torch.Generator:
+    """A new seed for every draw (printed on failure through the assertion messages)."""
+    _seed[0] += 1
+    return torch.Generator().manual_seed(_seed[0])
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    assert torch.isfinite(a).all(), "non-finite values (unwritten output?)"
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def make_encoding(n_levels: int = 6, log2: int = 10, base: int = 4, finest: int = 2048, features: int = 2,
+                  active: int | None = None, device: str = DEV) -> tuple[HashGridEncoding, torch.Tensor]:
+    """A reference encoding with a random N(0, 1) table (both dense and hashed levels) and its generator seed."""
+    gen = fresh_generator()
+    enc = HashGridEncoding(HashGridConfig(n_levels=n_levels, n_features=features, log2_table_size=log2,
+                                          base_resolution=base, finest_resolution=finest))
+    with torch.no_grad():
+        enc.embeddings.copy_(torch.randn(enc.embeddings.shape, generator=gen))
+    enc.active_levels = n_levels if active is None else active
+    assert bool(enc.dense_levels.any()) and not bool(enc.dense_levels.all())
+    return enc.to(device), gen
+
+
+def random_points(n: int, gen: torch.Generator, device: str = DEV) -> torch.Tensor:
+    """(n, 3) points in [-0.05, 1.05]^3 (the clamp is exercised), a few of them exactly on 0 and 1."""
+    x = torch.rand(n, 3, generator=gen) * 1.1 - 0.05
+    x[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5], [0.25, 1.0, 0.0]])
+    return x.to(device)
+
+
+def meta_of(enc: HashGridEncoding):  # noqa: ANN201
+    from backend.kernels.hashgrid_triton import LevelMeta
+
+    return LevelMeta.from_encoding(enc, enc.embeddings.device)
+
+
+# -------------------------------------------------------------------------------------------- path selection
+
+
+def test_select_path_never_raises_and_explains() -> None:
+    assert select_path("cpu") == "reference"
+    assert "cpu" in path_reason()
+    assert select_path("cuda:0") in PATHS  # without CUDA (or triton) this falls back instead of raising
+    assert path_reason()
+    odd = NeuSField(FieldConfig(grid=HashGridConfig(n_levels=2, n_features=4, log2_table_size=8, finest_resolution=32)))
+    assert select_path("cuda", odd) == "reference"
+    os.environ["NEUSBLEND_PATH"] = "reference"
+    try:
+        assert select_path("cuda") == "reference" and "NEUSBLEND_PATH" in path_reason()
+    finally:
+        del os.environ["NEUSBLEND_PATH"]
+
+
+@needs_triton
+def test_use_fast_path_keeps_parameters_and_round_trips() -> None:
+    field = NeuSField(FieldConfig(grid=HashGridConfig(n_levels=4, log2_table_size=10, finest_resolution=64)))
+    params = dict(field.named_parameters())
+    keys = list(field.state_dict())
+    use_fast_path(field, "triton")
+    assert current_path(field) == "triton"
+    assert list(field.state_dict()) == keys
+    assert all(p is params[n] for n, p in field.named_parameters())
+    use_fast_path(field, "reference")
+    assert current_path(field) == "reference" and type(field.encoding) is HashGridEncoding
+    with pytest.raises(ValueError):
+        use_fast_path(field, "cuda-magic")
+
+
+@needs_triton
+def test_self_check_passes() -> None:
+    from backend.kernels import self_check
+
+    assert self_check(DEV, n_points=300 if DEV == "cpu" else 4000) == ""
+
+
+# -------------------------------------------------------------------------------------------- kernels
+
+
+@needs_triton
+@pytest.mark.parametrize("active", [None, 4, 0])
+def test_forward_matches_reference(active: int | None) -> None:
+    from backend.kernels.hashgrid_triton import encode
+
+    enc, gen = make_encoding(active=active)
+    L = enc.cfg.n_levels
+    x = random_points(300, gen)
+    out = torch.full((300, 2 * L), float("nan"), device=DEV)
+    jac = torch.full((enc.active_levels, 3, 300, 2), float("nan"), device=DEV)
+    encode(x, enc.embeddings.detach(), meta_of(enc), enc.active_levels, out=out, jac=jac)
+    ref = enc(x)
+    assert rel(out, ref) < TOL if enc.active_levels else out.abs().max() == 0, _seed
+    ref_jac = reference_jacobian(enc, x)  # (N, 3, 2 L)
+    ref_jac = ref_jac.reshape(300, 3, L, 2).permute(2, 1, 0, 3)[:enc.active_levels]
+    if enc.active_levels:
+        assert rel(jac, ref_jac) < TOL, _seed
+    if active is not None:
+        assert out[:, active * 2:].abs().max() == 0
+    out2, none = encode(x, enc.embeddings.detach(), meta_of(enc), enc.active_levels)
+    assert none is None and torch.equal(out2, out)
+
+
+@needs_triton
+def test_unsupported_layouts_fall_back_to_the_reference() -> None:
+    """Four features per level: the kernels take two; the module must still compute the reference's values."""
+    enc = HashGridEncoding(HashGridConfig(n_levels=3, n_features=4, log2_table_size=8, finest_resolution=32))
+    with torch.no_grad():
+        enc.embeddings.normal_()
+    enc = enc.to(DEV)
+    fast = HashGridEncoding(enc.cfg).to(DEV)
+    fast.load_state_dict(enc.state_dict())
+    from backend.kernels import TritonHashGridEncoding
+
+    with pytest.raises(ValueError):  # use_fast_path refuses it
+        use_fast_path(fast, "triton")
+    fast.__class__ = TritonHashGridEncoding  # and the module, forced, computes through the reference
+    x = torch.rand(50, 3, device=DEV)
+    assert torch.equal(fast(x), enc(x))
+
+
+def reference_jacobian(enc: HashGridEncoding, x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, L * F): d enc[n, k] / d x[n, d] of the reference, by forward-mode products."""
+    cols = []
+    for d in range(3):
+        e = torch.zeros_like(x)
+        e[:, d] = 1
+        cols.append(torch.autograd.functional.jvp(lambda p: enc(p), x, e)[1])
+    return torch.stack(cols, 1)
+
+
+@needs_triton
+def test_jacobian_products_match_reference() -> None:
+    from backend.kernels.hashgrid_triton import encode, jac_t_vec, jac_vec
+
+    enc, gen = make_encoding(active=5)
+    x = random_points(300, gen)
+    g = torch.randn(300, enc.n_output_dims, generator=gen).to(DEV)
+    u = torch.randn(300, 3, generator=gen).to(DEV)
+    _, jac = encode(x, enc.embeddings.detach(), meta_of(enc), enc.active_levels, jac=True)
+    L = enc.cfg.n_levels
+    gx = jac_t_vec(jac, g, L, out=torch.full((300, 3), float("nan"), device=DEV))
+    dg = jac_vec(jac, u, L, out=torch.full_like(g, float("nan")))
+    xr = x.clone().requires_grad_(True)
+    (ref_x,) = torch.autograd.grad(enc(xr), xr, g)
+    ref_g, _ = reference_second_order(enc, x, g, u)
+    assert rel(gx, ref_x) < TOL and rel(dg, ref_g) < TOL, _seed
+
+
+@needs_triton
+@pytest.mark.parametrize("active", [None, 4])
+def test_first_order_backward_matches_reference(active: int | None) -> None:
+    from backend.kernels.hashgrid_triton import encode_backward
+
+    enc, gen = make_encoding(active=active)
+    x = random_points(300, gen)
+    g = torch.randn(300, enc.n_output_dims, generator=gen).to(DEV)
+    base = torch.randn(enc.embeddings.shape, generator=gen).to(DEV)  # the kernel adds to what is there
+    gx = torch.full((300, 3), float("nan"), device=DEV)
+    gt = base.clone()
+    encode_backward(g, x, enc.embeddings.detach(), meta_of(enc), enc.active_levels, True, True, grad_x=gx,
+                    grad_table=gt)
+    xr = x.clone().requires_grad_(True)
+    ref_x, ref_t = torch.autograd.grad(enc(xr), [xr, enc.embeddings], g)
+    assert rel(gx, ref_x) < TOL, _seed
+    assert rel(gt - base, ref_t) < TOL, _seed
+    outside = ((x < 0) | (x > 1))
+    assert gx[outside].abs().max() == 0  # clamped coordinates get no gradient, as in the reference
+    # each gradient alone (the eikonal pass wants grad_x only, the final backward often the table only)
+    gx_only, none_t = encode_backward(g, x, enc.embeddings.detach(), meta_of(enc), enc.active_levels, True, False)
+    none_x, gt_only = encode_backward(g, x, enc.embeddings.detach(), meta_of(enc), enc.active_levels, False, True)
+    assert none_t is None and none_x is None
+    assert rel(gx_only, ref_x) < TOL and rel(gt_only, ref_t) < TOL, _seed
+
+
+def reference_second_order(enc: HashGridEncoding, x: torch.Tensor, g: torch.Tensor, u: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """d<u, grad_x>/dg and d<u, grad_x>/d(table), grad_x = d<g, enc(x)>/dx, by autograd on the reference."""
+    xr = x.clone().requires_grad_(True)
+    gr = g.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(enc(xr), xr, gr, create_graph=True)
+    dg, dt = torch.autograd.grad(gx, [gr, enc.embeddings], u)
+    return dg, dt
+
+
+@needs_triton
+@pytest.mark.parametrize("active", [None, 4])
+def test_second_order_matches_reference(active: int | None) -> None:
+    from backend.kernels.hashgrid_triton import encode_backward2
+
+    enc, gen = make_encoding(active=active)
+    x = random_points(300, gen)
+    g = torch.randn(300, enc.n_output_dims, generator=gen).to(DEV)
+    u = torch.randn(300, 3, generator=gen).to(DEV)
+    base = torch.randn(enc.embeddings.shape, generator=gen).to(DEV)
+    dg = torch.full_like(g, float("nan"))
+    dt = base.clone()
+    encode_backward2(u, g, x, enc.embeddings.detach(), meta_of(enc), enc.active_levels, True, True, grad_g=dg,
+                     grad_table=dt)
+    ref_g, ref_t = reference_second_order(enc, x, g, u)
+    assert rel(dg, ref_g) < TOL, _seed
+    assert rel(dt - base, ref_t) < TOL, _seed
+
+
+@needs_triton
+@pytest.mark.parametrize("mode,with_out", [("jac", True), ("gather", True), ("jac", False)])
+def test_autograd_function_all_derivatives_used_by_training(mode: str, with_out: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the module: encoding, grad_x with create_graph, then the loss's gradients w.r.t. table and a head;
+    also the table gradient kept in the graph (the v path of the backward function). Both derivative modes; without
+    the encoding itself in the loss, the forward's node does not run in the second pass and the backward node must
+    not defer its table term to it."""
+    monkeypatch.setenv("NEUSBLEND_HASHGRID_MODE", mode)
+    enc, gen = make_encoding(n_levels=5, active=4)
+    fast = HashGridEncoding(enc.cfg).to(DEV)
+    fast.load_state_dict(enc.state_dict())
+    fast.active_levels = enc.active_levels
+    use_fast_path(fast, "triton")
+    x = random_points(300, gen)
+    head = torch.randn(enc.n_output_dims, generator=gen).to(DEV)
+    u = torch.randn(300, 3, generator=gen).to(DEV)
+    vt = torch.randn(enc.embeddings.shape, generator=gen).to(DEV)
+
+    def run(e: HashGridEncoding) -> list[torch.Tensor]:
+        xx = x.clone().requires_grad_(True)
+        h = head.clone().requires_grad_(True)
+        out = e(xx)
+        gx, gt = torch.autograd.grad((out * h).sum(), [xx, e.embeddings], create_graph=True)
+        loss = (gx * u).sum() + (gt * vt).sum() + ((out ** 2).mean() if with_out else 0)
+        return [out, gx, gt, *torch.autograd.grad(loss, [e.embeddings, h])]
+
+    for name, a, b in zip(["out", "grad_x", "grad_table", "d/dtable", "d/dhead"], run(fast), run(enc)):
+        assert rel(a, b) < TOL, (name, _seed)
+
+
+def field_grads(field: NeuSField, x: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradients of all parameters of the benchmark's field loss (SDF, colour, eikonal: the double backward)."""
+    field.zero_grad(set_to_none=True)
+    sdf, feat, grad = field.sdf_with_gradient(x, create_graph=True)
+    n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    rgb = field.color(x, n, d, feat)
+    loss = rgb.mean() + sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+    loss.backward()
+    return {k: p.grad.clone() for k, p in field.named_parameters() if p.grad is not None}
+
+
+def check_field_step(grid: HashGridConfig, n: int, active: int | None = None, tol: float = TOL) -> None:
+    gen = fresh_generator()
+    ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, background="none"))
+    with torch.no_grad():  # a trained-looking field: the grid matters to the SDF
+        ref.encoding.embeddings.copy_(torch.randn(ref.encoding.embeddings.shape, generator=gen) * 0.1)
+        ref.sdf_layers[0].weight.copy_(torch.randn(ref.sdf_layers[0].weight.shape, generator=gen) * 0.3)
+    ref = ref.to(DEV)
+    fast = NeuSField(ref.cfg).to(DEV)
+    fast.load_state_dict(ref.state_dict())
+    use_fast_path(fast, "triton")
+    if active is not None:
+        ref.encoding.active_levels = fast.encoding.active_levels = active
+    x = (torch.rand(n, 3, generator=gen) * 1.6 - 0.8).to(DEV)
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(DEV)
+    sf, ff, gf = fast.sdf_with_gradient(x, create_graph=False)
+    sr, fr, gr = ref.sdf_with_gradient(x, create_graph=False)
+    assert rel(sf, sr) < tol and rel(ff, fr) < tol and rel(gf, gr) < tol, _seed
+    for _ in range(2):  # twice: nothing may linger from one backward pass to the next
+        got, want = field_grads(fast, x, d), field_grads(ref, x, d)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert rel(got[k], want[k]) < tol, (k, rel(got[k], want[k]), _seed)
+
+
+@needs_triton
+@pytest.mark.parametrize("mode,fuse", [("jac", "1"), ("gather", "1"), ("jac", "0")])
+def test_field_eikonal_step_matches_reference(mode: str, fuse: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """d/d(table) and d/d(MLP parameters) of an eikonal loss through NeuSField, fast path vs reference (derivative
+    modes; table terms fused into one atomic pass or not)."""
+    monkeypatch.setenv("NEUSBLEND_HASHGRID_MODE", mode)
+    monkeypatch.setenv("NEUSBLEND_HASHGRID_FUSE", fuse)
+    check_field_step(HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4,
+                                    finest_resolution=512), 300, active=5)
+
+
+# -------------------------------------------------------------------------------------------- GPU, full size
+
+FULL = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
+
+
+@pytest.mark.gpu
+def test_gpu_select_path_picks_triton() -> None:
+    assert select_path("cuda") == "triton", path_reason()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("active", [None, 9])
+def test_gpu_full_size_kernels(active: int | None) -> None:
+    from backend.kernels.hashgrid_triton import encode, encode_backward, encode_backward2, jac_t_vec, jac_vec
+
+    enc, gen = make_encoding(FULL.n_levels, FULL.log2_table_size, FULL.base_resolution, FULL.finest_resolution,
+                             active=active)
+    n = 65536 + 77
+    x = random_points(n, gen)
+    m = meta_of(enc)
+    tab = enc.embeddings.detach()
+    out, jac = encode(x, tab, m, enc.active_levels, out=torch.full((n, 32), float("nan"), device=DEV),
+                      jac=torch.full((enc.active_levels, 3, n, 2), float("nan"), device=DEV))
+    assert rel(out, enc(x)) < TOL, _seed
+    g = torch.randn(n, 32, generator=gen).to(DEV)
+    u = torch.randn(n, 3, generator=gen).to(DEV)
+    gx, gt = encode_backward(g, x, tab, m, enc.active_levels, True, True,
+                             grad_x=torch.full((n, 3), float("nan"), device=DEV))
+    xr = x.clone().requires_grad_(True)
+    ref_x, ref_t = torch.autograd.grad(enc(xr), [xr, enc.embeddings], g)
+    assert rel(gx, ref_x) < TOL and rel(gt, ref_t) < TOL, _seed
+    dg, dt = encode_backward2(u, g, x, tab, m, enc.active_levels, True, True,
+                              grad_g=torch.full((n, 32), float("nan"), device=DEV))
+    ref_g, ref_dt = reference_second_order(enc, x, g, u)
+    assert rel(dg, ref_g) < TOL and rel(dt, ref_dt) < TOL, _seed
+    assert rel(jac_t_vec(jac, g, 16), ref_x) < TOL and rel(jac_vec(jac, u, 16), ref_g) < TOL, _seed
+    # the fused pass: first-order and eikonal table terms in one atomic pass
+    _, fused = encode_backward(g, x, tab, m, enc.active_levels, False, True, u=u, g2=g)
+    assert rel(fused, ref_t + ref_dt) < TOL, _seed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode,fuse", [("jac", "1"), ("gather", "1"), ("jac", "0")])
+def test_gpu_field_eikonal_step_full_size(mode: str, fuse: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEUSBLEND_HASHGRID_MODE", mode)
+    monkeypatch.setenv("NEUSBLEND_HASHGRID_FUSE", fuse)
+    check_field_step(FULL, 65536)
+    check_field_step(FULL, 4099, active=7)
