@@ -82,7 +82,7 @@ def render_rays(field: NeuSField, grid: OccupancyGrid, origins: torch.Tensor, di
 
 @torch.no_grad()
 def render_image(field: NeuSField, grid: OccupancyGrid, K: torch.Tensor, c2w: torch.Tensor, width: int, height: int,
-                 *, step_size: float, bg_color: torch.Tensor | None = None, chunk: int = 4096
+                 *, step_size: float, bg_color: torch.Tensor | None = None, chunk: int = 0
                  ) -> dict[str, torch.Tensor]:
     """Render a whole image (normalized-frame camera).
 
@@ -95,6 +95,7 @@ def render_image(field: NeuSField, grid: OccupancyGrid, K: torch.Tensor, c2w: to
     from .render import rays_from_pixels
 
     device = grid.values.device
+    chunk = chunk or (65536 if device.type == "cuda" else 4096)
     rows, cols = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
                                 torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
     rows, cols = rows.reshape(-1), cols.reshape(-1)

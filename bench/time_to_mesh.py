@@ -1,0 +1,86 @@
+"""Time from a posed capture to the final mesh, and the quality reached, for each compute path.
+
+Runs ``python -m backend train`` (the real CLI, a fresh process per run) on DTU scan 65 with masks, holding out
+every 8th view, at equal steps for every path, and reads the ``done`` message: wall-clock time to the final mesh
+(loading, training, final extraction), training time, held-out PSNR and mask IoU.
+
+Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000] [--paths triton,reference] [--write]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.throughput import commit, device_name  # noqa: E402
+
+
+def run_once(data: Path, job: Path, steps: int, path: str, preset: str, extra: list[str]) -> dict:
+    env = {**os.environ, "NEUSBLEND_PATH": path, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "backend", "train", "--data", str(data), "--out", str(job), "--preset", preset,
+           "--steps", str(steps), "--holdout-every", "8", "--mesh-every", "0", "--json", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    msgs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not msgs or msgs[-1]["type"] != "done":
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"training failed with {proc.returncode}: {msgs[-1] if msgs else 'no output'}")
+    start = next(m for m in msgs if m["type"] == "start")
+    rates = [m["samples_per_s"] for m in msgs if m["type"] == "progress"][1:]
+    done = msgs[-1]
+    return {"path": start["path"], "steps": steps, "wall_s": wall, "train_s": done["metrics"]["train_time_s"],
+            "psnr": done["metrics"].get("holdout_psnr"), "iou": done["metrics"].get("holdout_mask_iou"),
+            "samples_per_s": sorted(rates)[len(rates) // 2] if rates else None, "faces": done["n_faces"],
+            "device": start["device"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared" / "data"))
+                                          / "dtu_scan65"))
+    ap.add_argument("--steps", default="2000")
+    ap.add_argument("--paths", default="triton,reference")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--work", default="/tmp/neusblend_time_to_mesh")
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("extra", nargs="*", help="more train arguments after --")
+    args = ap.parse_args()
+    rows = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        for path in args.paths.split(","):
+            r = run_once(Path(args.data), Path(args.work) / f"{path}_{steps}", steps, path, args.preset, args.extra)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"### Time to mesh, DTU scan 65 (masks, every 8th view held out), {device_name(dev)}", "",
+             f"commit {commit()}, {stamp}, preset {args.preset}", "",
+             "| path | steps | wall to final mesh | training | median samples/s | held-out PSNR | mask IoU |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['path']} | {r['steps']} | {r['wall_s']:.1f} s | {r['train_s']:.1f} s | "
+                     f"{(r['samples_per_s'] or 0) / 1e6:.1f} M | {r['psnr']:.2f} dB | {r['iou']:.3f} |")
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    if args.write:
+        bench = ROOT / "docs" / "BENCHMARKS.md"
+        text = bench.read_text() if bench.exists() else "# Benchmarks\n"
+        if "## Time to mesh" not in text:
+            text += "\n## Time to mesh\n\nFigures from `python bench/time_to_mesh.py --write`.\n"
+        bench.write_text(text + "\n" + table)
+
+
+if __name__ == "__main__":
+    main()
