@@ -267,7 +267,8 @@ class Trainer:
             [{"params": enc_params, "lr": cfg.lr, "base_lr": cfg.lr},
              {"params": other, "lr": cfg.lr_mlp, "base_lr": cfg.lr_mlp},
              {"params": var_params, "lr": cfg.lr_variance, "base_lr": cfg.lr_variance}],
-            betas=(0.9, 0.99), eps=1e-15)
+            betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")
+        self.params = [p for p in self.field.parameters() if p.requires_grad]
         self.step = 0
         self.n_rays = cfg.init_rays
         self._upload(self.train_scene)
@@ -322,7 +323,11 @@ class Trainer:
         return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def active_levels(self, step: int) -> int:
-        return min(self.cfg.n_levels, self.cfg.start_levels + step // max(self.cfg.level_every, 1))
+        """Hash levels in use at ``step``: one more every ``level_every`` steps, all of them by half the run."""
+        cfg = self.cfg
+        to_add = max(cfg.n_levels - cfg.start_levels, 1)
+        every = max(1, min(cfg.level_every, cfg.steps // (2 * to_add)))
+        return min(cfg.n_levels, cfg.start_levels + step // every)
 
     def cos_anneal_ratio(self, step: int) -> float:
         return 1.0 if self.cfg.cos_anneal_steps <= 0 else min(1.0, step / self.cfg.cos_anneal_steps)
@@ -380,7 +385,7 @@ class Trainer:
             loss_mask = -(m * torch.log(op) + (1 - m) * torch.log(1 - op)).mean()
             loss = loss + cfg.mask_weight * loss_mask
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=self.params)  # no gradient for the sample positions
         self.optimizer.step()
 
         # aim the next batch at the sample budget
