@@ -48,6 +48,7 @@ class TrainConfig:
     target_samples: int = 2**18  # samples per training step (rays adapt to reach it)
     init_rays: int = 1024
     max_rays: int = 2**16
+    cuda_graph: bool = True  # replay the step from a CUDA graph when a fast path runs on CUDA
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3

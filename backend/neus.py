@@ -33,8 +33,8 @@ class RenderOutput:
 
 def render_rays(field: NeuSField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, *,
                 step_size: float, bg_color: torch.Tensor | None = None, cos_anneal_ratio: float = 1.0,
-                perturb: bool = False, training: bool = False, samples: PackedSamples | None = None
-                ) -> RenderOutput:
+                perturb: bool = False, training: bool = False, samples: PackedSamples | None = None,
+                eval_chunk: int = 2**18) -> RenderOutput:
     """Render rays (normalized frame) by NeuS volume rendering of the SDF.
 
     Args:
@@ -56,12 +56,23 @@ def render_rays(field: NeuSField, grid: OccupancyGrid, origins: torch.Tensor, di
     d = dirs[ridx]
     pts = origins[ridx] + d * t[:, None]
     if len(samples) > 0:
-        sdf, feat, grad = field.sdf_with_gradient(pts, create_graph=training)
         inv_s = field.inv_s()
+        if training:
+            sdf, feat, grad = field.sdf_with_gradient(pts, create_graph=True)
+            normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            rgb_s = field.color(pts, normal, d, feat)
+        else:  # evaluate in chunks: memory stays bounded however many samples the rays hold
+            parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            for s in range(0, len(pts), eval_chunk):
+                p_, d_ = pts[s:s + eval_chunk], d[s:s + eval_chunk]
+                sdf_c, feat_c, grad_c = field.sdf_with_gradient(p_, create_graph=False)
+                with torch.no_grad():
+                    n_c = grad_c / grad_c.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+                    parts.append((sdf_c.detach(), grad_c.detach(), field.color(p_, n_c, d_, feat_c)))
+            sdf, grad, rgb_s = (torch.cat(t) for t in zip(*parts))
+            normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         alpha = neus_alpha(sdf, (d * grad).sum(-1), samples.deltas, inv_s, cos_anneal_ratio)
         weights, _ = render_weights(alpha, ridx, n_rays)
-        normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        rgb_s = field.color(pts, normal, d, feat)
         rgb = accumulate(rgb_s, weights, ridx, n_rays)
         opacity = accumulate(None, weights, ridx, n_rays)
         depth = accumulate(t[:, None], weights, ridx, n_rays)[:, 0]
@@ -95,7 +106,7 @@ def render_image(field: NeuSField, grid: OccupancyGrid, K: torch.Tensor, c2w: to
     from .render import rays_from_pixels
 
     device = grid.values.device
-    chunk = chunk or (65536 if device.type == "cuda" else 4096)
+    chunk = chunk or (16384 if device.type == "cuda" else 4096)
     rows, cols = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
                                 torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
     rows, cols = rows.reshape(-1), cols.reshape(-1)

@@ -234,7 +234,9 @@ def neus_alpha(sdf: torch.Tensor, dir_dot_grad: torch.Tensor, deltas: torch.Tens
 
 def first_index_of_ray(ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
     """(S,) sorted ray indices -> (n_rays,) index of each ray's first sample (S for rays with none)."""
-    counts = torch.bincount(ray_indices, minlength=n_rays)
+    # index_add instead of bincount: no device-to-host sync, so it can run inside a CUDA graph
+    counts = torch.zeros(n_rays, dtype=torch.long, device=ray_indices.device)
+    counts.index_add_(0, ray_indices, torch.ones_like(ray_indices))
     starts = torch.cumsum(counts, 0) - counts
     return starts
 

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     from .data import load_scene_with_info
 
     emitter.emit("stage", name="load", detail=str(data_path))
+    t_load = time.perf_counter()
     roi_matrix = read_roi(args.roi) if args.roi else (checkpoint or {}).get("roi_matrix")
     scene, info = load_scene_with_info(data_path, max_image_size=cfg.max_image_size,
                                        normalize=not (args.masks or roi_matrix is not None))
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     trainer = Trainer(scene, cfg, device=device, job=job, emitter=emitter, data_path=data_path,
                       inline_meshes=args.inline_meshes, normalization_info=info)
     trainer.roi_matrix = roi_matrix
+    trainer.t_load = t_load
     if checkpoint is not None:
         trainer.load_state(checkpoint)
     if args.exit_on_stdin_close:
@@ -269,10 +271,23 @@ class Trainer:
              {"params": var_params, "lr": cfg.lr_variance, "base_lr": cfg.lr_variance}],
             betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")
         self.params = [p for p in self.field.parameters() if p.requires_grad]
+        self.graph_step = None
+        if cfg.cuda_graph and self.device.type == "cuda" and self.path != "reference":
+            from .step import GraphStep
+
+            for group in self.optimizer.param_groups:  # a captured optimiser reads its rates from the device
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+                group["capturable"] = True
+            cap = int(math.ceil(cfg.target_samples * 1.25 / 1024) * 1024)
+            self.graph_step = GraphStep(self.field, self.optimizer, self.params, max_rays=cfg.max_rays,
+                                        sample_capacity=cap, eik_points=cap // 8, has_masks=self.has_masks,
+                                        eikonal_weight=cfg.eikonal_weight, mask_weight=cfg.mask_weight,
+                                        rgb_loss=cfg.rgb_loss)
         self.step = 0
         self.n_rays = cfg.init_rays
         self._upload(self.train_scene)
         self.roi_matrix: np.ndarray | None = None
+        self.t_load = time.perf_counter()  # when loading began (set by `run`): the start of time-to-mesh
         self.last_snapshot: Path | None = None
         self.last_snapshot_step = -1
 
@@ -347,57 +362,76 @@ class Trainer:
         n_cells = None if step < cfg.grid_warmup_steps else self.grid.resolution**3 // 4
         self.grid.update(self.sdf_fn_torch, inv_s, cfg.step_size, n_cells=n_cells)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step on a fresh random batch of rays (see :mod:`backend.step`)."""
         torch = self.torch
-        from .neus import render_rays
+        from .step import StepInputs, step_losses
 
         cfg = self.cfg
         step = self.step
-        self.field.encoding.active_levels = self.active_levels(step)
+        levels = self.active_levels(step)
+        self.field.encoding.active_levels = levels
         for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * self.lr_factor(step)
+            lr = group["base_lr"] * self.lr_factor(step)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         self.update_grid(step)
 
         batch = self.sample_rays(int(self.n_rays))
-        gt = batch["rgb"]
+        origins, dirs, gt, mask = batch["origins"], batch["dirs"], batch["rgb"], batch["mask"]
         bg = None
-        if batch["mask"] is not None:
+        if mask is not None:
             bg = torch.rand_like(gt)  # a random background forces the opacity to follow the mask
-            gt = gt * batch["mask"][:, None] + bg * (1 - batch["mask"][:, None])
-        out = render_rays(self.field, self.grid, batch["origins"], batch["dirs"], step_size=cfg.step_size,
-                          bg_color=bg, cos_anneal_ratio=self.cos_anneal_ratio(step), perturb=True, training=True)
-        if cfg.rgb_loss == "huber":
-            loss_rgb = torch.nn.functional.smooth_l1_loss(out.rgb, gt, beta=0.1)
+            gt = gt * mask[:, None] + bg * (1 - mask[:, None])
+        samples = self.grid.sample(origins, dirs, cfg.step_size, perturb=True)
+        n_samples = len(samples)
+        ridx, t = samples.ray_indices, samples.t_mid
+        n_rays = origins.shape[0]
+        gs = self.graph_step
+        if gs is not None and n_samples > gs.S:  # over capacity: keep the leading rays whose samples all fit
+            counts = torch.zeros(n_rays, dtype=torch.long, device=self.device)
+            counts.index_add_(0, ridx, torch.ones_like(ridx))
+            keep_rays = int(torch.searchsorted(torch.cumsum(counts, 0), gs.S, right=True))
+            keep = ridx < keep_rays
+            ridx, t, n_rays = ridx[keep], t[keep], keep_rays
+            origins, dirs, gt = origins[:n_rays], dirs[:n_rays], gt[:n_rays]
+            bg = None if bg is None else bg[:n_rays]
+            mask = None if mask is None else mask[:n_rays]
+        d = dirs[ridx]
+        pts = origins[ridx] + d * t[:, None]
+        deltas = torch.full_like(t, cfg.step_size)
+        n_eik = gs.E if gs is not None else max(256, n_samples // 8)
+        rand_pts = torch.rand(n_eik, 3, device=self.device) * 2 - 1
+        cos = self.cos_anneal_ratio(step)
+        if gs is not None:
+            gs.load(pts, d, deltas, ridx, dirs, gt, bg, mask, rand_pts, cos)
+            out = gs.run(key=levels)
         else:
-            loss_rgb = (out.rgb - gt).abs().mean()
-        loss = loss_rgb
-        # eikonal on the ray samples and on random points, so that culled space stays a distance field too
-        n_rand = max(256, out.n_samples // 8)
-        rand_pts = (torch.rand(n_rand, 3, device=self.device) * 2 - 1)
-        _, _, rand_grad = self.field.sdf_with_gradient(rand_pts, create_graph=True)
-        grads = rand_grad if out.gradients is None else torch.cat([out.gradients, rand_grad])
-        loss_eik = ((grads.norm(dim=-1) - 1.0) ** 2).mean()
-        loss = loss + cfg.eikonal_weight * loss_eik
-        loss_mask = None
-        if batch["mask"] is not None and cfg.mask_weight > 0:
-            op = out.opacity.clamp(1e-3, 1 - 1e-3)
-            m = batch["mask"]
-            loss_mask = -(m * torch.log(op) + (1 - m) * torch.log(1 - op)).mean()
-            loss = loss + cfg.mask_weight * loss_mask
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)  # no gradient for the sample positions
-        self.optimizer.step()
+            def spare(v: torch.Tensor | None) -> torch.Tensor | None:  # one spare row past the last ray
+                return None if v is None else torch.cat([v, torch.zeros_like(v[:1])])
+
+            ray_valid = torch.ones(n_rays + 1, device=self.device)
+            ray_valid[-1] = 0
+            x = StepInputs(pts=pts, dirs=d, deltas=deltas, ray_indices=ridx, sample_valid=torch.ones_like(t),
+                           ray_dirs=spare(dirs), gt=spare(gt), bg=spare(bg), mask=spare(mask), ray_valid=ray_valid,
+                           inv_n_rays=torch.tensor(1.0 / max(n_rays, 1), device=self.device), rand_pts=rand_pts,
+                           cos_anneal=torch.tensor(cos, device=self.device))
+            out = step_losses(self.field, x, eikonal_weight=cfg.eikonal_weight,
+                              mask_weight=cfg.mask_weight if mask is not None else 0.0, rgb_loss=cfg.rgb_loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward(inputs=self.params)  # no gradient for the sample positions
+            self.optimizer.step()
+            out = {k: v.detach() for k, v in out.items()}
 
         # aim the next batch at the sample budget
-        n_samples = max(out.n_samples, 1)
-        target = self.n_rays * cfg.target_samples / n_samples
+        target = self.n_rays * cfg.target_samples / max(n_samples, 1)
         self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * target if step > 0 else target, 64), cfg.max_rays))
         self.step += 1
-        with torch.no_grad():
-            mse = ((out.rgb - gt) ** 2).mean()
         # tensors stay on the device: reading them would stall the pipeline; see `report_stats`
-        return {"loss": loss.detach(), "mse": mse, "n_samples": out.n_samples, "n_rays": int(batch["rgb"].shape[0]),
-                "eikonal": loss_eik.detach(), "mask": loss_mask.detach() if loss_mask is not None else None,
+        return {"loss": out["loss"], "mse": out["mse"], "n_samples": n_samples, "n_rays": n_rays,
+                "eikonal": out["eikonal"], "mask": out["mask"] if mask is not None else None,
                 "inv_s": self.field.inv_s().detach()}
 
     @staticmethod
@@ -568,11 +602,17 @@ class Trainer:
         from .meshing import write_ply
 
         self.emit_mesh(verts, faces, colors, final_path, final=True)
+        metrics: dict[str, Any] = {"train_time_s": train_time,
+                                   "mesh_ready_s": time.perf_counter() - self.t_load,
+                                   "setup_s": t0 - self.t_load}
         write_ply(str(self.job.final_ply), verts, faces, colors)
-        metrics: dict[str, Any] = {"train_time_s": train_time}
+        if self.graph_step is not None:
+            metrics["graph_captures"] = self.graph_step.captures
         if len(self.holdout) and not cancelled:
             self.emitter.emit("stage", name="evaluate", detail=f"{len(self.holdout)} held-out views")
+            t_eval = time.perf_counter()
             metrics.update(self.evaluate_holdout())
+            metrics["eval_s"] = time.perf_counter() - t_eval
         self.emitter.emit("done", mesh=str(final_path.resolve()), ply=str(self.job.final_ply.resolve()),
                           checkpoint=str(ckpt.resolve()), steps=self.step, elapsed_s=time.perf_counter() - t0,
                           cancelled=cancelled, metrics=metrics, n_vertices=len(verts), n_faces=len(faces))

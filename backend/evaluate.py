@@ -1,0 +1,479 @@
+"""``python -m backend eval``: compare a mesh with a reference, and score a trained model on held-out views.
+
+Mesh metrics (:func:`mesh_metrics`), from ``N`` points sampled uniformly by area on each mesh, nearest neighbours
+with ``scipy.spatial.cKDTree``:
+
+- Chamfer distance: ``accuracy`` = mean distance from predicted points to the reference, ``completeness`` = mean
+  distance from reference points to the prediction, ``chamfer`` = their mean. In scene units and, with the suffix
+  ``_rel``, as a fraction of the reference's bounding radius (half the diagonal of its bounding box).
+- Normal consistency: mean ``|cos|`` between each sampled point's face normal and that of its nearest neighbour on
+  the other mesh, both directions averaged (orientation-blind, 1 is best); ``normal_consistency_signed`` keeps the
+  sign (-1 for a mesh whose faces point inward).
+- F-score at a distance threshold (default 1 % of the reference's bounding-box diagonal): precision = share of
+  predicted points within it of the reference, recall = share of reference points within it of the prediction.
+
+View metrics (:func:`evaluate_checkpoint`): every k-th view of the dataset (as ``train --holdout-every k`` holds
+them out) rendered by the trained model: PSNR (whole image; with masks the reference is composited on black, as the
+trainer renders it, and ``psnr_object`` is restricted to the mask), SSIM (:func:`ssim`, Gaussian window 11,
+sigma 1.5, K1 0.01, K2 0.03) and mask IoU (rendered opacity > 0.5 against the mask).
+
+numpy and scipy at import time of the metrics; torch only where a checkpoint is rendered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import protocol
+from .errors import BackendError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POINTS = 100_000
+DEFAULT_THRESHOLD_FRACTION = 0.01  # of the reference's bounding-box diagonal
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mesh files
+
+
+def read_obj(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[list[int]]]:
+    """Vertices and polygons of a Wavefront OBJ (``v`` and ``f`` lines; texture/normal indices ignored).
+
+    Returns:
+        vertices (V, 3) float64, polygons: lists of 0-based vertex indices (negative OBJ indices resolved).
+    """
+    verts: list[list[float]] = []
+    polys: list[list[int]] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("v "):
+                parts = line.split()
+                verts.append([float(parts[1]), float(parts[2]), float(parts[3])])
+            elif line.startswith("f "):
+                idx = []
+                for tok in line.split()[1:]:
+                    i = int(tok.split("/", 1)[0])
+                    idx.append(i - 1 if i > 0 else len(verts) + i)
+                if len(idx) >= 3:
+                    polys.append(idx)
+    return np.asarray(verts, dtype=np.float64).reshape(-1, 3), polys
+
+
+def triangulate(polygons: list[list[int]]) -> np.ndarray:
+    """(F, 3) int64 fan triangulation of polygons (each a list of at least 3 vertex indices)."""
+    tris = [(p[0], p[k], p[k + 1]) for p in polygons for k in range(1, len(p) - 1)]
+    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+
+
+def read_mesh(path: str | os.PathLike[str], polygons: bool = False) -> dict[str, Any]:
+    """A triangle mesh from ``.ply`` (binary, as the backend writes it), ``.npz`` (a snapshot) or ``.obj``.
+
+    A job folder means its final mesh. Returns ``vertices`` (V, 3) float64 and ``faces`` (F, 3) int64; with
+    ``polygons`` also ``polygons`` (the file's own polygons for OBJ, else the triangles as lists).
+
+    Raises:
+        BackendError: missing or unreadable file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        job = protocol.JobLayout(p)
+        p = job.final_ply if job.final_ply.is_file() else job.final_mesh
+    if not p.is_file():
+        raise BackendError("mesh file not found", hint="Give a .ply, .obj or .npz file, or a job folder.", file=p)
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".obj":
+            verts, polys = read_obj(p)
+            faces = triangulate(polys)
+        elif suffix == ".npz":
+            snap = protocol.read_snapshot(p)
+            verts, faces, polys = snap["vertices"], snap["faces"], None
+        elif suffix == ".ply":
+            with open(p, "rb") as fh:
+                head = fh.read(200)
+            if b"binary_little_endian" not in head:
+                raise BackendError("only binary little-endian PLY files are read",
+                                   hint="Convert the mesh (e.g. save it from Blender as binary PLY) or use OBJ.",
+                                   file=p)
+            from .meshing import read_ply
+
+            mesh = read_ply(str(p))
+            verts, faces, polys = mesh["vertices"], mesh["faces"], None
+        else:
+            raise BackendError(f"unknown mesh format {suffix or '(none)'}", hint="Use .ply, .obj or .npz.", file=p)
+    except (OSError, ValueError, KeyError, IndexError, protocol.ProtocolError) as exc:
+        raise BackendError(f"cannot read the mesh: {exc}", hint="Check the file; re-export it.", file=p) from exc
+    verts = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise BackendError("the mesh's faces index outside its vertices", hint="Re-export the mesh.", file=p)
+    out: dict[str, Any] = {"vertices": verts, "faces": faces, "path": p}
+    if polygons:
+        out["polygons"] = polys if polys is not None else faces.tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mesh metrics
+
+
+def bounding_radius(vertices: np.ndarray) -> float:
+    """Half the diagonal of the (V, 3) vertices' axis-aligned bounding box."""
+    return float(0.5 * np.linalg.norm(vertices.max(0) - vertices.min(0)))
+
+
+def face_areas_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) areas and (F, 3) unit normals (zero for degenerate faces; right-hand rule on the winding)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    cross = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    norm = np.linalg.norm(cross, axis=1)
+    normals = cross / np.maximum(norm, 1e-300)[:, None]
+    normals[norm == 0] = 0.0
+    return 0.5 * norm, normals
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points uniformly distributed by area on a triangle mesh, with their faces' normals.
+
+    Args:
+        vertices: (V, 3); faces: (F, 3) int.
+
+    Returns:
+        points (n, 3) float64, normals (n, 3) float64 unit.
+    """
+    areas, normals = face_areas_normals(vertices, faces)
+    total = areas.sum()
+    if len(faces) == 0 or not total > 0:
+        raise ValueError("the mesh has no surface area")
+    tri = rng.choice(len(faces), size=n, p=areas / total)
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1.0  # reflect into the triangle: uniform over it
+    u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
+    vv = np.asarray(vertices, dtype=np.float64)
+    a, b, c = vv[faces[tri, 0]], vv[faces[tri, 1]], vv[faces[tri, 2]]
+    pts = a + u[:, None] * (b - a) + v[:, None] * (c - a)
+    return pts, normals[tri]
+
+
+def nearest(query: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (Q,) and index (Q,) of the nearest of (P, 3) ``points`` to each of (Q, 3) ``query``."""
+    try:
+        from scipy.spatial import cKDTree
+    except ImportError as exc:
+        raise BackendError("mesh metrics need scipy", hint="pip install scipy (it is in "
+                           "requirements-backend.txt).") from exc
+    dist, idx = cKDTree(points).query(query, k=1, workers=-1)
+    return np.asarray(dist, dtype=np.float64), np.asarray(idx, dtype=np.int64)
+
+
+def fscore(d_pred_to_gt: np.ndarray, d_gt_to_pred: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """F-score, precision and recall at a distance threshold, from (P,) and (G,) nearest distances."""
+    precision = float(np.mean(d_pred_to_gt <= threshold))
+    recall = float(np.mean(d_gt_to_pred <= threshold))
+    f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return f, precision, recall
+
+
+def mesh_metrics(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_vertices: np.ndarray, gt_faces: np.ndarray,
+                 *, n_points: int = DEFAULT_POINTS, threshold: float | None = None,
+                 threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION, seed: int = 0) -> dict[str, float]:
+    """Chamfer distance, normal consistency and F-score of a predicted mesh against a reference (same frame).
+
+    Args:
+        pred_vertices, gt_vertices: (V, 3); pred_faces, gt_faces: (F, 3) int.
+        n_points: points sampled on each mesh.
+        threshold: F-score distance in scene units (default: ``threshold_fraction`` of the reference's
+            bounding-box diagonal).
+        seed: sampling seed.
+
+    Returns:
+        ``accuracy``, ``completeness``, ``chamfer`` (scene units) and the same with ``_rel`` (over the reference's
+        bounding radius), ``normal_consistency``, ``normal_consistency_signed``, ``fscore``, ``precision``,
+        ``recall``, ``threshold``, ``gt_radius``, ``n_points``.
+    """
+    rng = np.random.default_rng(seed)
+    gt_pts, gt_n = sample_surface(gt_vertices, gt_faces, n_points, rng)
+    pred_pts, pred_n = sample_surface(pred_vertices, pred_faces, n_points, rng)
+    radius = bounding_radius(np.asarray(gt_vertices, dtype=np.float64))
+    if threshold is None:
+        threshold = threshold_fraction * 2.0 * radius
+    d_pg, i_pg = nearest(pred_pts, gt_pts)
+    d_gp, i_gp = nearest(gt_pts, pred_pts)
+    cos_pg = np.einsum("ij,ij->i", pred_n, gt_n[i_pg])
+    cos_gp = np.einsum("ij,ij->i", gt_n, pred_n[i_gp])
+    acc, comp = float(d_pg.mean()), float(d_gp.mean())
+    f, prec, rec = fscore(d_pg, d_gp, threshold)
+    return {
+        "accuracy": acc, "completeness": comp, "chamfer": 0.5 * (acc + comp),
+        "accuracy_rel": acc / radius, "completeness_rel": comp / radius, "chamfer_rel": 0.5 * (acc + comp) / radius,
+        "normal_consistency": 0.5 * float(np.abs(cos_pg).mean() + np.abs(cos_gp).mean()),
+        "normal_consistency_signed": 0.5 * float(cos_pg.mean() + cos_gp.mean()),
+        "fscore": f, "precision": prec, "recall": rec, "threshold": float(threshold), "gt_radius": radius,
+        "n_points": int(n_points),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# image metrics
+
+
+def psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of (H, W[, C]) images, optionally over the pixels where (H, W) ``mask``."""
+    diff = (np.asarray(pred, dtype=np.float64) - np.asarray(gt, dtype=np.float64)) ** 2
+    if mask is not None:
+        diff = diff[np.asarray(mask, dtype=bool)]
+    mse = float(diff.mean()) if diff.size else 0.0
+    return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """(size,) normalized 1-D Gaussian (the SSIM window is its outer product with itself)."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable 'valid' correlation of (H, W, C) with the window ``w`` (k,) along H and W: (H-k+1, W-k+1, C)."""
+    k = len(w)
+    h, wd = x.shape[:2]
+    rows = sum(w[i] * x[i:h - k + 1 + i] for i in range(k))
+    return sum(w[i] * rows[:, i:wd - k + 1 + i] for i in range(k))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Structural similarity (Wang et al. 2004) of two (H, W) or (H, W, C) images, mean over the valid window
+    positions and the channels; Gaussian window 11 x 11, sigma 1.5, ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
+    if x.ndim == 2:
+        x, y = x[..., None], y[..., None]
+    if min(x.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels")
+    w = gaussian_window()
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    mx, my = _filter_valid(x, w), _filter_valid(y, w)
+    sxx = _filter_valid(x * x, w) - mx * mx
+    syy = _filter_valid(y * y, w) - my * my
+    sxy = _filter_valid(x * y, w) - mx * my
+    num = (2 * mx * my + c1) * (2 * sxy + c2)
+    den = (mx * mx + my * my + c1) * (sxx + syy + c2)
+    return float((num / den).mean())
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Intersection over union of two (H, W) boolean masks (1 when both are empty)."""
+    from .raster import mask_iou as iou
+
+    return iou(pred, gt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# held-out views of a checkpoint
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or a job folder's last checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        p = protocol.JobLayout(p).last_checkpoint
+    if not p.is_file():
+        raise BackendError("checkpoint not found", hint="Give the job folder of a training run or its "
+                           "checkpoints/last.pt.", file=p)
+    return p
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *,
+                        holdout_every: int | None = None, max_image_size: int | None = None, device: str = "auto",
+                        renders_dir: str | os.PathLike[str] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Render the held-out views of a capture with a trained model and score them.
+
+    Args:
+        checkpoint: checkpoint file or job folder.
+        data: the capture (default: the one the checkpoint was trained on).
+        holdout_every: views ``i`` with ``i % k == 0`` are scored (default: the run's own ``holdout_every``, else 8).
+        max_image_size: longer image side (default: the run's ``max_image_size``; 0 = full size).
+        renders_dir: where to write the renders (``<name>.png``: reference | render side by side), or None.
+        progress: called as ``progress(i, n)`` after each view.
+
+    Returns:
+        ``psnr``, ``ssim`` (means over the views), ``mask_iou`` and ``psnr_object`` when the capture has masks,
+        ``views`` (per-view figures), ``holdout_every``, ``image_size``, ``render_s``.
+    """
+    import torch
+
+    from .data import load_scene
+    from .extract import field_from_checkpoint
+    from .neus import render_image
+    from .render import OccupancyGrid
+    from .train import load_checkpoint, resolve_device
+
+    path = resolve_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path)
+    dev = resolve_device(device)
+    field, cfg = field_from_checkpoint(ckpt, dev)
+    field.eval()
+    grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold)
+    grid.load_state_dict(ckpt["grid"])
+    grid = grid.to(dev)
+    data = data or ckpt.get("data")
+    if not data:
+        raise BackendError("the checkpoint does not say which capture it was trained on", hint="Pass --data DIR.")
+    k = holdout_every or cfg.holdout_every or 8
+    if cfg.holdout_every and k != cfg.holdout_every:
+        log.warning("scoring every %d-th view, but the run held out every %d-th: some scored views were trained on",
+                    k, cfg.holdout_every)
+    elif not cfg.holdout_every:
+        log.warning("the run trained on every view: the scored views are not held out")
+    size = cfg.max_image_size if max_image_size is None else max_image_size
+    scene = load_scene(data, max_image_size=size, normalize=False)
+    # the model's frame, whatever the automatic normalization would choose today
+    scene = replace(scene, to_world=np.asarray(ckpt["to_world"], dtype=np.float64))
+    idx = [i for i in range(len(scene)) if i % k == 0]
+    held = scene.subset(idx)
+    c2w = held.normalized_c2w()
+    trained_with_masks = bool(ckpt.get("has_masks"))
+    views: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for i in range(len(held)):
+        h, w = held.images[i].shape[:2]
+        bg = torch.zeros(3, device=dev) if trained_with_masks else None
+        out = render_image(field, grid, torch.from_numpy(held.K[i]), torch.from_numpy(c2w[i]), w, h,
+                           step_size=cfg.step_size, bg_color=bg)
+        pred = out["rgb"].clamp(0, 1).float().cpu().numpy().astype(np.float64)
+        gt = held.images[i].astype(np.float64) / 255.0
+        view: dict[str, Any] = {"name": held.names[i], "index": idx[i]}
+        if held.masks is not None:
+            m = held.masks[i] > 127
+            if trained_with_masks:
+                gt = gt * m[..., None]
+            pred_mask = out["opacity"].float().cpu().numpy() > 0.5
+            view["mask_iou"] = mask_iou(pred_mask, m)
+            view["psnr_object"] = psnr(pred, gt, mask=m)
+        view["psnr"] = psnr(pred, gt)
+        view["ssim"] = ssim(pred, gt)
+        views.append(view)
+        if renders_dir is not None:
+            _save_pair(Path(renders_dir) / f"{Path(held.names[i]).stem}.png", gt, pred)
+        if progress is not None:
+            progress(i + 1, len(held))
+    metrics: dict[str, Any] = {
+        "psnr": float(np.mean([v["psnr"] for v in views])),
+        "ssim": float(np.mean([v["ssim"] for v in views])),
+    }
+    if held.masks is not None:
+        metrics["mask_iou"] = float(np.mean([v["mask_iou"] for v in views]))
+        metrics["psnr_object"] = float(np.mean([v["psnr_object"] for v in views]))
+    sizes = held.sizes
+    metrics.update({"views": views, "holdout_every": k, "n_views": len(views),
+                    "image_size": [int(sizes[:, 0].max()), int(sizes[:, 1].max())],
+                    "render_s": time.perf_counter() - t0, "step": int(ckpt["step"])})
+    return metrics
+
+
+def _save_pair(path: Path, gt: np.ndarray, pred: np.ndarray) -> None:
+    from .data.export import encode_image
+
+    pair = np.concatenate([gt, pred], axis=1)
+    protocol.atomic_write_bytes(path, encode_image((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("mesh against a reference")
+    g.add_argument("--mesh", help="predicted mesh: .ply, .npz snapshot, .obj, or a job folder (its final mesh)")
+    g.add_argument("--reference", help="reference mesh in the same coordinates (e.g. a capture's gt_mesh.ply)")
+    g.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"points sampled per mesh ({DEFAULT_POINTS})")
+    g.add_argument("--threshold", type=float, help="F-score distance in scene units (default: --threshold-fraction "
+                   "of the reference's bounding-box diagonal)")
+    g.add_argument("--threshold-fraction", type=float, default=DEFAULT_THRESHOLD_FRACTION,
+                   help="F-score distance as a fraction of the reference's bounding-box diagonal (0.01)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g = p.add_argument_group("held-out views of a trained model")
+    g.add_argument("--checkpoint", help="job folder or checkpoint file")
+    g.add_argument("--data", help="the capture (default: the one the checkpoint was trained on)")
+    g.add_argument("--holdout-every", type=int, help="score views i with i %% k == 0 (default: the run's, else 8)")
+    g.add_argument("--max-image-size", type=int, help="longer image side (default: the run's)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--renders", help="folder for reference | render image pairs")
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+
+
+def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
+    mesh = args.mesh
+    if mesh is None and args.reference and args.checkpoint:
+        mesh = str(resolve_checkpoint(args.checkpoint).parent.parent)  # the job's final mesh
+    if not args.checkpoint and not (mesh and args.reference):
+        raise BackendError("nothing to evaluate", hint="Give --mesh and --reference, and/or --checkpoint "
+                           "(with --data).")
+    if mesh and not args.reference:
+        raise BackendError("--mesh needs --reference", hint="Give the reference mesh (e.g. a capture's gt_mesh.ply).")
+    if args.points < 100:
+        raise BackendError(f"--points {args.points} is too few", hint="Use at least 100 (default 100000).")
+    t0 = time.perf_counter()
+    emitter.emit("start", command="eval", device=args.device if args.checkpoint else "cpu", mesh=mesh,
+                 reference=args.reference, checkpoint=args.checkpoint, data=args.data)
+    metrics: dict[str, Any] = {}
+    if mesh:
+        emitter.emit("stage", name="mesh", detail=f"{args.points} points per mesh")
+        pred = read_mesh(mesh)
+        gt = read_mesh(args.reference)
+        if len(pred["faces"]) == 0:
+            raise BackendError("the predicted mesh has no faces", hint="Train longer or check the mesh.",
+                               file=pred["path"])
+        try:
+            metrics.update(mesh_metrics(pred["vertices"], pred["faces"], gt["vertices"], gt["faces"],
+                                        n_points=args.points, threshold=args.threshold,
+                                        threshold_fraction=args.threshold_fraction, seed=args.seed))
+        except ValueError as exc:
+            raise BackendError(f"cannot sample the meshes: {exc}", hint="Both meshes need faces with area.") from exc
+        metrics["mesh"] = str(pred["path"])
+        metrics["reference"] = str(gt["path"])
+    if args.checkpoint:
+        emitter.emit("stage", name="views", detail="rendering held-out views")
+
+        def progress(i: int, n: int) -> None:
+            emitter.emit("progress", step=i, total=n, phase="eval", elapsed_s=time.perf_counter() - t0)
+
+        metrics.update(evaluate_checkpoint(args.checkpoint, args.data, holdout_every=args.holdout_every,
+                                           max_image_size=args.max_image_size, device=args.device,
+                                           renders_dir=args.renders, progress=progress))
+    if args.out:
+        protocol.atomic_write_text(args.out, json.dumps(protocol._clean(metrics), indent=1))
+    if not emitter.json_mode:
+        emitter.stream.write(format_metrics(metrics) + "\n")
+    emitter.emit("done", metrics=metrics, elapsed_s=time.perf_counter() - t0, cancelled=False)
+    return protocol.EXIT_OK
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A small human-readable table of the scalar metrics."""
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            lines.append(f"  {key:28s} {value:.6g}")
+        elif isinstance(value, (int, str)):
+            lines.append(f"  {key:28s} {value}")
+    return "\n".join(lines)

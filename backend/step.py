@@ -1,0 +1,177 @@
+"""One training step's computation on packed samples, eagerly or replayed from a CUDA graph.
+
+:func:`step_losses` is the single definition of the losses (used by both paths). It works on buffers that may be
+padded: padded samples have ``sample_valid == 0`` and belong to a spare ray (index ``R``, one past the last real
+ray), padded rays have ``ray_valid == 0``. With fixed capacities the shapes never change, so
+:class:`GraphStep` can capture forward, double backward and the optimiser step in one CUDA graph and replay it:
+the host then only launches one graph per step instead of hundreds of kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .field import NeuSField
+from .render import neus_alpha, render_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepInputs:
+    """Tensors of one step. S samples (sorted by ray), R rays plus one spare row, E eikonal points.
+
+    Attributes:
+        pts, dirs: (S, 3) sample positions and their ray directions; deltas: (S,) interval lengths.
+        ray_indices: (S,) int64 in [0, R]; sample_valid: (S,) float 0/1.
+        ray_dirs: (R + 1, 3) ray directions (for the background field).
+        gt: (R + 1, 3) target colours (already composited on ``bg`` when there are masks).
+        bg: (R + 1, 3) background colour behind each ray, or None to use the field's background model.
+        mask: (R + 1,) mask values in [0, 1], or None.
+        ray_valid: (R + 1,) float 0/1; inv_n_rays: () 1 / number of valid rays.
+        rand_pts: (E, 3) uniform points for the eikonal term; cos_anneal: () NeuS annealing ratio.
+    """
+
+    pts: torch.Tensor
+    dirs: torch.Tensor
+    deltas: torch.Tensor
+    ray_indices: torch.Tensor
+    sample_valid: torch.Tensor
+    ray_dirs: torch.Tensor
+    gt: torch.Tensor
+    bg: torch.Tensor | None
+    mask: torch.Tensor | None
+    ray_valid: torch.Tensor
+    inv_n_rays: torch.Tensor
+    rand_pts: torch.Tensor
+    cos_anneal: torch.Tensor
+
+
+def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_weight: float,
+                rgb_loss: str = "l1") -> dict[str, torch.Tensor]:
+    """Render the packed samples and compute the training losses (nothing is synchronised with the host).
+
+    Returns:
+        ``loss`` (total), ``mse``, ``eikonal``, ``mask`` (zero without masks): scalar tensors.
+    """
+    n_rows = x.ray_dirs.shape[0]
+    sdf, feat, grad = field.sdf_with_gradient(x.pts, create_graph=True)
+    alpha = neus_alpha(sdf, (x.dirs * grad).sum(-1), x.deltas, field.inv_s(), x.cos_anneal) * x.sample_valid
+    weights, _ = render_weights(alpha, x.ray_indices, n_rows)
+    normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    rgb_s = field.color(x.pts, normal, x.dirs, feat)
+    rgb = torch.zeros(n_rows, 3, device=x.pts.device).index_add(0, x.ray_indices, weights[:, None] * rgb_s)
+    opacity = torch.zeros(n_rows, device=x.pts.device).index_add(0, x.ray_indices, weights)
+    bg = x.bg
+    if bg is None:
+        bg = field.background(x.ray_dirs)
+        if bg is None:
+            bg = torch.zeros_like(rgb)
+    rgb = rgb + (1.0 - opacity[:, None]) * bg
+    diff = rgb - x.gt
+    if rgb_loss == "huber":
+        per_ray = torch.nn.functional.smooth_l1_loss(rgb, x.gt, beta=0.1, reduction="none").mean(-1)
+    else:
+        per_ray = diff.abs().mean(-1)
+    loss_rgb = (per_ray * x.ray_valid).sum() * x.inv_n_rays
+    mse = ((diff**2).mean(-1) * x.ray_valid).sum() * x.inv_n_rays
+    # eikonal on the ray samples and on random points, so that culled space stays a distance field too
+    _, _, rand_grad = field.sdf_with_gradient(x.rand_pts, create_graph=True)
+    eik_s = ((grad.norm(dim=-1) - 1.0) ** 2 * x.sample_valid).sum()
+    eik_r = ((rand_grad.norm(dim=-1) - 1.0) ** 2).sum()
+    loss_eik = (eik_s + eik_r) / (x.sample_valid.sum() + x.rand_pts.shape[0])
+    loss = loss_rgb + eikonal_weight * loss_eik
+    loss_mask = torch.zeros((), device=x.pts.device)
+    if x.mask is not None and mask_weight > 0:
+        op = opacity.clamp(1e-3, 1 - 1e-3)
+        bce = -(x.mask * torch.log(op) + (1 - x.mask) * torch.log(1 - op))
+        loss_mask = (bce * x.ray_valid).sum() * x.inv_n_rays
+        loss = loss + mask_weight * loss_mask
+    return {"loss": loss, "mse": mse, "eikonal": loss_eik, "mask": loss_mask}
+
+
+class GraphStep:
+    """Replays forward, double backward and optimiser step of :func:`step_losses` from a CUDA graph.
+
+    Capacities are fixed (``max_rays`` rays, ``sample_capacity`` samples, ``eik_points`` eikonal points); inputs
+    are copied into static buffers before each replay. The graph is captured again when something it baked in
+    changes (the number of active hash levels). The optimiser must be capturable (tensor learning rates).
+    """
+
+    def __init__(self, field: NeuSField, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], *,
+                 max_rays: int, sample_capacity: int, eik_points: int, has_masks: bool, eikonal_weight: float,
+                 mask_weight: float, rgb_loss: str) -> None:
+        dev = next(field.parameters()).device
+        self.field, self.optimizer, self.params = field, optimizer, params
+        self.R, self.S, self.E = int(max_rays), int(sample_capacity), int(eik_points)
+        self.has_masks = has_masks
+        self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss}
+        S, R1 = self.S, self.R + 1
+        z = torch.zeros
+        self.buf = StepInputs(
+            pts=z(S, 3, device=dev), dirs=z(S, 3, device=dev), deltas=z(S, device=dev),
+            ray_indices=torch.full((S,), self.R, dtype=torch.long, device=dev), sample_valid=z(S, device=dev),
+            ray_dirs=z(R1, 3, device=dev), gt=z(R1, 3, device=dev), bg=z(R1, 3, device=dev) if has_masks else None,
+            mask=z(R1, device=dev) if has_masks else None, ray_valid=z(R1, device=dev), inv_n_rays=z((), device=dev),
+            rand_pts=z(self.E, 3, device=dev), cos_anneal=z((), device=dev))
+        self.buf.dirs[:, 2] = 1.0
+        self.buf.ray_dirs[:, 2] = 1.0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.key: object = None
+        self.out: dict[str, torch.Tensor] = {}
+        self.captures = 0
+
+    def load(self, pts: torch.Tensor, dirs: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor,
+             ray_dirs: torch.Tensor, gt: torch.Tensor, bg: torch.Tensor | None, mask: torch.Tensor | None,
+             rand_pts: torch.Tensor, cos_anneal: float) -> None:
+        """Copy one step's real data (S' <= S samples of R' <= R rays) into the static buffers, padding the rest."""
+        b = self.buf
+        s, r = pts.shape[0], ray_dirs.shape[0]
+        b.pts[:s].copy_(pts)
+        b.pts[s:].zero_()
+        b.dirs[:s].copy_(dirs)
+        b.deltas[:s].copy_(deltas)
+        b.deltas[s:].zero_()
+        b.ray_indices[:s].copy_(ray_indices)
+        b.ray_indices[s:].fill_(self.R)
+        b.sample_valid[:s].fill_(1.0)
+        b.sample_valid[s:].zero_()
+        b.ray_dirs[:r].copy_(ray_dirs)
+        b.gt[:r].copy_(gt)
+        if b.bg is not None and bg is not None:
+            b.bg[:r].copy_(bg)
+        if b.mask is not None and mask is not None:
+            b.mask[:r].copy_(mask)
+        b.ray_valid[:r].fill_(1.0)
+        b.ray_valid[r:].zero_()
+        b.inv_n_rays.fill_(1.0 / max(r, 1))
+        b.rand_pts.copy_(rand_pts)
+        b.cos_anneal.fill_(cos_anneal)
+
+    def _body(self) -> dict[str, torch.Tensor]:
+        out = step_losses(self.field, self.buf, **self.kw)
+        out["loss"].backward(inputs=self.params)
+        self.optimizer.step()
+        return {k: v.detach() for k, v in out.items()}
+
+    def run(self, key: object) -> dict[str, torch.Tensor]:
+        """One step on the loaded buffers; ``key`` names what the graph bakes in (recapture when it changes)."""
+        if self.graph is None or key != self.key:
+            self.optimizer.zero_grad(set_to_none=True)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # the warm-up step that capture requires is a real step
+                self._body()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.optimizer.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.out = self._body()
+            self.graph, self.key = graph, key
+            self.captures += 1
+            log.info("captured the training step as a CUDA graph (%d samples, %d rays)", self.S, self.R)
+        self.graph.replay()
+        return self.out

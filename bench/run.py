@@ -1,0 +1,276 @@
+"""Reconstruction-quality benchmarks: capture -> train -> extract -> eval, through the command lines.
+
+    python bench/run.py bunny [--device cpu|cuda] [--steps N] [--write]
+    python bench/run.py dtu65 --device cuda --write
+    python bench/run.py --list
+
+Each benchmark runs the real commands as subprocesses (``scripts/render_capture.py``, ``python -m backend train``,
+``extract``, ``eval``, all with ``--json``), prints one table row and, with ``--write``, appends it to the
+"Reconstruction quality" table of docs/BENCHMARKS.md with the device, the commit and the date.
+
+- ``bunny``, ``spot``: the mesh from ../shared/data/meshes, normalized (bounding radius 1) and rendered DTU-like
+  (49 views on a 65-degree cap above it, masks); every 8th view held out. Chamfer, F-score and normal consistency of
+  the extracted mesh against the ground truth, and PSNR / SSIM / mask IoU of the held-out views.
+- ``suzanne``: the same with Blender's built-in monkey (needs no data folder).
+- ``dtu65``: DTU scan 65 (../shared/data/dtu_scan65), every 8th view held out: PSNR / SSIM / mask IoU (no reference
+  mesh here).
+
+Defaults by device: CPU: preset ``preview``, 400 steps, 200 px images, marching cubes at 256; CUDA: preset
+``default`` (20000 steps), 400 px synthetic captures and full-size DTU images, marching cubes at 512. Captures are
+rendered on the CPU (Cycles) and kept in the work folder, so a second run with the same settings reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend import protocol  # noqa: E402
+
+SECTION = "## Reconstruction quality"
+TABLE_HEADER = ("| benchmark | date | commit | device | preset | steps | px | capture s | train s | Chamfer "
+                "| Chamfer / r | F-score | NC | PSNR | SSIM | mask IoU |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+SECTION_TEXT = f"""{SECTION}
+
+Written by `python bench/run.py NAME --write` (newest run last). Chamfer: mean of accuracy (extracted mesh to ground
+truth) and completeness (ground truth to mesh), from 100k points sampled on each, in scene units (the synthetic
+objects are normalized to bounding radius r = 1: half their bounding-box diagonal) and over r. F-score at 1 % of
+the ground truth's bounding-box diagonal. NC: normal consistency (mean |cos| of nearest neighbours' normals).
+PSNR (whole image, background black), SSIM and mask IoU (opacity > 0.5) on every 8th view, held out from
+training. px: image size (longer side) for training. Times are wall-clock seconds on the machine named.
+
+{TABLE_HEADER}
+"""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named benchmark: a mesh to capture (``mesh`` under the data folder, or a ``builtin``), or a real capture."""
+
+    description: str
+    mesh: str | None = None
+    builtin: str | None = None
+    capture: str | None = None
+    layout: str = "dtu"
+    views: int = 49
+    up: str = "y"
+
+    @property
+    def synthetic(self) -> bool:
+        return self.capture is None
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "bunny": Benchmark("Stanford bunny, DTU-like capture", mesh="meshes/stanford-bunny.obj"),
+    "spot": Benchmark("Spot, DTU-like capture", mesh="meshes/spot.obj"),
+    "suzanne": Benchmark("Blender's Suzanne (built in), DTU-like capture", builtin="suzanne"),
+    "dtu65": Benchmark("DTU scan 65, held-out views", capture="dtu_scan65"),
+}
+
+
+def data_dir() -> Path:
+    env = os.environ.get("NEUSBLEND_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def commit() -> str:
+    """Short commit of HEAD, with ``+dirty`` when tracked files differ from it."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_json(cmd: list[str], log_path: Path, label: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Run a backend command with ``--json``; its messages (stderr goes to ``log_path``). Prints progress."""
+    print(f"[{label}] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    msgs: list[dict[str, Any]] = []
+    last_print = 0.0
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                                stdin=subprocess.DEVNULL, env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if not line.strip():
+                continue
+            try:
+                msg = protocol.decode_message(line)
+            except protocol.ProtocolError:
+                print(f"[{label}] {line.rstrip()}", file=sys.stderr)
+                continue
+            msgs.append(msg)
+            if msg["type"] == "progress" and time.time() - last_print > 30:
+                last_print = time.time()
+                extra = f" psnr {msg['psnr']:.2f}" if msg.get("psnr") is not None else ""
+                print(f"[{label}] step {msg['step']}/{msg['total']}{extra}", file=sys.stderr, flush=True)
+            elif msg["type"] == "error":
+                print(f"[{label}] ERROR {msg['message']} ({msg.get('hint')})", file=sys.stderr, flush=True)
+        code = proc.wait()
+    if code != 0 or not msgs or msgs[-1]["type"] != "done":
+        raise SystemExit(f"{label} failed (exit {code}); see {log_path}")
+    return msgs
+
+
+def render_capture(bench: Benchmark, out: Path, size: int, samples: int, work: Path) -> float:
+    """Render (or reuse) the benchmark's capture; returns the render time in seconds."""
+    meta_path = out / "capture.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        s = meta.get("settings", {})
+        if s.get("width") == size and s.get("samples") == samples and meta.get("n_views") == bench.views:
+            print(f"[capture] reusing {out}", file=sys.stderr)
+            return float(meta["render_s"])
+    cmd = [sys.executable, str(ROOT / "scripts" / "render_capture.py"), "--layout", bench.layout, "--views",
+           str(bench.views), "--size", str(size), "--samples", str(samples), "--out", str(out), "-q"]
+    if bench.mesh:
+        mesh = data_dir() / bench.mesh
+        if not mesh.is_file():
+            raise SystemExit(f"{mesh} not found (set NEUSBLEND_DATA or put shared/data beside the project)")
+        cmd += ["--mesh", str(mesh), "--up", bench.up]
+    else:
+        cmd += ["--builtin", str(bench.builtin)]
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(work / "blender-user"))
+    print(f"[capture] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    with open(work / "capture.log", "w") as log:
+        code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              stdin=subprocess.DEVNULL).returncode
+    if code != 0:
+        raise SystemExit(f"capture failed (exit {code}); see {work / 'capture.log'}")
+    return float(json.loads(meta_path.read_text())["render_s"])
+
+
+def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    bench = BENCHMARKS[name]
+    cuda = args.device == "cuda"
+    preset = args.preset or ("default" if cuda else "preview")
+    size = args.size or (400 if cuda else 200)
+    resolution = args.resolution or (512 if cuda else 256)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"neusblend-bench-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"[{name}] work folder {work}", file=sys.stderr, flush=True)
+    row: dict[str, Any] = {"benchmark": name, "preset": preset, "commit": commit(),
+                           "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    py = [sys.executable, "-m", "backend"]
+    if bench.synthetic:
+        data = work / f"capture_{size}px"
+        row["capture_s"] = render_capture(bench, data, size, args.samples, work)
+        max_size = size
+    else:
+        data = data_dir() / str(bench.capture)
+        if not data.is_dir():
+            raise SystemExit(f"{data} not found (set NEUSBLEND_DATA or put shared/data beside the project)")
+        max_size = args.size or (0 if cuda else 200)
+    job = work / f"job_{preset}_{args.device}"
+    train = [*py, "train", "--data", str(data), "--out", str(job), "--preset", preset, "--device", args.device,
+             "--mesh-every", "0", "--holdout-every", "8", "--max-image-size", str(max_size), "--json"]
+    if args.steps:
+        train += ["--steps", str(args.steps)]
+    t0 = time.perf_counter()
+    msgs = run_json(train, work / "train.log", "train")
+    start = next(m for m in msgs if m["type"] == "start")
+    done = msgs[-1]
+    row.update(device=start.get("device", args.device), steps=done["steps"],
+               train_s=done["metrics"].get("train_time_s"), train_wall_s=time.perf_counter() - t0,
+               px=start["dataset"]["image_size"][0] if max_size == 0 else max_size)
+    if args.device == "cpu":
+        row["device"] = f"cpu ({os.cpu_count()} cores)"
+    ev = [*py, "eval", "--checkpoint", str(job), "--data", str(data), "--holdout-every", "8", "--device",
+          args.device, "--out", str(work / "metrics.json"), "--json"]
+    if bench.synthetic:
+        mesh = job / f"extract_{resolution}.ply"
+        run_json([*py, "extract", "--checkpoint", str(job), "--resolution", str(resolution), "--out", str(mesh),
+                  "--device", args.device, "--no-colors", "--json"], work / "extract.log", "extract")
+        ev += ["--mesh", str(mesh), "--reference", str(data / "gt_mesh.ply")]
+    metrics = run_json(ev, work / "eval.log", "eval")[-1]["metrics"]
+    row.update({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+    row["work"] = str(work)
+    return row
+
+
+def _fmt(value: Any, spec: str) -> str:  # noqa: ANN401 - any JSON value
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def table_row(r: dict[str, Any]) -> str:
+    cells = [r["benchmark"], r["date"], r["commit"], r["device"], r["preset"], _fmt(r.get("steps"), "d"),
+             _fmt(r.get("px"), "d"), _fmt(r.get("capture_s"), ".0f"), _fmt(r.get("train_s"), ".0f"),
+             _fmt(r.get("chamfer"), ".4f"), _fmt(r.get("chamfer_rel"), ".4f"), _fmt(r.get("fscore"), ".3f"),
+             _fmt(r.get("normal_consistency"), ".3f"), _fmt(r.get("psnr"), ".2f"), _fmt(r.get("ssim"), ".3f"),
+             _fmt(r.get("mask_iou"), ".3f")]
+    return "| " + " | ".join(cells) + " |"
+
+
+def append_rows(rows: list[str], path: Path | None = None) -> Path:
+    """Append table rows at the end of the "Reconstruction quality" table (made when missing)."""
+    path = path or ROOT / "docs" / "BENCHMARKS.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if SECTION not in doc:
+        doc = doc.rstrip("\n") + "\n\n" + SECTION_TEXT
+    head, _, rest = doc.partition(SECTION)
+    nxt = rest.find("\n## ", 1)
+    body, tail = (rest, "") if nxt < 0 else (rest[:nxt], rest[nxt:])
+    body = body.rstrip("\n") + "\n" + "\n".join(rows) + "\n"
+    path.write_text(head + SECTION + body + tail, encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHMARKS)}")
+    p.add_argument("--list", action="store_true", help="list the benchmarks")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, help="training steps (default: 400 on CPU, the preset's on CUDA)")
+    p.add_argument("--preset", help="training preset (default: preview on CPU, default on CUDA)")
+    p.add_argument("--size", type=int, help="image size in px: synthetic renders and training (default 200 CPU, "
+                   "400 CUDA; DTU full size on CUDA)")
+    p.add_argument("--samples", type=int, default=16, help="Cycles samples of synthetic captures (16)")
+    p.add_argument("--resolution", type=int, help="marching cubes resolution (256 CPU, 512 CUDA)")
+    p.add_argument("--workdir", help="work folder (default: a new temporary one; a capture in it is reused)")
+    p.add_argument("--write", action="store_true", help="append the rows to docs/BENCHMARKS.md")
+    args = p.parse_args(argv)
+    if args.list or not args.names:
+        for name, b in BENCHMARKS.items():
+            print(f"{name:8s} {b.description}")
+        return 0
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        p.error(f"unknown benchmark {', '.join(unknown)}; use one of {', '.join(BENCHMARKS)}")
+    if args.steps is None and args.device == "cpu":
+        args.steps = 400
+    base_workdir = args.workdir
+    rows = []
+    for name in args.names:
+        if base_workdir and len(args.names) > 1:
+            args.workdir = str(Path(base_workdir) / name)
+        r = run_benchmark(name, args)
+        rows.append(table_row(r))
+        print(json.dumps(r, indent=1), file=sys.stderr)
+    print(TABLE_HEADER)
+    print("\n".join(rows))
+    if args.write:
+        print(f"appended to {append_rows(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
