@@ -66,6 +66,7 @@ class TrainConfig:
     final_resolution: int = 512
     # evaluation
     holdout_every: int = 0  # hold out every k-th image from training (0 = train on all)
+    eval_max_size: int = 800  # held-out views are rendered with their longer side at most this (0 = as loaded)
 
     @property
     def step_size(self) -> float:

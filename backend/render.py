@@ -241,13 +241,16 @@ def first_index_of_ray(ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
     return starts
 
 
-def render_weights(alpha: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> tuple[torch.Tensor, torch.Tensor]:
+def render_weights(alpha: torch.Tensor, ray_indices: torch.Tensor, n_rays: int,
+                   sample_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Volume-rendering weights ``w_i = alpha_i * prod_{j<i} (1 - alpha_j)`` within each ray.
 
     Args:
         alpha: (S,) opacities, packed and sorted by ray then distance.
         ray_indices: (S,) ray of each sample.
         n_rays: number of rays.
+        sample_valid: optional (S,) 0/1: padding samples (0) get transmittance 1 and no weight; they may share
+            one spare ray without making its first sample a hot spot for the backward pass.
 
     Returns:
         weights (S,), transmittance before each sample (S,).
@@ -257,8 +260,12 @@ def render_weights(alpha: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) 
     log1m = torch.log1p(-alpha.clamp(max=1.0 - 1e-6)).double()
     incl = torch.cumsum(log1m, 0)
     excl = incl - log1m
-    starts = first_index_of_ray(ray_indices, n_rays)
-    base = excl[starts.clamp(max=len(alpha) - 1)][ray_indices]
+    starts = first_index_of_ray(ray_indices, n_rays).clamp(max=len(alpha) - 1)
+    first = starts.index_select(0, ray_indices)
+    if sample_valid is not None:
+        first = torch.where(sample_valid > 0, first, torch.arange(len(alpha), device=alpha.device))
+    # gather, not advanced indexing: its backward is an atomic scatter-add instead of a sort
+    base = excl.gather(0, first)
     trans = torch.exp(excl - base).to(alpha.dtype)
     return alpha * trans, trans
 

@@ -60,7 +60,7 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     n_rows = x.ray_dirs.shape[0]
     sdf, feat, grad = field.sdf_with_gradient(x.pts, create_graph=True)
     alpha = neus_alpha(sdf, (x.dirs * grad).sum(-1), x.deltas, field.inv_s(), x.cos_anneal) * x.sample_valid
-    weights, _ = render_weights(alpha, x.ray_indices, n_rows)
+    weights, _ = render_weights(alpha, x.ray_indices, n_rows, x.sample_valid)
     normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     rgb_s = field.color(x.pts, normal, x.dirs, feat)
     rgb = torch.zeros(n_rows, 3, device=x.pts.device).index_add(0, x.ray_indices, weights[:, None] * rgb_s)

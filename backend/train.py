@@ -191,7 +191,8 @@ def watch_stdin(trainer: Trainer) -> None:
 
     def watch() -> None:
         try:
-            while sys.stdin.buffer.read(4096):
+            # the raw descriptor: a buffered read would hold stdin's lock and abort the interpreter at exit
+            while os.read(sys.stdin.fileno(), 4096):
                 pass
         except (OSError, ValueError):
             pass
@@ -611,7 +612,7 @@ class Trainer:
         if len(self.holdout) and not cancelled:
             self.emitter.emit("stage", name="evaluate", detail=f"{len(self.holdout)} held-out views")
             t_eval = time.perf_counter()
-            metrics.update(self.evaluate_holdout())
+            metrics.update(self.evaluate_holdout(self.cfg.eval_max_size))
             metrics["eval_s"] = time.perf_counter() - t_eval
         self.emitter.emit("done", mesh=str(final_path.resolve()), ply=str(self.job.final_ply.resolve()),
                           checkpoint=str(ckpt.resolve()), steps=self.step, elapsed_s=time.perf_counter() - t0,
