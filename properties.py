@@ -53,6 +53,12 @@ class NEUSBLEND_PG_settings(bpy.types.PropertyGroup):
                               description="Job folder of the last Estimate Poses run (reused by Reconstruct)")
     poses_images: StringProperty(default="", options={"HIDDEN"},
                                  description="The photo folder that poses_job was estimated from")
+    import_cameras: BoolProperty(name="Import Cameras", default=True,
+                                 description="After Estimate Poses, import the cameras with their photos, the sparse "
+                                             "points and the region box into the scene")
+    use_region: BoolProperty(name="Use Region Box", default=True,
+                             description="Reconstruct inside the imported capture's region box, as you placed, "
+                                         "rotated and scaled it (off: the backend chooses the region)")
     show_advanced: BoolProperty(name="Advanced", default=False)
 
 

@@ -44,11 +44,17 @@ class TrainOptions:
     final_resolution: int = 0
     device: str = "auto"
     inline_meshes: bool = False
+    roi: str = ""  # a region-of-interest JSON file (``train --roi``), written by the client beside the job folder
+    exit_on_stdin_close: bool = True  # the backend stops when our end of its stdin closes (a crashed Blender)
     extra: tuple[str, ...] = ()  # more ``train`` arguments, e.g. ("--set", "target_samples=4096")
 
     def args(self) -> list[str]:
         """The ``train`` arguments for these options."""
         out = ["--preset", self.preset, "--device", self.device]
+        if self.exit_on_stdin_close:
+            out.append("--exit-on-stdin-close")
+        if self.roi:
+            out += ["--roi", self.roi]
         if self.steps > 0:
             out += ["--steps", str(self.steps)]
         if self.max_image_size > 0:
@@ -115,26 +121,32 @@ def poses_step(python: str, pythonpath: list[str], images: Path, job_dir: Path, 
                 python=python)
 
 
-def train_step(python: str, data: Path, job_dir: Path, options: TrainOptions, cwd: str) -> Step:
-    """``python -m backend train --data DIR --out JOB_DIR ...``."""
-    args = ["--data", str(data), "--out", str(job_dir), *options.args()]
+def train_step(python: str, data: Path, job_dir: Path, options: TrainOptions, cwd: str, masks: str = "") -> Step:
+    """``python -m backend train --data DIR --out JOB_DIR [--masks DIR] ...``."""
+    args = ["--data", str(data), "--out", str(job_dir), *(["--masks", masks] if masks else []), *options.args()]
     return Step("train", "Training", backend_argv(python, "train", args), clean_environment(), cwd, python=python)
 
 
 def reconstruct_pipeline(python: str, folder: FolderCheck, job_dir: Path, options: TrainOptions, *,
                          masks: str = "", posed_job: str = "", check: bool = True) -> Pipeline:
-    """Check, (poses,) train. ``posed_job`` reuses the poses of an earlier Estimate Poses run."""
+    """Check, (poses,) train. ``posed_job`` reuses the poses of an earlier Estimate Poses run.
+
+    ``masks`` go to ``poses`` for plain photos (which undistorts them into the poses job, where training finds
+    them) and to ``train --masks`` for a posed capture; a reused poses job keeps the masks it was estimated with.
+    """
     cwd = str(job_dir.parent)
     steps = [check_step(python, cwd)] if check else []
+    train_masks = ""
     if folder.kind == "posed":
         data = folder.path
+        train_masks = masks if folder.layout != "job" else ""  # a job's photos are undistorted: its own masks
     elif posed_job:
         data = Path(posed_job)
     else:
         pose_python, paths = pose_interpreter(python)
         steps.append(poses_step(pose_python, paths, folder.path, job_dir, cwd, masks))
         data = job_dir
-    steps.append(train_step(python, data, job_dir, options, cwd))
+    steps.append(train_step(python, data, job_dir, options, cwd, train_masks))
     return Pipeline("reconstruct", steps, log_path=job_dir.with_suffix(".log"))
 
 

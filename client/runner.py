@@ -26,7 +26,7 @@ from typing import Any
 import bpy
 
 from ..backend.protocol import snapshot_from_message
-from . import scene_mesh
+from . import scene_capture, scene_mesh
 from .jobstate import ErrorInfo, JobState, format_duration
 from .pipeline import Pipeline
 
@@ -53,6 +53,7 @@ class ActiveJob:
     scene_name: str = ""
     preview_interval_s: float = 1.0
     on_finish: Callable[[ActiveJob], None] | None = None
+    capture_source: str = ""  # an imported capture whose frame the mesh is parented to (capture coordinates)
     meshes_applied: int = 0
     last_step_applied: int = -1
     final_applied: bool = False
@@ -132,7 +133,9 @@ class ActiveJob:
             self.state.warnings.append(f"the mesh of step {msg.get('step')} is empty; keeping the last one")
             return
         scene = bpy.data.scenes.get(self.scene_name) if self.scene_name else None
-        obj = scene_mesh.ensure_object(self.object_name or "Reconstruction", scene)
+        frame = scene_capture.find_capture(scene or bpy.context.scene, self.capture_source)
+        obj = scene_mesh.ensure_object(self.object_name or "Reconstruction", scene, parent=frame,
+                                       collection=scene_capture.capture_collection(frame) if frame else None)
         first = self.meshes_applied == 0
         self.object_name = obj.name
         t0 = time.perf_counter()
@@ -197,14 +200,18 @@ def last() -> ActiveJob | None:
 
 
 def start(pipeline: Pipeline, job_dir: Path, *, object_name: str = "", scene: bpy.types.Scene | None = None,
-          preview_interval_s: float = 1.0, on_finish: Callable[[ActiveJob], None] | None = None) -> ActiveJob:
-    """Make ``pipeline`` the active job and start it; raises :class:`JobBusy` while another one runs."""
+          preview_interval_s: float = 1.0, on_finish: Callable[[ActiveJob], None] | None = None,
+          capture_source: str = "") -> ActiveJob:
+    """Make ``pipeline`` the active job and start it; raises :class:`JobBusy` while another one runs.
+
+    With ``capture_source`` (the key of an imported capture) the mesh object is parented to that import's frame.
+    """
     global _active, _last
     if _active is not None and not _active.finished:
         raise JobBusy(f"a {_active.pipeline.name} job is running already (stage: {_active.state.stage}); "
                       "cancel it first")
     job = ActiveJob(pipeline, Path(job_dir), object_name=object_name, scene_name=scene.name if scene else "",
-                    preview_interval_s=preview_interval_s, on_finish=on_finish)
+                    preview_interval_s=preview_interval_s, on_finish=on_finish, capture_source=capture_source)
     _active, _last = job, None
     job.step()  # start the first process now, so a launch failure shows at once
     sync_status()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
 #: Name of the colour attribute that carries the snapshot's vertex colours.
 COLOR_ATTRIBUTE = "Col"
@@ -15,15 +16,29 @@ COLOR_ATTRIBUTE = "Col"
 MATERIAL_NAME = "NeuS Vertex Colors"
 
 
-def ensure_object(name: str, scene: bpy.types.Scene | None = None) -> bpy.types.Object:
-    """The mesh object called ``name``, created (and linked to ``scene``) when it does not exist."""
+def ensure_object(name: str, scene: bpy.types.Scene | None = None, *, parent: bpy.types.Object | None = None,
+                  collection: bpy.types.Collection | None = None) -> bpy.types.Object:
+    """The mesh object called ``name``, created (and linked to ``scene``) when it does not exist.
+
+    Args:
+        name: the object's name.
+        scene: where a new object is linked (default: the context's scene).
+        parent: the frame of an imported capture: the object is parented to it with an identity parent inverse,
+            so the snapshot's capture coordinates line up with the imported cameras (its own transform is kept).
+        collection: where a new object is linked instead of the scene's master collection.
+    """
     obj = bpy.data.objects.get(name)
     if obj is None or obj.type != "MESH":
         mesh = bpy.data.meshes.new(name)
         obj = bpy.data.objects.new(name, mesh)
+        if collection is not None:
+            collection.objects.link(obj)
     scene = scene or bpy.context.scene
     if scene is not None and scene.objects.get(obj.name) is None:
         scene.collection.objects.link(obj)
+    if parent is not None and obj.parent != parent:
+        obj.parent = parent
+        obj.matrix_parent_inverse = Matrix.Identity(4)
     return obj
 
 

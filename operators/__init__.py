@@ -1,5 +1,5 @@
 """Operators (F3 search finds them through the Add > Mesh from Photos menu): each module has a CLASSES tuple."""
 
-from . import environment, reconstruct
+from . import environment, import_capture, reconstruct
 
-CLASSES = (*reconstruct.CLASSES, *environment.CLASSES)
+CLASSES = (*reconstruct.CLASSES, *import_capture.CLASSES, *environment.CLASSES)

@@ -5,6 +5,7 @@ hand a pipeline to :mod:`..client.runner`; everything that happens in the backen
 panel's status, never raised. A second job while one runs is refused with a message.
 """
 
+import json
 import os
 import shlex
 import sys
@@ -15,7 +16,10 @@ import bpy
 from bpy.props import StringProperty
 
 from .. import preferences
-from ..client import interpreter, runner
+from ..backend.protocol import JobLayout
+from ..client import interpreter, runner, scene_capture
+from ..client.camera_math import roi_file_for, write_roi_file
+from ..client.capture_data import capture_key, poses_folder, read_poses_job
 from ..client.datasets import FolderCheck, check_input_folder
 from ..client.jobs import TrainOptions, new_job_dir, poses_pipeline, reconstruct_pipeline
 
@@ -109,10 +113,29 @@ class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
                 and (Path(settings.poses_job) / "poses").is_dir()):
             posed_job = settings.poses_job
         masks = bpy.path.abspath(settings.masks_dir) if settings.masks_dir else ""
+        if masks and (posed_job or folder.layout == "job"):
+            job = posed_job or str(folder.path)
+            if not (Path(job) / "poses" / "masks").is_dir():
+                self.report({"WARNING"}, "The masks are not used: these poses were estimated without them (masks "
+                                         "must be undistorted with the photos); press Estimate Poses again")
+        # an imported capture of the data training reads: its region box drives the normalization, its frame
+        # carries the mesh (which arrives in capture coordinates)
+        trained_on = folder.path if folder.kind == "posed" else posed_job
+        source = capture_key(trained_on) if trained_on else ""
+        frame = scene_capture.find_capture(context.scene, source)
+        if frame is not None and settings.use_region:
+            box = scene_capture.find_region(context.scene, source)
+            if box is not None:
+                try:
+                    options.roi = str(write_roi_file(roi_file_for(job_dir), scene_capture.region_matrix(frame, box),
+                                                     source=source, box=box.name))
+                except (OSError, ValueError) as exc:
+                    self.report({"ERROR"}, f"Cannot use the region box '{box.name}': {exc}")
+                    return {"CANCELLED"}
         pipeline = reconstruct_pipeline(python, folder, job_dir, options, masks=masks, posed_job=posed_job)
         name = settings.object_name.strip() or f"{folder.path.name or 'Photos'} NeuS"
         job = runner.start(pipeline, job_dir, object_name=name, scene=context.scene,
-                           preview_interval_s=_preview_interval())
+                           preview_interval_s=_preview_interval(), capture_source=source if frame else "")
         _report_start(self, job, "Reconstruction")
         return {"FINISHED"}
 
@@ -123,6 +146,8 @@ def _remember_poses(scene_name: str, images: str) -> Callable[[runner.ActiveJob]
         if scene is not None and job.state.status == "done":
             scene.neusblend.poses_job = str(job.job_dir)
             scene.neusblend.poses_images = images
+            if scene.neusblend.import_cameras and poses_folder(job.job_dir) is not None:
+                scene_capture.import_capture(scene, read_poses_job(job.job_dir))
     return on_finish
 
 
@@ -173,6 +198,15 @@ class NEUSBLEND_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _trained_on(layout: JobLayout) -> str:
+    """:func:`capture_key` of the data a job trained on (from its config.json), or ""."""
+    try:
+        data = json.loads(layout.config.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return capture_key(data) if isinstance(data, str) and data else ""
+
+
 class NEUSBLEND_OT_load_result(bpy.types.Operator):
     """Load the final (or latest) mesh of a job folder into the scene"""
 
@@ -191,7 +225,7 @@ class NEUSBLEND_OT_load_result(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from ..backend.protocol import JobLayout, ProtocolError, read_snapshot
+        from ..backend.protocol import ProtocolError, read_snapshot
         from ..client import scene_mesh
 
         layout = JobLayout(bpy.path.abspath(self.directory))
@@ -207,7 +241,9 @@ class NEUSBLEND_OT_load_result(bpy.types.Operator):
         except (OSError, ValueError, ProtocolError) as exc:
             self.report({"ERROR"}, f"Cannot read {path}: {exc}")
             return {"CANCELLED"}
-        obj = scene_mesh.ensure_object(self.object_name or f"{layout.root.name} NeuS", context.scene)
+        frame = scene_capture.find_capture(context.scene, _trained_on(layout))
+        obj = scene_mesh.ensure_object(self.object_name or f"{layout.root.name} NeuS", context.scene, parent=frame,
+                                       collection=scene_capture.capture_collection(frame) if frame else None)
         scene_mesh.apply_snapshot(obj, arrays["vertices"], arrays["faces"], arrays.get("colors"))
         obj["neusblend_job"] = str(layout.root)
         self.report({"INFO"}, f"Loaded {path.name}: {len(arrays['vertices'])} vertices into '{obj.name}'")

@@ -1,11 +1,14 @@
 """The View3D sidebar tab "NeuS": photos, preset, Estimate Poses / Reconstruct / Cancel, progress, errors."""
 
 import textwrap
+import time
 
 import bpy
 
 from .. import preferences
-from ..client import runner
+from ..client import runner, scene_capture
+from ..client.capture_data import capture_key
+from ..operators.import_capture import settings_capture_path
 
 CATEGORY = "NeuS"
 
@@ -72,6 +75,60 @@ class VIEW3D_PT_neusblend_advanced(bpy.types.Panel):
             col.label(text=f"Reusing poses: {bpy.path.basename(settings.poses_job.rstrip('/'))}", icon="CAMERA_DATA")
 
 
+_capture_path_cache: dict[tuple[str, str, str], tuple[float, str]] = {}
+
+
+def _capture_path(settings: bpy.types.PropertyGroup) -> str:
+    """:func:`settings_capture_path`, remembered for a second (it lists the photo folder; panels redraw often)."""
+    key = (settings.images_dir, settings.poses_job, settings.poses_images)
+    now = time.monotonic()
+    hit = _capture_path_cache.get(key)
+    if hit is None or now - hit[0] > 1.0:
+        _capture_path_cache.clear()
+        hit = _capture_path_cache[key] = (now, settings_capture_path(settings))
+    return hit[1]
+
+
+class VIEW3D_PT_neusblend_capture(bpy.types.Panel):
+    """The imported capture: cameras, points, the region box that Reconstruct trains inside."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_label = "Cameras and Region"
+    bl_parent_id = "VIEW3D_PT_neusblend"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.neusblend
+        path = _capture_path(settings)
+        source = capture_key(path) if path else ""
+        frame = scene_capture.find_capture(context.scene, source)
+        col = layout.column()
+        col.enabled = runner.active() is None
+        if frame is not None:
+            collection = scene_capture.capture_collection(frame)
+            col.label(text=f"{collection.name if collection else frame.name}: "
+                           f"{frame.get('neusblend_cameras', 0)} cameras", icon="OUTLINER_COLLECTION")
+        elif path:
+            col.label(text="Cameras not imported yet", icon="INFO")
+        else:
+            col.label(text="Estimate poses (or choose a posed capture) first", icon="INFO")
+        row = col.row()
+        row.enabled = bool(path)
+        op = row.operator("neusblend.import_capture", text="Reimport Cameras" if frame else "Import Cameras",
+                          icon="OUTLINER_OB_CAMERA")
+        op.directory = path
+        col.prop(settings, "import_cameras", text="Import after Estimate Poses")
+        box = scene_capture.find_region(context.scene, source) if frame is not None else None
+        row = col.row()
+        row.active = box is not None
+        row.prop(settings, "use_region")
+        if box is not None and settings.use_region:
+            col.label(text=f"Region: {box.name} (move, rotate, scale it)", icon="CUBE")
+        col.operator("neusblend.use_capture_camera", icon="VIEW_CAMERA")
+
+
 class VIEW3D_PT_neusblend_status(bpy.types.Panel):
     """Progress, metrics, the latest error with its hint."""
 
@@ -127,6 +184,7 @@ class NEUSBLEND_MT_add(bpy.types.Menu):
         layout = self.layout
         layout.operator("neusblend.reconstruct", icon="MESH_ICOSPHERE")
         layout.operator("neusblend.estimate_poses", icon="CAMERA_DATA")
+        layout.operator("neusblend.import_capture", icon="OUTLINER_OB_CAMERA")
         layout.operator("neusblend.cancel", icon="CANCEL")
         layout.operator("neusblend.load_result", icon="IMPORT")
 
@@ -136,4 +194,5 @@ def draw_add_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     self.layout.menu(NEUSBLEND_MT_add.bl_idname, icon="OUTLINER_OB_CAMERA")
 
 
-CLASSES = (VIEW3D_PT_neusblend, VIEW3D_PT_neusblend_advanced, VIEW3D_PT_neusblend_status, NEUSBLEND_MT_add)
+CLASSES = (VIEW3D_PT_neusblend, VIEW3D_PT_neusblend_advanced, VIEW3D_PT_neusblend_capture, VIEW3D_PT_neusblend_status,
+           NEUSBLEND_MT_add)

@@ -8,6 +8,9 @@ exactly as an installed extension does), or with ``--use-installed`` the one ins
 sets the scene's settings, runs ``bpy.ops.neusblend.reconstruct()`` and calls the client's ``poll()`` in a loop
 (timers never fire in background mode), prints progress, and writes the outputs: ``.blend`` (the scene with the
 mesh), ``.ply`` / ``.obj`` / ``.stl`` (the mesh), and with ``--render`` one Cycles CPU image of the result.
+With ``--cameras`` it first imports the capture's cameras, photos, sparse points and region box (estimating the
+poses first for plain photos, through Estimate Poses), so the mesh lands in that upright frame and training uses the
+region box; mesh files are still written in capture coordinates.
 At the end it disables the extension again (Blender 4.5 hangs at exit when add-on classes stay registered).
 
 Exit status: 0 done, 2 failed (the message and hint are printed), 3 cancelled (Ctrl+C, SIGTERM or --timeout;
@@ -65,6 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render-size", default="480x360", help="WIDTHxHEIGHT of the render")
     p.add_argument("--render-samples", type=int, default=16)
     p.add_argument("--timeout", type=float, default=0.0, help="cancel after this many seconds (0: never)")
+    p.add_argument("--cameras", action="store_true",
+                   help="import cameras, points and region box first (estimating poses for plain photos)")
     p.add_argument("--use-installed", action="store_true", help="use the extension installed in Blender")
     p.add_argument("--quiet", action="store_true", help="print only the result")
     args = p.parse_args(list(argv))
@@ -164,8 +169,23 @@ def _select_only(obj: bpy.types.Object) -> None:
 
 
 def export_mesh(obj: bpy.types.Object, path: Path) -> None:
-    """Write the object's mesh in input coordinates (no axis conversion)."""
+    """Write the object's mesh in input coordinates (no axis conversion; without the frame of an imported capture,
+    which is lifted for the export)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    parent, parent_inverse = obj.parent, obj.matrix_parent_inverse.copy()
+    if parent is not None:  # exporters write world coordinates: the mesh alone is in capture coordinates
+        obj.parent = None
+        bpy.context.view_layer.update()
+    try:
+        _export(obj, path)
+    finally:
+        if parent is not None:
+            obj.parent = parent
+            obj.matrix_parent_inverse = parent_inverse
+            bpy.context.view_layer.update()
+
+
+def _export(obj: bpy.types.Object, path: Path) -> None:
     _select_only(obj)
     suffix = path.suffix.lower()
     if suffix == ".ply":
@@ -272,6 +292,28 @@ class _Printer:
             self._last_text, self._last_time = text, now
 
 
+def import_cameras(runner: ModuleType, args: argparse.Namespace) -> int:
+    """``--cameras``: Estimate Poses (which imports its result) for plain photos, else Import Posed Capture."""
+    status = bpy.context.window_manager.neusblend_status
+    images = str(Path(args.images).resolve())
+    try:
+        if bpy.ops.neusblend.estimate_poses() == {"FINISHED"}:
+            job = runner.wait(timeout=args.timeout or None, interval=0.1, callback=_Printer(args.quiet))
+            if job is None or job.state.status != "done":
+                print(f"error: pose estimation failed: {status.error_message}", file=sys.stderr)
+                if status.error_hint:
+                    print(f"hint: {status.error_hint}", file=sys.stderr)
+                return EXIT_ERROR if job is None or job.state.status == "failed" else EXIT_CANCELLED
+            if not args.quiet:
+                print(status.summary, flush=True)
+        else:  # a posed capture: nothing to estimate
+            bpy.ops.neusblend.import_capture(directory=images)
+    except RuntimeError as exc:  # the operator reported an error
+        print(f"error: {status.error_message or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """The whole headless run; returns the exit status."""
     if not bpy.data.filepath:  # Blender's startup scene: its cube, camera and light would hide a small object
@@ -290,6 +332,10 @@ def run(args: argparse.Namespace) -> int:
             previous[sig] = signal.signal(sig, on_signal)
         _configure(ext, args)
         status = bpy.context.window_manager.neusblend_status
+        if args.cameras:
+            code = import_cameras(runner, args)
+            if code != EXIT_OK:
+                return code
         try:
             result = bpy.ops.neusblend.reconstruct()
         except RuntimeError as exc:  # the operator reported an error (bad folder, no interpreter)

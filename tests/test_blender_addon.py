@@ -202,6 +202,10 @@ def test_estimate_poses_then_reconstruct_reuses_them(tmp_path: Path, data_dir: P
     assert r["train"]["state"] == "DONE", r
     assert r["train_steps"] == ["check", "train"] and r["train_data"] == r["poses_job"], r
     assert r["updates"] >= 2 and r["has_colors"], r
+    # the import after Estimate Poses: its region box drives training, its frame holds the mesh
+    assert r["imported"].count("camera") == 10 and {"frame", "points", "region"} <= set(r["imported"]), r
+    assert "--roi" in r["train_argv"] and "--exit-on-stdin-close" in r["train_argv"], r
+    assert r["mesh_parent"] == "frame", r
 
 
 @pytest.mark.slow
@@ -486,6 +490,8 @@ def case_poses_then_train(photos: str, python: str, job_root: str) -> dict[str, 
         runner.wait(timeout=400)
         out: dict[str, Any] = {"poses": {**_status_dict(status), "summary": status.summary},
                                "poses_job": settings.poses_job, "poses_images": settings.poses_images}
+        # Estimate Poses imported the cameras, points and region box (settings.import_cameras is on by default)
+        imported = sorted(str(o.get("neusblend_role")) for o in bpy.context.scene.objects if o.get("neusblend_role"))
         settings.steps = 12
         for key, value in TINY_TRAIN.items():
             setattr(settings, key, value)
@@ -497,7 +503,9 @@ def case_poses_then_train(photos: str, python: str, job_root: str) -> dict[str, 
         out.update(train={**_status_dict(status), "summary": status.summary},
                    train_steps=[st.key for st in job.pipeline.steps], train_data=train[train.index("--data") + 1],
                    updates=int(obj.get("neusblend_updates", 0)) if obj else 0,
-                   has_colors=bool(obj and obj.data.color_attributes.get("Col")))
+                   has_colors=bool(obj and obj.data.color_attributes.get("Col")),
+                   train_argv=train, imported=imported,
+                   mesh_parent=obj.parent.get("neusblend_role", "") if obj and obj.parent else "")
         return out
     finally:
         ext.disable()
