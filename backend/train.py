@@ -357,7 +357,7 @@ class Trainer:
 
     def update_grid(self, step: int) -> None:
         cfg = self.cfg
-        if step % cfg.grid_update_every != 0:
+        if step == 0 or step % cfg.grid_update_every != 0:  # the first step starts at once (a cancel stays quick)
             return
         inv_s = float(self.field.inv_s().item())
         n_cells = None if step < cfg.grid_warmup_steps else self.grid.resolution**3 // 4
@@ -597,9 +597,10 @@ class Trainer:
             snap = protocol.read_snapshot(final_path)
             verts, faces, colors = snap["vertices"], snap["faces"], snap.get("colors")
         else:
-            res = 64 if cancelled else self.cfg.final_resolution
+            # cancelled before any snapshot: a coarse mesh, quick enough to keep the 2-second promise
+            res = 32 if cancelled else self.cfg.final_resolution
             self.emitter.emit("stage", name="extract", detail=f"final mesh at {res}^3")
-            verts, faces, colors = self.extract(res, colors=True)
+            verts, faces, colors = self.extract(res, colors=not cancelled)
         from .meshing import write_ply
 
         self.emit_mesh(verts, faces, colors, final_path, final=True)
