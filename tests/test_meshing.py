@@ -51,12 +51,14 @@ def test_empty_blocks_are_skipped_without_losing_surface() -> None:
         calls.append(len(p))
         return two_spheres(p)
 
-    v, f = marching_cubes_blocks(counted, BOX, 128, block=32, skip_empty=True)
+    v, f = marching_cubes_blocks(counted, BOX, 128, block=48, skip_empty=True)
     evaluated = sum(calls)
     calls.clear()
-    v2, f2 = marching_cubes_blocks(counted, BOX, 128, block=32, skip_empty=False)
+    v2, f2 = marching_cubes_blocks(counted, BOX, 128, block=48, skip_empty=False)
+    # vertices lie on edges whose ends are both near the surface, which the sparse pass evaluates exactly
     assert len(f) == len(f2)
-    assert evaluated < 0.6 * sum(calls), "the coarse pass did not skip empty space"
+    np.testing.assert_array_equal(np.sort(v, axis=0), np.sort(v2, axis=0))
+    assert evaluated < 0.3 * sum(calls), f"evaluated {evaluated} of {sum(calls)} samples"
 
 
 def test_cropped_box_and_no_surface() -> None:

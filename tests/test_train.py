@@ -37,7 +37,7 @@ def dtu_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     t0 = time.time()
     code, msgs, err = run_backend("train", "--data", str(data_dir / "dtu_scan65"), "--out", str(job),
                                   "--preset", "preview", "--steps", "400", "--max-image-size", "160",
-                                  "--mesh-every", "5", "--holdout-every", "8")
+                                  "--mesh-every", "5", "--holdout-every", "8", "--set", "eval_max_size=64")
     assert code == 0, err[-3000:]
     return {"job": job, "msgs": msgs, "seconds": time.time() - t0}
 
