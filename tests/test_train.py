@@ -23,7 +23,7 @@ def backend_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "backend", *args, "--json"]
 
 
-def run_backend(*args: str, timeout: float = 900) -> tuple[int, list[dict], str]:
+def run_backend(*args: str, timeout: float = 1800) -> tuple[int, list[dict], str]:
     proc = subprocess.run(backend_cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
     msgs = [protocol.decode_message(line) for line in proc.stdout.splitlines() if line.strip()]
