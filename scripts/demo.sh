@@ -6,24 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/demo}
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
-"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Blender bundles 3.11)"'
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -r requirements-dev.txt
+source scripts/venv.sh
 mkdir -p "$OUT"
 echo "== rendering a sample capture with Blender (Cycles, CPU)"
-.venv/bin/python scripts/render_capture.py --builtin suzanne --layout sphere --views 32 --size 160 --samples 16 \
+"$VPY" scripts/render_capture.py --builtin suzanne --layout sphere --views 32 --size 160 --samples 16 \
     --out "$OUT/capture"
 echo "== reconstructing it headless through the add-on (CPU preview)"
-NEUSBLEND_PYTHON="$PWD/.venv/bin/python" .venv/bin/python scripts/reconstruct_headless.py --images "$OUT/capture" \
+NEUSBLEND_PYTHON="$VPY" "$VPY" scripts/reconstruct_headless.py --images "$OUT/capture" \
     --out "$OUT/sample.blend" --out "$OUT/sample.ply" --render "$OUT/sample.png" --preset preview --device cpu \
     --steps 800 --max-image-size 160 --job-root "$OUT/jobs"
-.venv/bin/python - "$OUT" <<'PY'
+"$VPY" - "$OUT" <<'PY'
 import sys
 from pathlib import Path
 out = Path(sys.argv[1])
