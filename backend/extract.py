@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,  # noqa: ANN001
-                 colors: bool = True, block: int = 128, chunk: int = 2**17
+                 colors: bool = True, block: int = 128, chunk: int = 2**17, method: str = "auto"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Marching cubes of ``field``'s SDF inside ``box`` (normalized frame), output in input coordinates.
 
@@ -35,25 +35,25 @@ def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,
         scene: anything with ``world_from_normalized`` (a :class:`backend.scene.Scene` or :class:`Frame`).
         resolution: samples along the box's longest side.
         box: (2, 3) normalized-frame box (clipped to the unit cube).
+        method: marching-cubes path (:func:`backend.meshing.marching_cubes_blocks`): "auto" is the fast
+            PyTorch path on CUDA and the reference (PyMCubes) elsewhere.
 
     Returns:
         vertices (V, 3) float32 input coordinates, faces (F, 3) int32, colours (V, 3) uint8 or None.
     """
     import torch
 
-    from .meshing import marching_cubes_blocks
+    from .meshing import TorchSdf, marching_cubes_blocks
 
     box = np.clip(np.asarray(box, dtype=np.float64).reshape(2, 3), -1.0, 1.0)
     was_training = field.training
     field.eval()
 
-    @torch.no_grad()
-    def sdf_np(pts: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(pts).to(device)
-        sdf = torch.maximum(field.sdf(x), x.norm(dim=-1) - 1.0)  # nothing outside the unit ball
-        return sdf.float().cpu().numpy()
+    def sdf_t(x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(field.sdf(x), x.norm(dim=-1) - 1.0)  # nothing outside the unit ball
 
-    verts, faces = marching_cubes_blocks(sdf_np, box, resolution, block=block, chunk=chunk)
+    verts, faces = marching_cubes_blocks(TorchSdf(sdf_t, device), box, resolution, block=block, chunk=chunk,
+                                         method=method)
     cols = None
     if colors and len(verts):
         cols = vertex_colors(field, verts, device, chunk=chunk // 2)

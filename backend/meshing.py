@@ -1,5 +1,9 @@
 """Marching cubes of an SDF in blocks: memory bounded at any resolution, outward-facing triangles.
 
+Two paths give the same mesh: this module's reference (NumPy lattice, PyMCubes per block, on the CPU) and
+:mod:`backend.meshing_fast` (PyTorch over the surface cells only, on the SDF's device).
+:func:`marching_cubes_blocks` takes the fast one for a :class:`TorchSdf` on CUDA (``method="auto"``).
+
 The volume is cut into blocks of ``block`` samples a side that share their boundary samples. Each block's SDF
 is evaluated in chunks and meshed with PyMCubes; blocks the surface cannot reach (judged from a coarse pass)
 are skipped. Vertices on shared block faces come out identical in both blocks (same samples, same
@@ -10,14 +14,60 @@ Memory: one block of floats plus the mesh itself, whatever the resolution.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 SdfFn = Callable[[np.ndarray], np.ndarray]  # (P, 3) float32 -> (P,) float32
+METHODS = ("auto", "reference", "fast")
+
+
+class TorchSdf:
+    """An SDF given as a PyTorch function on a device; also callable with NumPy arrays (for the reference path).
+
+    Args:
+        fn: (P, 3) float32 tensor on ``device`` -> (P,) signed distance tensor; called under ``torch.no_grad``.
+        device: the device ``fn`` runs on.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], device: Any) -> None:  # noqa: ANN401 - torch types
+        import torch
+
+        self.fn = fn
+        self.device = torch.device(device)
+
+    def torch(self, x: Any) -> Any:  # noqa: ANN401 - torch types
+        """(P, 3) float32 tensor on ``device`` -> (P,) float32 tensor."""
+        import torch
+
+        with torch.no_grad():
+            return self.fn(x).float()
+
+    def __call__(self, pts: np.ndarray) -> np.ndarray:
+        """(P, 3) float32 array -> (P,) float32 array."""
+        import torch
+
+        return self.torch(torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)).to(self.device)).cpu().numpy()
+
+
+def choose_method(sdf_fn: SdfFn | TorchSdf, method: str = "auto") -> str:
+    """The path to take, "reference" or "fast".
+
+    ``method`` "auto" (or ``$NEUSBLEND_MC`` when ``method`` is "auto") means fast for a :class:`TorchSdf` on CUDA.
+    """
+    if method == "auto":
+        method = os.environ.get("NEUSBLEND_MC", "auto") or "auto"
+    if method not in METHODS:
+        raise ValueError(f"unknown marching-cubes method {method!r}; use one of {', '.join(METHODS)}")
+    if method == "auto":
+        cuda = isinstance(sdf_fn, TorchSdf) and sdf_fn.device.type == "cuda"
+        return "fast" if cuda else "reference"
+    return method
 
 
 @dataclass
@@ -59,22 +109,30 @@ def _eval_chunks(sdf_fn: SdfFn, pts: np.ndarray, chunk: int) -> np.ndarray:
 
 def marching_cubes_blocks(sdf_fn: SdfFn, box: np.ndarray, resolution: int, *, block: int = 128,
                           chunk: int = 2**18, skip_empty: bool = True, lipschitz: float = 2.0,
-                          progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                          progress: Callable[[float], None] | None = None, method: str = "auto"
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Extract the zero level set of an SDF (positive outside) inside a box.
 
     Args:
-        sdf_fn: (P, 3) float32 -> (P,) float32 signed distance.
+        sdf_fn: (P, 3) float32 -> (P,) float32 signed distance; a :class:`TorchSdf` also serves the fast path.
         box: (2, 3) min and max corner.
         resolution: samples along the box's longest side.
         block: samples per block side (memory ~ block^3 floats).
         chunk: points per ``sdf_fn`` call.
         skip_empty: skip blocks that a coarse pass proves empty (assumes |grad sdf| <= ``lipschitz``).
         progress: called with the fraction done.
+        method: "reference" (blocks, PyMCubes on the CPU), "fast" (:func:`backend.meshing_fast.marching_cubes_torch`
+            on the SDF's device, or the CPU for a NumPy function; ``block`` is not used there) or "auto" (fast for a
+            :class:`TorchSdf` on CUDA; ``$NEUSBLEND_MC`` overrides "auto"). Both give the same mesh up to vertex
+            and face order.
 
     Returns:
         vertices (V, 3) float32 in the box's coordinates; faces (F, 3) int32, counter-clockwise seen from
         outside (normals point out of the negative region).
     """
+    if choose_method(sdf_fn, method) == "fast":
+        return _fast(sdf_fn, box, resolution, chunk=chunk, skip_empty=skip_empty, lipschitz=lipschitz,
+                     progress=progress)
     import mcubes
 
     spec = GridSpec.from_box(box, resolution)
@@ -119,6 +177,26 @@ def marching_cubes_blocks(sdf_fn: SdfFn, box: np.ndarray, resolution: int, *, bl
     faces = faces[:, ::-1]  # PyMCubes winds triangles inward for a field that is negative inside
     world = spec.lo + verts * spec.spacing
     return world.astype(np.float32), np.ascontiguousarray(faces, dtype=np.int32)
+
+
+def _fast(sdf_fn: SdfFn | TorchSdf, box: np.ndarray, resolution: int, *, chunk: int, skip_empty: bool,
+          lipschitz: float, progress: Callable[[float], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The fast path for any SDF: a NumPy function is wrapped to run on the CPU."""
+    import torch
+
+    from .meshing_fast import marching_cubes_torch
+
+    if isinstance(sdf_fn, TorchSdf):
+        fn, device = sdf_fn.torch, sdf_fn.device
+    else:
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(sdf_fn(x.cpu().numpy()), dtype=np.float32)).to(x.device)
+
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        chunk = max(chunk, 2**20)  # fewer, larger calls: the GPU is idle between them
+    return marching_cubes_torch(fn, box, resolution, device=device, chunk=chunk,
+                                lipschitz=lipschitz if skip_empty else float("inf"), progress=progress)
 
 
 def _lerp_axis(coarse: np.ndarray, sub: np.ndarray, n: int, axis: int) -> np.ndarray:
