@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -76,7 +77,9 @@ def case_table() -> tuple[np.ndarray, np.ndarray]:
         for k in range(8):
             if case >> k & 1:
                 vol[tuple(_CORNERS[k])] = -1.0
-        verts, faces = mcubes.marching_cubes(vol, 0.0)
+        with warnings.catch_warnings():  # PyMCubes 0.1.6 sets an array's shape, deprecated in NumPy 2.5
+            warnings.simplefilter("ignore", DeprecationWarning)
+            verts, faces = mcubes.marching_cubes(vol, 0.0)
         if len(faces) > 5:
             raise RuntimeError(f"PyMCubes gave {len(faces)} triangles for cube case {case}; expected at most 5")
         edges = np.array([_edge_of(v) for v in verts], dtype=np.int64)

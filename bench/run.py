@@ -2,6 +2,7 @@
 
     python bench/run.py bunny [--device cpu|cuda] [--steps N] [--write]
     python bench/run.py dtu65 --device cuda --write
+    python bench/run.py bunny --device cuda --capture CAPTURE --paths triton,reference --steps 5000 --write
     python bench/run.py --list
 
 Each benchmark runs the real commands as subprocesses (``scripts/render_capture.py``, ``python -m backend train``,
@@ -14,6 +15,11 @@ Each benchmark runs the real commands as subprocesses (``scripts/render_capture.
 - ``suzanne``: the same with Blender's built-in monkey (needs no data folder).
 - ``dtu65``: DTU scan 65 (../shared/data/dtu_scan65), every 8th view held out: PSNR / SSIM / mask IoU (no reference
   mesh here).
+
+With ``--paths`` (e.g. ``triton,reference``) the same capture is trained once per compute path (``NEUSBLEND_PATH``)
+at equal steps and evaluated the same way; those rows go to the "Fast path vs reference at equal steps" table.
+``--capture DIR`` takes an already rendered capture (e.g. rendered on a machine with Blender, then copied to one
+with a GPU that has no ``bpy``) instead of rendering one.
 
 Defaults by device: CPU: preset ``preview``, 400 steps, 200 px images, marching cubes at 256; CUDA: preset
 ``default`` (20000 steps), 400 px synthetic captures and full-size DTU images, marching cubes at 512. Captures are
@@ -53,6 +59,20 @@ PSNR (whole image, background black), SSIM and mask IoU (opacity > 0.5) on every
 training. px: image size (longer side) for training. Times are wall-clock seconds on the machine named.
 
 {TABLE_HEADER}
+"""
+
+PATHS_SECTION = "## Fast path vs reference at equal steps"
+PATHS_HEADER = ("| benchmark | date | commit | device | path | preset | steps | px | train s | Chamfer | Chamfer / r "
+                "| F-score | NC | PSNR | SSIM | mask IoU |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+PATHS_TEXT = f"""{PATHS_SECTION}
+
+Written by `python bench/run.py NAME --paths triton,reference --write` (newest run last): one capture, trained once
+per compute path (`NEUSBLEND_PATH`) with the same preset, steps and seed, extracted and evaluated the same way as in
+"Reconstruction quality". train s: wall-clock training time reported by the backend (loading and extraction not
+included).
+
+{PATHS_HEADER}
 """
 
 
@@ -156,7 +176,8 @@ def render_capture(bench: Benchmark, out: Path, size: int, samples: int, work: P
     return float(json.loads(meta_path.read_text())["render_s"])
 
 
-def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) -> dict[str, Any]:
+    """Capture (or reuse), train, extract and evaluate one benchmark; ``path`` sets ``NEUSBLEND_PATH``."""
     bench = BENCHMARKS[name]
     cuda = args.device == "cuda"
     preset = args.preset or ("default" if cuda else "preview")
@@ -168,7 +189,13 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"benchmark": name, "preset": preset, "commit": commit(),
                            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
     py = [sys.executable, "-m", "backend"]
-    if bench.synthetic:
+    if bench.synthetic and args.capture:
+        data = Path(args.capture)
+        meta = json.loads((data / "capture.json").read_text())
+        row["capture_s"] = meta.get("render_s")
+        size = args.size or int(meta.get("settings", {}).get("width", size))
+        max_size = size
+    elif bench.synthetic:
         data = work / f"capture_{size}px"
         row["capture_s"] = render_capture(bench, data, size, args.samples, work)
         max_size = size
@@ -177,28 +204,40 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if not data.is_dir():
             raise SystemExit(f"{data} not found (set NEUSBLEND_DATA or put shared/data beside the project)")
         max_size = args.size or (0 if cuda else 200)
-    job = work / f"job_{preset}_{args.device}"
+    job = work / (f"job_{preset}_{args.device}" + (f"_{path}" if path else ""))
+    env = dict(os.environ, NEUSBLEND_PATH=path) if path else None
     train = [*py, "train", "--data", str(data), "--out", str(job), "--preset", preset, "--device", args.device,
              "--mesh-every", "0", "--holdout-every", "8", "--max-image-size", str(max_size), "--json"]
     if args.steps:
         train += ["--steps", str(args.steps)]
+    if args.seed is not None:
+        train += ["--seed", str(args.seed)]
+        row["seed"] = args.seed
     t0 = time.perf_counter()
-    msgs = run_json(train, work / "train.log", "train")
+    tag = f"_{path}" if path else ""
+    msgs = run_json(train, work / f"train{tag}.log", f"train{tag}", env=env)
     start = next(m for m in msgs if m["type"] == "start")
     done = msgs[-1]
-    row.update(device=start.get("device", args.device), steps=done["steps"],
+    row.update(device=start.get("device", args.device), steps=done["steps"], path=start.get("path"),
                train_s=done["metrics"].get("train_time_s"), train_wall_s=time.perf_counter() - t0,
                px=start["dataset"]["image_size"][0] if max_size == 0 else max_size)
     if args.device == "cpu":
         row["device"] = f"cpu ({os.cpu_count()} cores)"
+    if args.device == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(0)
+        if name not in str(row["device"]):
+            row["device"] = f"{row['device']} ({name})"
     ev = [*py, "eval", "--checkpoint", str(job), "--data", str(data), "--holdout-every", "8", "--device",
-          args.device, "--out", str(work / "metrics.json"), "--json"]
+          args.device, "--out", str(work / f"metrics{tag}.json"), "--json"]
     if bench.synthetic:
         mesh = job / f"extract_{resolution}.ply"
         run_json([*py, "extract", "--checkpoint", str(job), "--resolution", str(resolution), "--out", str(mesh),
-                  "--device", args.device, "--no-colors", "--json"], work / "extract.log", "extract")
+                  "--device", args.device, "--no-colors", "--json"], work / f"extract{tag}.log", f"extract{tag}",
+                 env=env)
         ev += ["--mesh", str(mesh), "--reference", str(data / "gt_mesh.ply")]
-    metrics = run_json(ev, work / "eval.log", "eval")[-1]["metrics"]
+    metrics = run_json(ev, work / f"eval{tag}.log", f"eval{tag}", env=env)[-1]["metrics"]
     row.update({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
     row["work"] = str(work)
     return row
@@ -219,18 +258,29 @@ def table_row(r: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def append_rows(rows: list[str], path: Path | None = None) -> Path:
-    """Append table rows at the end of the "Reconstruction quality" table (made when missing)."""
+def paths_row(r: dict[str, Any]) -> str:
+    path = str(r.get("path")) + (f", seed {r['seed']}" if r.get("seed") is not None else "")
+    cells = [r["benchmark"], r["date"], r["commit"], r["device"], path, r["preset"],
+             _fmt(r.get("steps"), "d"), _fmt(r.get("px"), "d"), _fmt(r.get("train_s"), ".1f"),
+             _fmt(r.get("chamfer"), ".4f"), _fmt(r.get("chamfer_rel"), ".4f"), _fmt(r.get("fscore"), ".3f"),
+             _fmt(r.get("normal_consistency"), ".3f"), _fmt(r.get("psnr"), ".2f"), _fmt(r.get("ssim"), ".3f"),
+             _fmt(r.get("mask_iou"), ".3f")]
+    return "| " + " | ".join(cells) + " |"
+
+
+def append_rows(rows: list[str], path: Path | None = None, section: str = SECTION,
+                section_text: str = SECTION_TEXT) -> Path:
+    """Append table rows at the end of a section's table (``section_text`` made when missing)."""
     path = path or ROOT / "docs" / "BENCHMARKS.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if SECTION not in doc:
-        doc = doc.rstrip("\n") + "\n\n" + SECTION_TEXT
-    head, _, rest = doc.partition(SECTION)
+    if section not in doc:
+        doc = doc.rstrip("\n") + "\n\n" + section_text
+    head, _, rest = doc.partition(section)
     nxt = rest.find("\n## ", 1)
     body, tail = (rest, "") if nxt < 0 else (rest[:nxt], rest[nxt:])
     body = body.rstrip("\n") + "\n" + "\n".join(rows) + "\n"
-    path.write_text(head + SECTION + body + tail, encoding="utf-8")
+    path.write_text(head + section + body + tail, encoding="utf-8")
     return path
 
 
@@ -246,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=16, help="Cycles samples of synthetic captures (16)")
     p.add_argument("--resolution", type=int, help="marching cubes resolution (256 CPU, 512 CUDA)")
     p.add_argument("--workdir", help="work folder (default: a new temporary one; a capture in it is reused)")
+    p.add_argument("--capture", help="use this rendered capture (synthetic benchmarks) instead of rendering one")
+    p.add_argument("--paths", help="compute paths to compare at equal steps, e.g. triton,reference "
+                   "(NEUSBLEND_PATH; rows go to the equal-steps table)")
+    p.add_argument("--json", help="also write the result rows as JSON here")
+    p.add_argument("--seed", type=int, help="training seed (default: the preset's)")
     p.add_argument("--write", action="store_true", help="append the rows to docs/BENCHMARKS.md")
     args = p.parse_args(argv)
     if args.list or not args.names:
@@ -257,18 +312,33 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown benchmark {', '.join(unknown)}; use one of {', '.join(BENCHMARKS)}")
     if args.steps is None and args.device == "cpu":
         args.steps = 400
+    if args.capture and len(args.names) > 1:
+        p.error("--capture takes one benchmark")
     base_workdir = args.workdir
-    rows = []
+    paths: list[str | None] = list(args.paths.split(",")) if args.paths else [None]
+    results: list[dict[str, Any]] = []
     for name in args.names:
         if base_workdir and len(args.names) > 1:
             args.workdir = str(Path(base_workdir) / name)
-        r = run_benchmark(name, args)
-        rows.append(table_row(r))
-        print(json.dumps(r, indent=1), file=sys.stderr)
-    print(TABLE_HEADER)
+        if args.paths and not args.workdir:  # one work folder for all paths: the capture is rendered once
+            args.workdir = tempfile.mkdtemp(prefix=f"neusblend-bench-{name}-")
+        for path in paths:
+            r = run_benchmark(name, args, path)
+            results.append(r)
+            print(json.dumps(r, indent=1), file=sys.stderr)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.paths:
+        rows = [paths_row(r) for r in results]
+        print(PATHS_HEADER)
+    else:
+        rows = [table_row(r) for r in results]
+        print(TABLE_HEADER)
     print("\n".join(rows))
     if args.write:
-        print(f"appended to {append_rows(rows)}")
+        where = (append_rows(rows, section=PATHS_SECTION, section_text=PATHS_TEXT) if args.paths
+                 else append_rows(rows))
+        print(f"appended to {where}")
     return 0
 
 
