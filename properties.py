@@ -22,6 +22,22 @@ PRESET_ITEMS = [
 ]
 
 
+REFINE_TARGET_ITEMS = [
+    ("NEW", "New Object", "Put the new mesh beside the old one"),
+    ("REPLACE", "Replace", "Replace the mesh of the selected object (its modifiers and materials stay)"),
+]
+CONTINUE_PRESET_ITEMS = [("SAME", "Same", "The settings the job trained with"), *PRESET_ITEMS]
+CLEANUP_ITEMS = [
+    ("LARGEST", "Largest Part", "Keep only the largest connected part"),
+    ("SMALL", "Drop Small Parts", "Remove parts smaller than Min Part"),
+    ("ALL", "Keep All", "Keep every part"),
+]
+
+
+def _is_mesh(_self: bpy.types.PropertyGroup, obj: bpy.types.Object) -> bool:
+    return obj.type == "MESH"
+
+
 class NEUSBLEND_PG_settings(bpy.types.PropertyGroup):
     """What to reconstruct and how (Scene.neusblend)."""
 
@@ -60,6 +76,34 @@ class NEUSBLEND_PG_settings(bpy.types.PropertyGroup):
                              description="Reconstruct inside the imported capture's region box, as you placed, "
                                          "rotated and scaled it (off: the backend chooses the region)")
     show_advanced: BoolProperty(name="Advanced", default=False)
+
+    # refining a reconstruction (the Refine panel; operators take these as their defaults)
+    refine_resolution: IntProperty(name="Resolution", default=512, min=32, max=2048, soft_max=1024,
+                                   description="Marching-cubes samples along the longest side of the crop box "
+                                               "(memory stays bounded: the grid is processed in blocks)")
+    refine_target: EnumProperty(name="Result", items=REFINE_TARGET_ITEMS, default="NEW",
+                                description="Where the re-extracted mesh goes")
+    use_crop: BoolProperty(name="Crop", default=True,
+                           description="Extract only inside the crop box (or the capture's region box)")
+    crop_box: PointerProperty(name="Crop Box", type=bpy.types.Object, poll=_is_mesh,
+                              description="Box object to extract inside (empty: the imported capture's region "
+                                          "box, else the whole reconstructed region)")
+    more_steps: IntProperty(name="More Steps", default=2000, min=1, soft_max=50000,
+                            description="Training steps to add to the checkpoint")
+    continue_preset: EnumProperty(name="Settings", items=CONTINUE_PRESET_ITEMS, default="SAME",
+                                  description="Training settings for the added steps (the network stays)")
+    cleanup_mode: EnumProperty(name="Parts", items=CLEANUP_ITEMS, default="LARGEST",
+                               description="Which connected parts to keep")
+    min_part: FloatProperty(name="Min Part", default=0.01, min=0.0, max=1.0, subtype="FACTOR",
+                            description="Drop parts with fewer than this fraction of the faces")
+    smooth_iterations: IntProperty(name="Smooth", default=0, min=0, soft_max=50,
+                                   description="Smoothing passes (Blender's Smooth modifier, applied)")
+    decimate_faces: IntProperty(name="Target Faces", default=0, min=0, soft_max=2000000,
+                                description="Decimate to about this many faces (0: keep all)")
+    bake_size: IntProperty(name="Texture Size", default=2048, min=64, max=16384, soft_max=8192, subtype="PIXEL",
+                           description="Width and height of the baked colour texture")
+    bake_faces: IntProperty(name="Low-Poly Faces", default=20000, min=0, soft_max=500000,
+                            description="Faces of the textured low-poly copy (0: as many as the source)")
 
 
 _STATUS_ITEMS = [(s.upper(), s.capitalize(), "") for s in STATUSES]

@@ -93,6 +93,12 @@ class TrainConfig:
         return cfg
 
 
+#: Keys that shape the network and its occupancy grid: a checkpoint keeps them whatever preset continues it.
+ARCHITECTURE_KEYS = ("n_levels", "n_features", "log2_table_size", "base_resolution", "finest_resolution",
+                     "sdf_hidden", "sdf_layers", "feature_dim", "color_hidden", "color_layers", "activation",
+                     "sphere_init_radius", "grid_resolution", "seed")
+
+
 def load_preset(name: str) -> TrainConfig:
     """The named preset (``preview``, ``default``, ``quality``) or a JSON file of keys."""
     path = Path(name)

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, default=512, help="samples along the box's longest side")
     p.add_argument("--box", type=float, nargs=6, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
                    help="crop box in input (world) coordinates (default: the scene's region of interest)")
+    p.add_argument("--roi", metavar="FILE.json",
+                   help="crop to an oriented box: a JSON file with a 4x4 `matrix` mapping the cube [-1, 1]^3 to "
+                        "input coordinates (what the Blender crop box writes), or `box_min`/`box_max`")
     p.add_argument("--out", help="output .npz or .ply (default: JOB/meshes/extract_<res>.npz)")
     p.add_argument("--no-colors", action="store_true", help="skip vertex colours")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -74,6 +77,45 @@ def vertex_colors(field, verts: np.ndarray, device: Any, chunk: int = 2**16) -> 
             rgb = field.color(x, n, -n, feat)
         out[s:s + chunk] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     return out
+
+
+def box_corners(matrix: np.ndarray) -> np.ndarray:
+    """(8, 3) corners of the cube [-1, 1]^3 mapped by a (4, 4) matrix."""
+    cube = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
+    return cube @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def crop_mesh(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, box: np.ndarray,
+              eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Keep the triangles whose three corners lie inside an oriented box; drop the vertices left unused.
+
+    Args:
+        verts: (V, 3) positions, faces: (F, 3) indices, colors: (V, C) or None.
+        box: (4, 4) matrix mapping the cube [-1, 1]^3 to the vertices' coordinates.
+
+    Returns:
+        the cropped (V', 3) vertices, (F', 3) int32 faces and (V', C) colours (or None).
+    """
+    inv = np.linalg.inv(box)
+    local = verts.astype(np.float64) @ inv[:3, :3].T + inv[:3, 3]
+    inside = np.all(np.abs(local) <= 1.0 + eps, axis=1)
+    faces = faces[inside[faces].all(axis=1)]
+    used = np.zeros(len(verts), dtype=bool)
+    used[faces.ravel()] = True
+    remap = np.cumsum(used) - 1
+    return (verts[used], remap[faces].astype(np.int32), None if colors is None else colors[used])
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (None where the platform does not tell)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 class Frame:
@@ -132,18 +174,27 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     frame = Frame(ckpt["to_world"])
     emitter.emit("start", command="extract", device=device, checkpoint=str(path),
                  step=int(ckpt["step"]), resolution=args.resolution)
-    if args.box:
+    if args.box and args.roi:
+        raise BackendError("--box and --roi both crop", hint="Give one of them.")
+    crop = None  # (4, 4) cube-to-input matrix of the crop box
+    if args.roi:
+        from .train import read_roi
+
+        crop = read_roi(args.roi)
+    elif args.box:
         world_box = np.array(args.box, dtype=np.float64).reshape(2, 3)
         if np.any(world_box[1] <= world_box[0]):
             raise BackendError("the crop box is empty (a min is not below its max)", hint="Give XMIN YMIN ZMIN "
                                "XMAX YMAX ZMAX with each min below its max.")
-        corners = np.array([[world_box[i, 0], world_box[j, 1], world_box[k, 2]]
-                            for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-        norm = frame.normalized_from_world(corners)
+        crop = np.eye(4)
+        crop[:3, :3] = np.diag((world_box[1] - world_box[0]) / 2)
+        crop[:3, 3] = world_box.mean(0)
+    if crop is not None:
+        norm = frame.normalized_from_world(box_corners(crop))
         box = np.stack([norm.min(0), norm.max(0)])
         if np.any(box[1] <= -1) or np.any(box[0] >= 1):
             raise BackendError("the crop box lies outside the reconstructed region",
-                               hint="Move the box over the object and try again.")
+                               hint="Move the box over the object and try again.", file=args.roi)
     else:
         roi = ckpt.get("roi")
         box = np.array([[-1.0] * 3, [1.0] * 3]) if roi is None else np.asarray(roi, dtype=np.float64)
@@ -151,6 +202,8 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     emitter.emit("stage", name="extract", detail=f"{args.resolution}^3 in blocks of {args.block}")
     verts, faces, colors = extract_mesh(field, frame, args.resolution, box=box, device=device,
                                         colors=not args.no_colors, block=args.block)
+    if crop is not None and len(faces):
+        verts, faces, colors = crop_mesh(verts, faces, colors, crop)
     if len(faces) == 0:
         raise BackendError("no surface inside the box", hint="Enlarge or move the crop box, or train longer.")
     out = Path(args.out) if args.out else job.extracted(args.resolution)
@@ -163,5 +216,6 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     emitter.emit("mesh", step=int(ckpt["step"]), path=str(out.resolve()), n_vertices=len(verts), n_faces=len(faces),
                  bounds=protocol.mesh_bounds(verts), final=True, has_colors=colors is not None)
     emitter.emit("done", mesh=str(out.resolve()), elapsed_s=time.perf_counter() - t0, n_vertices=len(verts),
-                 n_faces=len(faces), cancelled=False)
+                 n_faces=len(faces), cancelled=False, resolution=args.resolution, step=int(ckpt["step"]),
+                 peak_rss_mb=peak_rss_mb())
     return protocol.EXIT_OK

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import protocol
-from .config import PRESETS, TrainConfig, load_preset
+from .config import ARCHITECTURE_KEYS, PRESETS, TrainConfig, load_preset
 from .errors import BackendError
 from .protocol import JobLayout
 
@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="posed capture: NeuS folder, transforms.json, COLMAP folder, Middlebury "
                    "folder, or a job folder written by `poses`")
     p.add_argument("--out", required=True, help="job folder (created; only the backend writes into it)")
-    p.add_argument("--preset", default="default", help=f"{' | '.join(PRESETS)} or a JSON file (default: default)")
+    p.add_argument("--preset", help=f"{' | '.join(PRESETS)} or a JSON file (default: default; with --resume: the "
+                   "checkpoint's settings, or this preset's schedule, sampling and mesh settings on the checkpoint's "
+                   "network)")
     p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     p.add_argument("--more-steps", type=int, help="with --resume: train this many steps beyond the checkpoint")
     p.add_argument("--mesh-every", type=float, help="seconds between mesh snapshots (0: no snapshots)")
@@ -84,7 +86,7 @@ def resolve_device(name: str) -> str:
 
 
 def build_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    cfg = base if base is not None else load_preset(args.preset)
+    cfg = base if base is not None else load_preset(args.preset or "default")
     overrides: dict[str, Any] = {}
     for item in args.set:
         if "=" not in item:
@@ -102,10 +104,20 @@ def build_config(args: argparse.Namespace, base: TrainConfig | None = None) -> T
     return TrainConfig.from_dict(merged, source="command line")
 
 
+def resumed_config(saved: TrainConfig, preset: str) -> TrainConfig:
+    """Continue a checkpoint with another preset: the preset's schedule, sampling and mesh settings on the saved
+    network (its architecture keys, :data:`ARCHITECTURE_KEYS`, cannot change without starting over)."""
+    merged = load_preset(preset).to_dict()
+    kept = saved.to_dict()
+    for key in ARCHITECTURE_KEYS:
+        merged[key] = kept[key]
+    return TrainConfig.from_dict(merged, source=f"preset {preset} on the checkpoint's network")
+
+
 def resolve_data_path(data: str | None) -> Path:
     if not data:
         raise BackendError("no training data given", hint="Pass --data DIR (or --resume with an existing job).")
-    path = Path(data).expanduser()
+    path = Path(data).expanduser().resolve()  # absolute: checkpoints remember it for --resume from anywhere
     poses = JobLayout(path).poses
     if (poses / "sparse").exists():
         return poses
@@ -120,7 +132,8 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
             raise BackendError("no checkpoint to resume from", hint="Train once without --resume first, or give the "
                                "job folder of an earlier run as --out.", file=job.last_checkpoint)
         checkpoint = load_checkpoint(job.last_checkpoint)
-        cfg = build_config(args, TrainConfig.from_dict(checkpoint["config"], source=str(job.last_checkpoint)))
+        saved = TrainConfig.from_dict(checkpoint["config"], source=str(job.last_checkpoint))
+        cfg = build_config(args, resumed_config(saved, args.preset) if args.preset else saved)
         if args.more_steps:
             cfg.steps = int(checkpoint["step"]) + int(args.more_steps)
         data = args.data or checkpoint["data"]
@@ -135,15 +148,16 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     emitter.emit("stage", name="load", detail=str(data_path))
     t_load = time.perf_counter()
     roi_matrix = read_roi(args.roi) if args.roi else (checkpoint or {}).get("roi_matrix")
+    masks = args.masks or (checkpoint or {}).get("masks")  # a resumed run keeps the masks it was trained with
     scene, info = load_scene_with_info(data_path, max_image_size=cfg.max_image_size,
-                                       normalize=not (args.masks or roi_matrix is not None))
-    if args.masks or roi_matrix is not None:
+                                       normalize=not (masks or roi_matrix is not None))
+    if masks or roi_matrix is not None:
         from .normalize import normalization_from_box, normalize_scene
 
-        if args.masks:
+        if masks:
             from .data import attach_masks
 
-            scene = attach_masks(scene, args.masks)
+            scene = attach_masks(scene, masks)
         if roi_matrix is not None:
             scene, info = normalization_from_box(scene, roi_matrix)
         else:
@@ -154,6 +168,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     trainer = Trainer(scene, cfg, device=device, job=job, emitter=emitter, data_path=data_path,
                       inline_meshes=args.inline_meshes, normalization_info=info)
     trainer.roi_matrix = roi_matrix
+    trainer.masks_path = str(Path(masks).resolve()) if masks else None
     trainer.t_load = t_load
     if checkpoint is not None:
         trainer.load_state(checkpoint)
@@ -288,6 +303,7 @@ class Trainer:
         self.n_rays = cfg.init_rays
         self._upload(self.train_scene)
         self.roi_matrix: np.ndarray | None = None
+        self.masks_path: str | None = None  # a --masks folder, kept in checkpoints for --resume
         self.t_load = time.perf_counter()  # when loading began (set by `run`): the start of time-to-mesh
         self.last_snapshot: Path | None = None
         self.last_snapshot_step = -1
@@ -494,7 +510,7 @@ class Trainer:
                 "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "n_rays": self.n_rays,
                 "to_world": self.scene.to_world, "roi": self.scene.roi,
                 "data": str(self.data_path) if self.data_path else None, "roi_matrix": self.roi_matrix,
-                "has_masks": self.has_masks}
+                "has_masks": self.has_masks, "masks": self.masks_path}
 
     def save_checkpoint(self) -> Path:
         import io

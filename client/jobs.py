@@ -173,3 +173,48 @@ def environment_pipeline(base_python: str, venv_dir: Path, log_path: Path | None
         check_step(py, str(extension_root())),
     ]
     return Pipeline("environment", steps, log_path=log_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# refining a finished job (its checkpoint)
+
+
+def side_log(job_dir: Path, what: str) -> Path:
+    """A log beside the job folder for a later command on it (``<job>.<what>.log``; only the backend writes
+    inside the job folder)."""
+    return job_dir.parent / f"{job_dir.name}.{what}.log"
+
+
+def extract_pipeline(python: str, job_dir: Path, resolution: int, *, roi: str = "", device: str = "auto",
+                     out: Path | None = None, colors: bool = True) -> Pipeline:
+    """``python -m backend extract --checkpoint JOB --resolution R [--roi FILE]``: one mesh, streamed as final."""
+    args = ["--checkpoint", str(job_dir), "--resolution", str(resolution), "--device", device]
+    if roi:
+        args += ["--roi", roi]
+    if out is not None:
+        args += ["--out", str(out)]
+    if not colors:
+        args.append("--no-colors")
+    step = Step("extract", f"Extracting at {resolution}^3", backend_argv(python, "extract", args),
+                clean_environment(), str(job_dir.parent), python=python)
+    return Pipeline("extract", [step], log_path=side_log(job_dir, f"extract-{resolution}"))
+
+
+def continue_pipeline(python: str, job_dir: Path, more_steps: int, *, preset: str = "", device: str = "auto",
+                      mesh_every_s: float = 0.0, check: bool = True) -> Pipeline:
+    """``train --resume --out JOB --more-steps N [--preset P]``: the job's checkpoint trains on, streaming meshes.
+
+    ``preset`` (optional) brings that preset's schedule, sampling and mesh settings; the network stays the
+    checkpoint's.
+    """
+    args = ["--out", str(job_dir), "--resume", "--more-steps", str(more_steps), "--device", device,
+            "--exit-on-stdin-close"]
+    if preset:
+        args += ["--preset", preset]
+    if mesh_every_s > 0:
+        args += ["--mesh-every", f"{mesh_every_s:g}"]
+    cwd = str(job_dir.parent)
+    steps = [check_step(python, cwd)] if check else []
+    steps.append(Step("train", "Training on", backend_argv(python, "train", args), clean_environment(), cwd,
+                      python=python))
+    return Pipeline("continue", steps, log_path=side_log(job_dir, time.strftime("continue-%Y%m%d-%H%M%S")))

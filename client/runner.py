@@ -353,6 +353,13 @@ def _summary(job: ActiveJob) -> str:
             took = format_duration(done.get("elapsed_s"))
             return f"Finished {done.get('steps', s.step)} steps" + (f" in {took}" if took else "") + \
                 f"; mesh in '{job.object_name}'"
+        if job.pipeline.name == "extract":
+            done = job.pipeline.result("extract") or {}
+            return f"Extracted {done.get('n_faces', '?')} faces at {done.get('resolution', '?')}^3 into " \
+                f"'{job.object_name}'"
+        if job.pipeline.name == "continue":
+            done = job.pipeline.result("train") or {}
+            return f"Trained on to step {done.get('steps', s.step)}; mesh in '{job.object_name}'"
         if job.pipeline.name == "poses":
             done = job.pipeline.result("poses") or {}
             report = done.get("report") if isinstance(done.get("report"), dict) else {}

@@ -5,6 +5,7 @@ hand a pipeline to :mod:`..client.runner`; everything that happens in the backen
 panel's status, never raised. A second job while one runs is refused with a message.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -246,6 +247,11 @@ class NEUSBLEND_OT_load_result(bpy.types.Operator):
                                        collection=scene_capture.capture_collection(frame) if frame else None)
         scene_mesh.apply_snapshot(obj, arrays["vertices"], arrays["faces"], arrays.get("colors"))
         obj["neusblend_job"] = str(layout.root)
+        with contextlib.suppress(RuntimeError):  # selected and active, ready to refine (if in this view layer)
+            for other in context.view_layer.objects:
+                other.select_set(False)
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
         self.report({"INFO"}, f"Loaded {path.name}: {len(arrays['vertices'])} vertices into '{obj.name}'")
         return {"FINISHED"}
 

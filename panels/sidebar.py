@@ -9,6 +9,7 @@ from .. import preferences
 from ..client import runner, scene_capture
 from ..client.capture_data import capture_key
 from ..operators.import_capture import settings_capture_path
+from ..operators.refine import job_of, vertex_colored
 
 CATEGORY = "NeuS"
 
@@ -174,6 +175,71 @@ class VIEW3D_PT_neusblend_status(bpy.types.Panel):
             row.operator("neusblend.load_result", text="Load Result", icon="IMPORT").directory = status.job_dir
 
 
+class VIEW3D_PT_neusblend_refine(bpy.types.Panel):
+    """Refine the selected reconstruction: re-extract, continue training, clean up, bake, export."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_label = "Refine"
+    bl_parent_id = "VIEW3D_PT_neusblend"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.neusblend
+        obj = context.active_object
+        job = job_of(obj)
+        if obj is None or obj.type != "MESH":
+            layout.label(text="Select a reconstructed mesh", icon="INFO")
+            return
+        idle = runner.active() is None
+        if job is not None:
+            step = obj.get("neusblend_step")
+            layout.label(text=f"{bpy.path.basename(str(job.root))}" + (f", step {step}" if step else ""),
+                         icon="FILE_FOLDER")
+            box = layout.box()
+            box.enabled = idle
+            box.label(text="Re-extract", icon="MESH_GRID")
+            row = box.row(align=True)
+            row.prop(settings, "refine_resolution")
+            row.prop(settings, "refine_target", text="")
+            row = box.row(align=True)
+            row.prop(settings, "use_crop")
+            sub = row.row(align=True)
+            sub.active = settings.use_crop
+            sub.prop(settings, "crop_box", text="")
+            sub.operator("neusblend.add_crop_box", text="", icon="ADD")
+            box.operator("neusblend.reextract", icon="FILE_REFRESH")
+            box = layout.box()
+            box.enabled = idle
+            box.label(text="Continue Training", icon="PLAY")
+            row = box.row(align=True)
+            row.prop(settings, "more_steps")
+            row.prop(settings, "continue_preset", text="")
+            box.operator("neusblend.continue_training", icon="PLAY")
+        box = layout.box()
+        box.label(text="Clean Up", icon="BRUSH_DATA")
+        box.prop(settings, "cleanup_mode")
+        if settings.cleanup_mode == "SMALL":
+            box.prop(settings, "min_part")
+        row = box.row(align=True)
+        row.prop(settings, "smooth_iterations")
+        row.prop(settings, "decimate_faces")
+        op = box.operator("neusblend.cleanup_mesh", icon="BRUSH_DATA")
+        op.parts, op.min_part = settings.cleanup_mode, settings.min_part
+        op.smooth, op.target_faces = settings.smooth_iterations, settings.decimate_faces
+        box = layout.box()
+        box.label(text="Texture", icon="TEXTURE")
+        row = box.row(align=True)
+        row.prop(settings, "bake_size")
+        row.prop(settings, "bake_faces")
+        row = box.row()
+        row.enabled = vertex_colored(obj)
+        op = row.operator("neusblend.bake_texture", icon="RENDER_STILL")
+        op.size, op.target_faces = settings.bake_size, settings.bake_faces
+        layout.operator("neusblend.export_mesh", icon="EXPORT")
+
+
 class NEUSBLEND_MT_add(bpy.types.Menu):
     """Add > Mesh from Photos: makes the operators findable in F3 search."""
 
@@ -187,6 +253,13 @@ class NEUSBLEND_MT_add(bpy.types.Menu):
         layout.operator("neusblend.import_capture", icon="OUTLINER_OB_CAMERA")
         layout.operator("neusblend.cancel", icon="CANCEL")
         layout.operator("neusblend.load_result", icon="IMPORT")
+        layout.separator()
+        layout.operator("neusblend.reextract", icon="FILE_REFRESH")
+        layout.operator("neusblend.add_crop_box", icon="CUBE")
+        layout.operator("neusblend.continue_training", icon="PLAY")
+        layout.operator("neusblend.cleanup_mesh", icon="BRUSH_DATA")
+        layout.operator("neusblend.bake_texture", icon="RENDER_STILL")
+        layout.operator("neusblend.export_mesh", icon="EXPORT")
 
 
 def draw_add_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
@@ -194,5 +267,5 @@ def draw_add_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     self.layout.menu(NEUSBLEND_MT_add.bl_idname, icon="OUTLINER_OB_CAMERA")
 
 
-CLASSES = (VIEW3D_PT_neusblend, VIEW3D_PT_neusblend_advanced, VIEW3D_PT_neusblend_capture, VIEW3D_PT_neusblend_status,
-           NEUSBLEND_MT_add)
+CLASSES = (VIEW3D_PT_neusblend, VIEW3D_PT_neusblend_advanced, VIEW3D_PT_neusblend_capture,
+           VIEW3D_PT_neusblend_refine, VIEW3D_PT_neusblend_status, NEUSBLEND_MT_add)

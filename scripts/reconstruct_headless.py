@@ -2,6 +2,7 @@
 
     blender -b --python scripts/reconstruct_headless.py -- --images DIR --out FILE.blend [--out FILE.ply] [options]
     python scripts/reconstruct_headless.py --images DIR --out FILE.blend ...      (with the bpy module installed)
+    python scripts/reconstruct_headless.py --job JOB_DIR --extract-resolution 1024 --texture-size 2048 --out a.glb
 
 The extension is enabled from this source tree (through a temporary local extension repository, so it loads
 exactly as an installed extension does), or with ``--use-installed`` the one installed in Blender. The script then
@@ -11,6 +12,10 @@ mesh), ``.ply`` / ``.obj`` / ``.stl`` (the mesh), and with ``--render`` one Cycl
 With ``--cameras`` it first imports the capture's cameras, photos, sparse points and region box (estimating the
 poses first for plain photos, through Estimate Poses), so the mesh lands in that upright frame and training uses the
 region box; mesh files are still written in capture coordinates.
+Refining (after training, or with ``--job`` on an earlier job folder): ``--more-steps`` continues training,
+``--extract-resolution`` / ``--crop`` re-extract from the checkpoint, ``--keep-largest`` / ``--min-part`` /
+``--smooth`` / ``--decimate`` clean up, ``--texture-size`` bakes the colours into a texture on a low-poly copy
+(which is then what ``--out`` writes; ``.glb`` carries the texture).
 At the end it disables the extension again (Blender 4.5 hangs at exit when add-on classes stay registered).
 
 Exit status: 0 done, 2 failed (the message and hint are printed), 3 cancelled (Ctrl+C, SIGTERM or --timeout;
@@ -38,7 +43,7 @@ import bpy
 EXTENSION_ID = "neusblend"
 SOURCE_REPO_MODULE = "neusblend_source"
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-MESH_SUFFIXES = (".ply", ".obj", ".stl")
+MESH_SUFFIXES = (".ply", ".obj", ".stl", ".glb", ".gltf", ".fbx")
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3
 
 
@@ -47,9 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if argv is None:
         argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     p = argparse.ArgumentParser(prog="reconstruct_headless.py", description=__doc__.splitlines()[0])
-    p.add_argument("--images", required=True, help="photo folder, or a posed capture (NeuS, COLMAP, ...)")
+    p.add_argument("--images", help="photo folder, or a posed capture (NeuS, COLMAP, ...)")
+    p.add_argument("--job", help="refine an earlier reconstruction (its job folder) instead of training anew")
     p.add_argument("--out", action="append", default=[], metavar="FILE",
-                   help="output: .blend, .ply, .obj or .stl (repeat for several)")
+                   help="output: .blend, or the mesh as .ply, .obj, .stl, .glb, .gltf or .fbx (repeat for several; "
+                        "a baked texture goes with .glb/.gltf/.obj/.fbx)")
     p.add_argument("--masks", default="", help="optional mask folder")
     p.add_argument("--preset", default="default", choices=["preview", "default", "quality"])
     p.add_argument("--steps", type=int, default=0, help="training steps (0: the preset's)")
@@ -71,11 +78,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cameras", action="store_true",
                    help="import cameras, points and region box first (estimating poses for plain photos)")
     p.add_argument("--use-installed", action="store_true", help="use the extension installed in Blender")
+    r = p.add_argument_group("refine (in this order, after training or on --job)")
+    r.add_argument("--more-steps", type=int, default=0, help="continue training the checkpoint for N more steps")
+    r.add_argument("--more-preset", default="", choices=["", "preview", "default", "quality"],
+                   help="settings for the added steps (default: the job's own)")
+    r.add_argument("--extract-resolution", type=int, default=0,
+                   help="re-extract the mesh from the checkpoint at this resolution (up to 2048)")
+    r.add_argument("--crop", type=float, nargs=6, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+                   help="re-extract only inside this box (the mesh's input coordinates)")
+    r.add_argument("--extract-into", default="replace", choices=["replace", "new"],
+                   help="the re-extracted mesh replaces the mesh or goes into a new object")
+    r.add_argument("--keep-largest", action="store_true", help="keep only the largest connected part")
+    r.add_argument("--min-part", type=float, default=0.0, help="drop parts with fewer than this fraction of faces")
+    r.add_argument("--smooth", type=int, default=0, help="smoothing passes")
+    r.add_argument("--decimate", type=int, default=0, help="decimate to about this many faces")
+    r.add_argument("--texture-size", type=int, default=0,
+                   help="bake the colours into a texture of this size on a low-poly UV-mapped copy")
+    r.add_argument("--texture-faces", type=int, default=20000, help="faces of the textured low-poly copy")
     p.add_argument("--quiet", action="store_true", help="print only the result")
     args = p.parse_args(list(argv))
+    if not args.images and not args.job:
+        p.error("give --images (a new reconstruction) or --job (refine an earlier one)")
     for out in args.out:
         if Path(out).suffix.lower() not in (".blend", *MESH_SUFFIXES):
-            p.error(f"--out {out}: use .blend, .ply, .obj or .stl")
+            p.error(f"--out {out}: use .blend or one of {', '.join(MESH_SUFFIXES)}")
+    if args.crop and not args.extract_resolution:
+        args.extract_resolution = 512
     return args
 
 
@@ -161,23 +189,16 @@ def enable_extension(source_root: Path | None = SOURCE_ROOT, use_installed: bool
 # outputs
 
 
-def _select_only(obj: bpy.types.Object) -> None:
-    for other in bpy.context.view_layer.objects:
-        other.select_set(False)
-    obj.select_set(True)
-    bpy.context.view_layer.objects.active = obj
-
-
 def export_mesh(obj: bpy.types.Object, path: Path) -> None:
-    """Write the object's mesh in input coordinates (no axis conversion; without the frame of an imported capture,
-    which is lifted for the export)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the object's mesh (with its texture or colours) in input coordinates: without the frame of an
+    imported capture, which is lifted for the export (exporters write world coordinates)."""
+    tools = sys.modules[_tools_module()]
     parent, parent_inverse = obj.parent, obj.matrix_parent_inverse.copy()
-    if parent is not None:  # exporters write world coordinates: the mesh alone is in capture coordinates
+    if parent is not None:
         obj.parent = None
         bpy.context.view_layer.update()
     try:
-        _export(obj, path)
+        tools.export_object(obj, path)
     finally:
         if parent is not None:
             obj.parent = parent
@@ -185,20 +206,11 @@ def export_mesh(obj: bpy.types.Object, path: Path) -> None:
             bpy.context.view_layer.update()
 
 
-def _export(obj: bpy.types.Object, path: Path) -> None:
-    _select_only(obj)
-    suffix = path.suffix.lower()
-    if suffix == ".ply":
-        bpy.ops.wm.ply_export(filepath=str(path), check_existing=False, export_selected_objects=True,
-                              export_colors="SRGB", export_normals=False, export_uv=False, ascii_format=False,
-                              forward_axis="Y", up_axis="Z", apply_modifiers=False)
-    elif suffix == ".obj":
-        bpy.ops.wm.obj_export(filepath=str(path), check_existing=False, export_selected_objects=True,
-                              export_colors=True, export_materials=False, export_uv=False,
-                              forward_axis="Y", up_axis="Z", apply_modifiers=False)
-    elif suffix == ".stl":
-        bpy.ops.wm.stl_export(filepath=str(path), check_existing=False, export_selected_objects=True,
-                              forward_axis="Y", up_axis="Z", apply_modifiers=False)
+_EXTENSION_MODULE = ""
+
+
+def _tools_module() -> str:
+    return f"{_EXTENSION_MODULE}.client.mesh_tools"
 
 
 def render_result(obj: bpy.types.Object, path: Path, size: str = "480x360", samples: int = 16) -> None:
@@ -259,7 +271,7 @@ def _configure(ext: Extension, args: argparse.Namespace) -> None:
         prefs.job_root = str(Path(args.job_root).resolve())
     prefs.preview_interval = 0.0  # apply every snapshot: nobody is waiting on a UI
     s = bpy.context.scene.neusblend
-    s.images_dir = str(Path(args.images).resolve())
+    s.images_dir = str(Path(args.images).resolve()) if args.images else ""
     s.masks_dir = str(Path(args.masks).resolve()) if args.masks else ""
     s.preset = args.preset
     s.steps = args.steps
@@ -314,12 +326,99 @@ def import_cameras(runner: ModuleType, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fail(status: Any, what: str = "") -> int:
+    print(f"error: {what}{status.error_message}", file=sys.stderr)
+    if status.error_hint:
+        print(f"hint: {status.error_hint}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _run_job(runner: ModuleType, op: Any, args: argparse.Namespace, **kwargs: Any) -> tuple[int, Any]:
+    """Start an operator that starts a backend job, follow it to its end; (exit status, the job)."""
+    status = bpy.context.window_manager.neusblend_status
+    try:
+        result = op(**kwargs)
+    except RuntimeError as exc:  # the operator reported an error (bad folder, no interpreter, no checkpoint)
+        print(f"error: {status.error_message or exc}", file=sys.stderr)
+        if status.error_hint:
+            print(f"hint: {status.error_hint}", file=sys.stderr)
+        return EXIT_ERROR, None
+    if "FINISHED" not in result:
+        print("error: the job did not start", file=sys.stderr)
+        return EXIT_ERROR, None
+    job = runner.wait(timeout=args.timeout or None, interval=0.1, callback=_Printer(args.quiet))
+    state = job.state if job is not None else None
+    if state is None or state.status == "failed":
+        code = _fail(status)
+        print(f"log: {job.pipeline.log_path if job else '?'}", file=sys.stderr)
+        return code, job
+    return (EXIT_OK if state.status == "done" else EXIT_CANCELLED), job
+
+
+def _activate(obj: bpy.types.Object) -> None:
+    layer = bpy.context.view_layer
+    for other in layer.objects:
+        other.select_set(False)
+    obj.select_set(True)
+    layer.objects.active = obj
+
+
+def refine(runner: ModuleType, ext: Extension, obj: bpy.types.Object, args: argparse.Namespace
+           ) -> tuple[int, bpy.types.Object]:
+    """The refine options, in order: more steps, re-extract (cropped), clean up, bake. (exit status, object)."""
+    tools = sys.modules[_tools_module()]
+    ops = bpy.ops.neusblend
+    if args.more_steps:
+        _activate(obj)
+        code, job = _run_job(runner, ops.continue_training, args, more_steps=args.more_steps,
+                             preset=args.more_preset.lower() if args.more_preset else "SAME")
+        if code != EXIT_OK:
+            return code, obj
+    if args.extract_resolution:
+        settings = bpy.context.scene.neusblend
+        settings.use_crop = bool(args.crop)
+        if args.crop:
+            from mathutils import Matrix
+
+            lo, hi = args.crop[:3], args.crop[3:]
+            box = tools.add_crop_box(obj)
+            box.matrix_basis = obj.matrix_basis @ Matrix(tools.box_matrix(lo, hi).tolist())
+            bpy.context.view_layer.update()
+            settings.crop_box = box
+        _activate(obj)
+        code, job = _run_job(runner, ops.reextract, args, resolution=args.extract_resolution,
+                             target=args.extract_into.upper())
+        if code != EXIT_OK:
+            return code, obj
+        obj = bpy.data.objects.get(job.object_name) or obj
+    if args.keep_largest or args.min_part or args.smooth or args.decimate:
+        _activate(obj)
+        ops.cleanup_mesh(parts="LARGEST" if args.keep_largest else "SMALL" if args.min_part else "ALL",
+                         min_part=args.min_part, smooth=args.smooth, target_faces=args.decimate)
+        if not args.quiet:
+            print(f"cleaned up '{obj.name}': {len(obj.data.polygons)} faces", flush=True)
+    if args.texture_size:
+        _activate(obj)
+        try:
+            ops.bake_texture(size=args.texture_size, target_faces=args.texture_faces)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR, obj
+        obj = bpy.context.view_layer.objects.active
+        if not args.quiet:
+            print(f"baked a {args.texture_size} px texture onto '{obj.name}' ({len(obj.data.polygons)} faces)",
+                  flush=True)
+    return EXIT_OK, obj
+
+
 def run(args: argparse.Namespace) -> int:
     """The whole headless run; returns the exit status."""
+    global _EXTENSION_MODULE
     if not bpy.data.filepath:  # Blender's startup scene: its cube, camera and light would hide a small object
         for obj in list(bpy.data.objects):
             bpy.data.objects.remove(obj)
     ext = enable_extension(None if args.use_installed else SOURCE_ROOT, use_installed=args.use_installed)
+    _EXTENSION_MODULE = ext.module_name
     runner = sys.modules[ext.module_name + ".client.runner"]
     previous = {}
 
@@ -332,29 +431,33 @@ def run(args: argparse.Namespace) -> int:
             previous[sig] = signal.signal(sig, on_signal)
         _configure(ext, args)
         status = bpy.context.window_manager.neusblend_status
-        if args.cameras:
+        if args.cameras and args.images:
             code = import_cameras(runner, args)
             if code != EXIT_OK:
                 return code
-        try:
-            result = bpy.ops.neusblend.reconstruct()
-        except RuntimeError as exc:  # the operator reported an error (bad folder, no interpreter)
-            print(f"error: {status.error_message or exc}", file=sys.stderr)
-            if status.error_hint:
-                print(f"hint: {status.error_hint}", file=sys.stderr)
-            return EXIT_ERROR
-        if "FINISHED" not in result:
-            print("error: the reconstruction did not start", file=sys.stderr)
-            return EXIT_ERROR
-        job = runner.wait(timeout=args.timeout or None, interval=0.1, callback=_Printer(args.quiet))
-        state = job.state if job is not None else None
-        if state is None or state.status == "failed":
-            print(f"error: {status.error_message}", file=sys.stderr)
-            if status.error_hint:
-                print(f"hint: {status.error_hint}", file=sys.stderr)
-            print(f"log: {job.pipeline.log_path if job else '?'}", file=sys.stderr)
-            return EXIT_ERROR
-        obj = bpy.data.objects.get(job.object_name) if job.object_name else None
+        if args.job:
+            try:
+                bpy.ops.neusblend.load_result(directory=str(Path(args.job).resolve()), object_name=args.object)
+            except RuntimeError as exc:
+                print(f"error: cannot load the job's mesh: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+            job_dir = str(Path(args.job).resolve())
+            obj = next((o for o in bpy.data.objects if o.get("neusblend_job") == job_dir), None)
+            if obj is None:
+                print(f"error: no mesh was loaded from {job_dir}", file=sys.stderr)
+                return EXIT_ERROR
+            summary = f"loaded '{obj.name}' from {job_dir}"
+            code = EXIT_OK
+        else:
+            code, job = _run_job(runner, bpy.ops.neusblend.reconstruct, args)
+            if job is None or job.state.status == "failed":
+                return code
+            obj = bpy.data.objects.get(job.object_name) if job.object_name else None
+            summary = f"{job.state.status}: {status.summary} (job folder {job.job_dir})"
+        if obj is not None and code == EXIT_OK:
+            code, obj = refine(runner, ext, obj, args)
+            if code == EXIT_ERROR:
+                return code
         for out in args.out:
             path = Path(out).resolve()
             if path.suffix.lower() == ".blend":
@@ -369,8 +472,8 @@ def run(args: argparse.Namespace) -> int:
         if args.render and obj is not None:
             render_result(obj, Path(args.render).resolve(), args.render_size, args.render_samples)
             print(f"rendered {Path(args.render).resolve()}")
-        print(f"{state.status}: {status.summary} (job folder {job.job_dir})")
-        return EXIT_OK if state.status == "done" else EXIT_CANCELLED
+        print(summary)
+        return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
