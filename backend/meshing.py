@@ -195,8 +195,15 @@ def _fast(sdf_fn: SdfFn | TorchSdf, box: np.ndarray, resolution: int, *, chunk: 
         device = torch.device("cpu")
     if device.type == "cuda":
         chunk = max(chunk, 2**20)  # fewer, larger calls: the GPU is idle between them
-    return marching_cubes_torch(fn, box, resolution, device=device, chunk=chunk,
-                                lipschitz=lipschitz if skip_empty else float("inf"), progress=progress)
+    try:
+        return marching_cubes_torch(fn, box, resolution, device=device, chunk=chunk,
+                                    lipschitz=lipschitz if skip_empty else float("inf"), progress=progress)
+    except torch.cuda.OutOfMemoryError:
+        log.warning("fast marching cubes ran out of GPU memory at %d^3; using the block-wise reference path",
+                    resolution)
+        torch.cuda.empty_cache()
+    return marching_cubes_blocks(sdf_fn, box, resolution, chunk=chunk, skip_empty=skip_empty,
+                                 lipschitz=lipschitz, progress=progress, method="reference")
 
 
 def _lerp_axis(coarse: np.ndarray, sub: np.ndarray, n: int, axis: int) -> np.ndarray:

@@ -21,6 +21,9 @@ Steps, all batched tensors on the field's device:
    merge (``torch.unique``), within and across batches.
 
 The winding is then reversed, as the reference does, so that triangles face out of the negative region.
+Steps 1-4 run slab by slab along x (``slab_cells`` coarse cells at a time; one slab up to about 1024^3 with the
+default), so the buffers the size of the lattice stay bounded at any resolution; vertex keys are global, so the
+slabs' meshes weld like the batches'.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ TorchSdfFn = Callable[[Any], Any]  # (P, 3) float32 tensor -> (P,) tensor, same 
 
 def marching_cubes_torch(sdf_fn: TorchSdfFn, box: np.ndarray, resolution: int, *, device: Any = "cpu",
                          chunk: int = 2**20, lipschitz: float = 2.0, stride: int = 4, cell_batch: int = 2**17,
-                         progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         slab_cells: int = 2**24, progress: Callable[[float], None] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Zero level set of an SDF (positive outside) inside a box, meshed with tensors on ``device``.
 
     Args:
@@ -106,6 +110,8 @@ def marching_cubes_torch(sdf_fn: TorchSdfFn, box: np.ndarray, resolution: int, *
         lipschitz: bound on |grad sdf| used to skip coarse cells the surface cannot reach.
         stride: coarse lattice spacing in samples.
         cell_batch: near coarse cells meshed at once (memory ~ cell_batch x (stride + 1)^3 values).
+        slab_cells: coarse cells per slab (the volume is done in slabs along x; memory ~ 12 bytes x slab_cells
+            for the lattice-sized buffers, plus what the slab's surface needs, plus the mesh).
         progress: called with the fraction done.
 
     Returns:
@@ -131,52 +137,14 @@ def marching_cubes_torch(sdf_fn: TorchSdfFn, box: np.ndarray, resolution: int, *
             out[a:a + chunk] = sdf_fn(pts).reshape(-1).to(torch.float32)
         return out
 
-    # 1. coarse lattice
     nc = [max(1, -(-(int(spec.shape[a]) - 1) // s)) for a in range(3)]  # coarse cells per axis
-    axes = [torch.arange(nc[a] + 1, device=dev) * s for a in range(3)]
-    coarse_idx = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    coarse = evaluate(coarse_idx).reshape(nc[0] + 1, nc[1] + 1, nc[2] + 1)
-    del coarse_idx
-    if progress is not None:
-        progress(0.1)
-
-    # 2. near coarse cells
-    a = coarse.abs()
-    cmin = a[:-1, :-1, :-1]
-    for k in range(1, 8):
-        dx, dy, dz = (int(v) for v in _CORNERS[k])
-        cmin = torch.minimum(cmin, a[dx:dx + nc[0], dy:dy + nc[1], dz:dz + nc[2]])
-    reach = s * spec.spacing * float(np.sqrt(3.0)) * lipschitz
-    near = torch.nonzero(cmin <= reach)  # (K, 3) coarse cell indices
-    del a, cmin
-    if len(near) == 0:
-        return empty
-
-    # 3. owners of the samples the near cells need: the near cells and their +x/+y/+z neighbours
+    # x-slabs of coarse cells bound the lattice-sized buffers (coarse values, owner map) at any resolution
+    slab = max(1, min(nc[0], slab_cells // ((nc[1] + 1) * (nc[2] + 1))))
     corners = torch.from_numpy(_CORNERS).to(dev)
-    owned_dims = (nc[0] + 1, nc[1] + 1, nc[2] + 1)
-    strides = torch.tensor([owned_dims[1] * owned_dims[2], owned_dims[2], 1], dtype=torch.int64, device=dev)
-    owner_keys = torch.unique(((near[:, None, :] + corners[None]) * strides).sum(-1).reshape(-1))
-    owner_map = torch.full((owned_dims[0] * owned_dims[1] * owned_dims[2],), -1, dtype=torch.int64, device=dev)
-    owner_map[owner_keys] = torch.arange(len(owner_keys), device=dev)
-    owners = torch.stack([owner_keys // strides[0], (owner_keys // strides[1]) % owned_dims[1],
-                          owner_keys % owned_dims[2]], -1)
     r = torch.arange(s, device=dev)
     local = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)  # (s^3, 3)
-    owned = torch.empty((len(owners), s**3), dtype=torch.float32, device=dev)
-    per = max(1, chunk // s**3)
-    for b in range(0, len(owners), per):
-        idx = (owners[b:b + per, None, :] * s + local[None]).reshape(-1, 3)
-        owned[b:b + per] = evaluate(idx).reshape(-1, s**3)
-    owned = owned.reshape(-1)
-    if progress is not None:
-        progress(0.6)
-
-    # gather pattern of a near cell's closed (s + 1)^3 volume: owner offset and local sample of each entry
     r1 = torch.arange(s + 1, device=dev)
     off = torch.stack(torch.meshgrid(r1, r1, r1, indexing="ij"), -1).reshape(-1, 3)  # (m^3, 3), m = s + 1
-    off_cell = (off // s * strides).sum(-1)  # owner key offset
-    off_local = ((off % s) * torch.tensor([s * s, s, 1], device=dev)).sum(-1)
     m = s + 1
     tris_np, counts_np = case_table()
     tris = torch.from_numpy(tris_np).to(dev)
@@ -185,61 +153,108 @@ def marching_cubes_torch(sdf_fn: TorchSdfFn, box: np.ndarray, resolution: int, *
     bit = (2 ** torch.arange(8, device=dev)).to(torch.int64)
     fine_dims = [int(v) for v in spec.shape]
     pstride = torch.tensor([fine_dims[1] * fine_dims[2], fine_dims[2], 1], dtype=torch.int64, device=dev)
+    reach = s * spec.spacing * float(np.sqrt(3.0)) * lipschitz
 
     keys_parts: list[torch.Tensor] = []
     pos_parts: list[torch.Tensor] = []
     face_parts: list[torch.Tensor] = []
     n_keys = 0
-    for b in range(0, len(near), cell_batch):
-        cells = near[b:b + cell_batch]  # (B, 3)
-        B = len(cells)
-        base = (cells * strides).sum(-1)
-        gather = owner_map[base[:, None] + off_cell[None]] * s**3 + off_local[None]  # (B, m^3)
-        vol = owned[gather].reshape(B, m, m, m)
-        neg = (vol <= 0).to(torch.int64)
-        case = torch.zeros((B, s, s, s), dtype=torch.int64, device=dev)
-        for k in range(8):
+    for x0 in range(0, nc[0], slab):
+        x1 = min(nc[0], x0 + slab)  # coarse cells x0 .. x1 - 1 in this slab
+        nx = x1 - x0
+
+        # 1. coarse lattice of the slab (points x0 .. x1)
+        axes = [torch.arange(x0, x1 + 1, device=dev) * s] + [torch.arange(nc[a] + 1, device=dev) * s
+                                                             for a in (1, 2)]
+        coarse_idx = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        coarse = evaluate(coarse_idx).reshape(nx + 1, nc[1] + 1, nc[2] + 1)
+        del coarse_idx
+
+        # 2. near coarse cells (slab-local x)
+        a = coarse.abs()
+        cmin = a[:-1, :-1, :-1]
+        for k in range(1, 8):
             dx, dy, dz = (int(v) for v in _CORNERS[k])
-            case |= neg[:, dx:dx + s, dy:dy + s, dz:dz + s] * bit[k]
-        g0 = cells[:, None, :] * s + local[None]  # (B, s^3, 3) fine cell lower corners
-        valid = (g0 < (n - 1)).all(-1).reshape(B, s, s, s)
-        active = valid & (case != 0) & (case != 255)
-        ab, ax, ay, az = torch.nonzero(active, as_tuple=True)
-        if len(ab) == 0:
+            cmin = torch.minimum(cmin, a[dx:dx + nx, dy:dy + nc[1], dz:dz + nc[2]])
+        near = torch.nonzero(cmin <= reach)  # (K, 3)
+        del a, cmin, coarse
+        if len(near) == 0:
+            if progress is not None:
+                progress(x1 / nc[0])
             continue
-        acase = case[ab, ax, ay, az]
-        # triangles of the active cells
-        slots = torch.arange(5, device=dev)[None] < counts[acase][:, None]  # (M, 5)
-        cell_of, slot = torch.nonzero(slots, as_tuple=True)
-        tri_edges = tris[acase[cell_of], slot]  # (T, 3)
-        e = edges[tri_edges.reshape(-1)]  # (3T, 3)
-        cb = ab[cell_of].repeat_interleave(3)
-        cl = torch.stack([ax[cell_of], ay[cell_of], az[cell_of]], -1).repeat_interleave(3, 0)  # (3T, 3) local cell
-        pa = cl + corners[e[:, 0]]
-        pb = cl + corners[e[:, 1]]
-        va = vol[cb, pa[:, 0], pa[:, 1], pa[:, 2]].to(torch.float64)
-        vb = vol[cb, pb[:, 0], pb[:, 1], pb[:, 2]].to(torch.float64)
-        t = -va / (vb - va)
-        ga = cells[cb] * s + pa  # (3T, 3) global lattice index of the lower corner
-        axis = e[:, 2]
-        pos = ga.to(torch.float64)
-        pos[torch.arange(len(pos), device=dev), axis] += t
-        # keys: 4 * lattice point + axis for edges, + 3 for a vertex exactly on a lattice point
-        ka = (ga * pstride).sum(-1)
-        key = ka * 4 + axis
-        at_a = t <= 0
-        at_b = t >= 1
-        key = torch.where(at_a, ka * 4 + 3, key)
-        key = torch.where(at_b, (ka + pstride[axis]) * 4 + 3, key)
-        ukey, inv = torch.unique(key, return_inverse=True)
-        upos = torch.empty((len(ukey), 3), dtype=torch.float64, device=dev)
-        upos[inv] = pos
-        keys_parts.append(ukey)
-        pos_parts.append(upos)
-        face_parts.append(inv.reshape(-1, 3) + n_keys)
-        n_keys += len(ukey)
+
+        # 3. owners of the samples the near cells need: the near cells and their +x/+y/+z neighbours
+        owned_dims = (nx + 1, nc[1] + 1, nc[2] + 1)
+        strides = torch.tensor([owned_dims[1] * owned_dims[2], owned_dims[2], 1], dtype=torch.int64, device=dev)
+        owner_keys = torch.unique(((near[:, None, :] + corners[None]) * strides).sum(-1).reshape(-1))
+        owner_map = torch.full((owned_dims[0] * owned_dims[1] * owned_dims[2],), -1, dtype=torch.int32, device=dev)
+        owner_map[owner_keys] = torch.arange(len(owner_keys), device=dev, dtype=torch.int32)
+        owners = torch.stack([owner_keys // strides[0] + x0, (owner_keys // strides[1]) % owned_dims[1],
+                              owner_keys % owned_dims[2]], -1)  # global coarse indices
+        del owner_keys
+        owned = torch.empty((len(owners), s**3), dtype=torch.float32, device=dev)
+        per = max(1, chunk // s**3)
+        for b in range(0, len(owners), per):
+            idx = (owners[b:b + per, None, :] * s + local[None]).reshape(-1, 3)
+            owned[b:b + per] = evaluate(idx).reshape(-1, s**3)
+        owned = owned.reshape(-1)
+        del owners
+
+        # gather pattern of a near cell's closed (s + 1)^3 volume: owner offset and local sample of each entry
+        off_cell = (off // s * strides).sum(-1)
+        off_local = ((off % s) * torch.tensor([s * s, s, 1], device=dev)).sum(-1)
+
+        # 4. mesh the near cells in batches
+        for b in range(0, len(near), cell_batch):
+            cells_local = near[b:b + cell_batch]  # (B, 3) slab-local coarse cells
+            B = len(cells_local)
+            base = (cells_local * strides).sum(-1)
+            gather = owner_map[base[:, None] + off_cell[None]].to(torch.int64) * s**3 + off_local[None]  # (B, m^3)
+            vol = owned[gather].reshape(B, m, m, m)
+            del gather
+            cells = cells_local + torch.tensor([x0, 0, 0], device=dev)  # global coarse cells
+            neg = (vol <= 0).to(torch.int64)
+            case = torch.zeros((B, s, s, s), dtype=torch.int64, device=dev)
+            for k in range(8):
+                dx, dy, dz = (int(v) for v in _CORNERS[k])
+                case |= neg[:, dx:dx + s, dy:dy + s, dz:dz + s] * bit[k]
+            del neg
+            g0 = cells[:, None, :] * s + local[None]  # (B, s^3, 3) fine cell lower corners
+            valid = (g0 < (n - 1)).all(-1).reshape(B, s, s, s)
+            active = valid & (case != 0) & (case != 255)
+            ab, ax, ay, az = torch.nonzero(active, as_tuple=True)
+            if len(ab) == 0:
+                continue
+            acase = case[ab, ax, ay, az]
+            # triangles of the active cells
+            slots = torch.arange(5, device=dev)[None] < counts[acase][:, None]  # (M, 5)
+            cell_of, slot = torch.nonzero(slots, as_tuple=True)
+            tri_edges = tris[acase[cell_of], slot]  # (T, 3)
+            e = edges[tri_edges.reshape(-1)]  # (3T, 3)
+            cb = ab[cell_of].repeat_interleave(3)
+            cl = torch.stack([ax[cell_of], ay[cell_of], az[cell_of]], -1).repeat_interleave(3, 0)  # (3T, 3)
+            pa = cl + corners[e[:, 0]]
+            pb = cl + corners[e[:, 1]]
+            va = vol[cb, pa[:, 0], pa[:, 1], pa[:, 2]].to(torch.float64)
+            vb = vol[cb, pb[:, 0], pb[:, 1], pb[:, 2]].to(torch.float64)
+            t = -va / (vb - va)
+            ga = cells[cb] * s + pa  # (3T, 3) global lattice index of the lower corner
+            axis = e[:, 2]
+            pos = ga.to(torch.float64)
+            pos[torch.arange(len(pos), device=dev), axis] += t
+            # keys: 4 * lattice point + axis for edges, + 3 for a vertex exactly on a lattice point
+            ka = (ga * pstride).sum(-1)
+            key = torch.where(t <= 0, ka * 4 + 3, ka * 4 + axis)
+            key = torch.where(t >= 1, (ka + pstride[axis]) * 4 + 3, key)
+            ukey, inv = torch.unique(key, return_inverse=True)
+            upos = torch.empty((len(ukey), 3), dtype=torch.float64, device=dev)
+            upos[inv] = pos
+            keys_parts.append(ukey)
+            pos_parts.append(upos)
+            face_parts.append(inv.reshape(-1, 3) + n_keys)
+            n_keys += len(ukey)
         if progress is not None:
-            progress(0.6 + 0.4 * min(1.0, (b + B) / len(near)))
+            progress(x1 / nc[0])
     if not keys_parts:
         return empty
     keys = torch.cat(keys_parts)

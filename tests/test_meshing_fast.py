@@ -130,6 +130,14 @@ def test_uneven_box_crop_and_empty() -> None:
     assert v.shape == (0, 3) and f.shape == (0, 3)
 
 
+def test_slabs_weld_into_the_same_mesh() -> None:
+    """Slab-by-slab meshing (a few coarse cells per slab) gives the one-slab mesh, still closed."""
+    v1, f1 = marching_cubes_torch(torus, BOX, 61)
+    v2, f2 = marching_cubes_torch(torus, BOX, 61, slab_cells=3 * 16 * 16)  # 3 coarse cells per slab
+    assert_same_mesh(v2, f2, v1, f1, tol=0.0)
+    assert np.all(edge_use(f2) == 2)
+
+
 def test_progress_and_lipschitz_skipping_reaches_one() -> None:
     seen: list[float] = []
     calls: list[int] = []
