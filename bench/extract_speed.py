@@ -73,19 +73,25 @@ def load_field(checkpoint: str | None, device: str) -> tuple[Any, np.ndarray, st
     return field, np.array([[-1.0] * 3, [1.0] * 3]), "NeuSField (preset default), sphere init + random grid features"
 
 
-def extract(field: Any, box: np.ndarray, res: int, device: str, method: str) -> tuple[float, np.ndarray, np.ndarray]:  # noqa: ANN401
-    """(seconds, vertices (V, 3), faces (F, 3)) of one extraction."""
+def extract(field: Any, box: np.ndarray, res: int, device: str,  # noqa: ANN401
+            method: str) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """(seconds, vertices (V, 3), faces (F, 3), peak GPU memory in GiB above the resident field) of one extraction."""
     import torch
 
     from backend.extract import Frame, extract_mesh
 
+    base = 0
     if device == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     t0 = time.perf_counter()
     v, f, _ = extract_mesh(field, Frame(np.eye(4)), res, box=box, device=device, colors=False, method=method)
+    peak = 0.0
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, v, f
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    return time.perf_counter() - t0, v, f, peak
 
 
 def mesh_gap(va: np.ndarray, vb: np.ndarray) -> float:
@@ -95,6 +101,13 @@ def mesh_gap(va: np.ndarray, vb: np.ndarray) -> float:
     if len(va) == 0 or len(vb) == 0:
         return float("inf") if len(va) != len(vb) else 0.0
     return float(max(cKDTree(vb).query(va)[0].max(), cKDTree(va).query(vb)[0].max()))
+
+
+def watertight(f: np.ndarray) -> bool:
+    """Every undirected edge used by exactly two faces."""
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).astype(np.int64), 1)
+    key = e[:, 0] * (int(f.max()) + 1) + e[:, 1] if len(f) else e[:, 0]
+    return bool(len(f)) and bool(np.all(np.unique(key, return_counts=True)[1] == 2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     for m in methods:  # warm-up: kernels, the case table, allocator
         extract(field, box, min(resolutions), args.device, m)
+    print(f"field: {what}", flush=True)
     rows: list[dict[str, Any]] = []
     for res in resolutions:
         row: dict[str, Any] = {"resolution": res}
@@ -125,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             times = []
             for _ in range(args.repeat if m == "fast" else 1):
-                dt, v, f = extract(field, box, res, args.device, m)
+                dt, v, f, peak = extract(field, box, res, args.device, m)
                 times.append(dt)
             meshes[m] = v
-            row[m] = {"s": statistics.median(times), "times": times, "vertices": len(v), "faces": len(f)}
-            print(f"{res}^3 {m}: {row[m]['s']:.3f} s, {len(v)} vertices, {len(f)} faces", flush=True)
+            row[m] = {"s": statistics.median(times), "times": times, "vertices": len(v), "faces": len(f),
+                      "peak_gib": peak, "watertight": watertight(f)}
+            print(f"{res}^3 {m}: {row[m]['s']:.3f} s, {len(v)} vertices, {len(f)} faces, peak GPU memory "
+                  f"{peak:.2f} GiB, watertight {row[m]['watertight']}", flush=True)
         if "reference" in meshes and "fast" in meshes:
             voxel = float((box[1] - box[0]).max() / (res - 1))
             row["gap_voxels"] = mesh_gap(meshes["reference"], meshes["fast"]) / voxel
@@ -142,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"### Extraction, {dev}, commit {commit()}, {stamp}", "",
              f"Field: {what}; torch {torch.__version__}; no vertex colours; fast path: median of {args.repeat}.", "",
              "| resolution | reference s | fast s | fast vs reference | vertices (reference / fast) | faces (fast) "
-             "| largest vertex gap |", "|---|---|---|---|---|---|---|"]
+             "| largest vertex gap | watertight (reference / fast) | fast peak GPU memory |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref, fast = r.get("reference"), r.get("fast")
         lines.append(
@@ -152,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         lines[-1] += (f" {ref['vertices'] if ref else '-'} / {fast['vertices'] if fast else '-'} |"
                       f" {fast['faces'] if fast else '-'} |")
         lines[-1] += f" {r['gap_voxels']:.1e} voxel |" if "gap_voxels" in r else " - |"
+        lines[-1] += (f" {'yes' if ref and ref['watertight'] else 'no' if ref else '-'} /"
+                      f" {'yes' if fast and fast['watertight'] else 'no' if fast else '-'} |")
+        lines[-1] += f" {fast['peak_gib']:.2f} GiB |" if fast else " - |"
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     if args.write:
