@@ -287,6 +287,32 @@ def new_image(name: str, size: int) -> bpy.types.Image:
     return image
 
 
+#: Bytes a texel costs while Cycles bakes it (result buffers and per-texel bake data; measured order of magnitude).
+BAKE_BYTES_PER_TEXEL = 64
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``); None where the platform does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def check_bake_memory(size: int, available: int | None = None) -> None:
+    """Refuse a bake whose texture would not fit in memory (``available``: bytes free, default: measured)."""
+    need = size * size * BAKE_BYTES_PER_TEXEL
+    available = available_memory() if available is None else available
+    if available is not None and need > 0.8 * available:
+        fits = 1 << int(math.log2(math.sqrt(0.8 * available / BAKE_BYTES_PER_TEXEL)))
+        raise MeshToolError(f"a {size} x {size} texture needs about {need / 2**30:.1f} GiB to bake, but "
+                            f"{available / 2**30:.1f} GiB are free; choose {fits} px or less")
+
+
 def bake_texture(dense: bpy.types.Object, *, size: int = 2048, target_faces: int = 20000, margin: int = 8,
                  name: str = "", image_path: str = "", samples: int = 1) -> bpy.types.Object:
     """A textured low-poly copy of a vertex-coloured mesh: decimate, unwrap, bake the colours with Cycles.
@@ -313,6 +339,9 @@ def bake_texture(dense: bpy.types.Object, *, size: int = 2048, target_faces: int
         raise MeshToolError(f"'{dense.name}' has no reconstruction colours (attribute '{COLOR_ATTRIBUTE}'); bake "
                             "from the mesh the reconstruction produced, or re-extract it with colours")
     name = name or f"{dense.name} Textured"
+    if size < 16 or size > 16384:
+        raise MeshToolError(f"texture size {size} is out of range; use 16 to 16384 pixels")
+    check_bake_memory(size)
     image = new_image(f"{name} Color", size)
     low = dense.copy()
     low.data = dense.data.copy()
@@ -407,6 +436,8 @@ def export_object(obj: bpy.types.Object, path: str | Path) -> Path:
             bpy.ops.wm.obj_export(filepath=str(path), check_existing=False, export_selected_objects=True,
                                   export_uv=textured, export_materials=True, path_mode="COPY",
                                   export_colors=has_vertex_colors(obj), forward_axis="Y", up_axis="Z")
+            if textured:
+                _obj_textures(obj, path)
         elif suffix == ".ply":
             bpy.ops.wm.ply_export(filepath=str(path), check_existing=False, export_selected_objects=True,
                                   export_colors="SRGB", export_uv=textured, ascii_format=False,
@@ -419,6 +450,45 @@ def export_object(obj: bpy.types.Object, path: str | Path) -> Path:
             bpy.ops.export_scene.fbx(filepath=str(path), check_existing=False, use_selection=True,
                                      path_mode="COPY", embed_textures=True)
     return path
+
+
+def _base_color_image(material: bpy.types.Material | None) -> bpy.types.Image | None:
+    if material is None or material.node_tree is None:
+        return None
+    node = material.node_tree.nodes.get(BAKE_NODE)
+    return node.image if node is not None and node.type == "TEX_IMAGE" else None
+
+
+def _obj_textures(obj: bpy.types.Object, path: Path) -> None:
+    """Give the OBJ's MTL a ``map_Kd`` for each baked texture the exporter could not reference (a texture packed
+    into the .blend has no file): the image is saved beside the OBJ as PNG, the image itself stays as it is."""
+    mtl = path.with_suffix(".mtl")
+    if not mtl.is_file():
+        return
+    lines = mtl.read_text(encoding="utf-8").splitlines()
+    for material in obj.data.materials:
+        image = _base_color_image(material)
+        if image is None:
+            continue
+        name = "".join("_" if c.isspace() else c for c in material.name)
+        try:
+            start = lines.index(f"newmtl {name}")
+        except ValueError:
+            continue
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("newmtl ")), len(lines))
+        if any(ln.startswith("map_Kd") for ln in lines[start:end]):
+            continue
+        png = path.with_name(f"{path.stem}_{name}.png")
+        try:
+            image.save(filepath=str(png), save_copy=True)
+        except TypeError:  # Blender before 4.3: no save_copy
+            copy = image.copy()
+            copy.filepath_raw = str(png)
+            copy.file_format = "PNG"
+            copy.save()
+            bpy.data.images.remove(copy)
+        lines.insert(end, f"map_Kd {png.name}")
+    mtl.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _ensure_addon(module: str) -> None:

@@ -230,7 +230,8 @@ class NEUSBLEND_OT_cleanup_mesh(bpy.types.Operator):
         except mesh_tools.MeshToolError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"'{obj.name}': removed {parts} parts ({faces} faces); {before} -> {after} faces")
+        removed = f"removed {parts} parts ({faces} faces); " if self.parts != "ALL" else ""
+        self.report({"INFO"}, f"'{obj.name}': {removed}{before} -> {after} faces")
         return {"FINISHED"}
 
 
