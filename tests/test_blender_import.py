@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import blender_harness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLESS = ROOT / "scripts" / "reconstruct_headless.py"
@@ -247,15 +249,8 @@ def test_train_arguments_carry_masks_roi_and_stdin_watch(tmp_path: Path) -> None
 
 
 def run_case(case: str, tmp_path: Path, timeout: float = 600, **kwargs: Any) -> dict[str, Any]:
-    """Run ``case_<case>(**kwargs)`` in a fresh Python with an isolated Blender user folder; its JSON result."""
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
-    proc = subprocess.run([sys.executable, str(Path(__file__)), case, json.dumps(kwargs)], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path))
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT:")]
-    if proc.returncode != 0 or not lines:
-        pytest.fail(f"case {case} failed (exit {proc.returncode})\n--- stdout\n{proc.stdout[-6000:]}\n"
-                    f"--- stderr\n{proc.stderr[-6000:]}")
-    return json.loads(lines[-1][len("RESULT:"):])
+    """Run this module's ``CASES[case](**kwargs)`` in real Blender (see tests/blender_harness.py)."""
+    return blender_harness.run_case(Path(__file__), case, tmp_path, timeout, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -376,12 +371,7 @@ def test_region_box_drives_training_normalization(tmp_path: Path, sacre_job: Pat
 # cases (run inside the subprocess, with bpy)
 
 
-def _headless() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("reconstruct_headless", HEADLESS)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_headless = blender_harness.headless
 
 
 def _ext_module(ext: Any, name: str) -> types.ModuleType:
@@ -625,12 +615,4 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 if __name__ == "__main__":
-    import bpy  # noqa: F401 - Blender first, with BLENDER_USER_RESOURCES already set by the test
-
-    try:
-        result = CASES[sys.argv[1]](**json.loads(sys.argv[2]))
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
-    print("RESULT:" + json.dumps(result), flush=True)
-    sys.exit(0)
+    blender_harness.case_main(CASES)
