@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,  # noqa: ANN001
-                 colors: bool = True, block: int = 128, chunk: int = 2**17, method: str = "auto"
+                 colors: bool = True, block: int = 128, chunk: int = 2**17, method: str = "auto",
+                 progress: Callable[[float], None] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Marching cubes of ``field``'s SDF inside ``box`` (normalized frame), output in input coordinates.
 
@@ -56,7 +58,7 @@ def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,
         return torch.maximum(field.sdf(x), x.norm(dim=-1) - 1.0)  # nothing outside the unit ball
 
     verts, faces = marching_cubes_blocks(TorchSdf(sdf_t, device), box, resolution, block=block, chunk=chunk,
-                                         method=method)
+                                         method=method, progress=progress)
     cols = None
     if colors and len(verts):
         cols = vertex_colors(field, verts, device, chunk=chunk // 2)
@@ -77,6 +79,22 @@ def vertex_colors(field, verts: np.ndarray, device: Any, chunk: int = 2**16) -> 
             rgb = field.color(x, n, -n, feat)
         out[s:s + chunk] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     return out
+
+
+def _progress_reporter(emitter: protocol.Emitter, t0: float, every_s: float = 1.0) -> Callable[[float], None]:
+    """``progress`` messages (step = percent of the grid done, with an ETA), at most one every ``every_s``."""
+    last = [0.0]
+
+    def report(fraction: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every_s and fraction < 1.0:
+            return
+        last[0] = now
+        elapsed = now - t0
+        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
+        emitter.emit("progress", step=int(round(100 * fraction)), total=100, phase="marching cubes",
+                     elapsed_s=elapsed, eta_s=eta)
+    return report
 
 
 def box_corners(matrix: np.ndarray) -> np.ndarray:
@@ -201,7 +219,8 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     t0 = time.perf_counter()
     emitter.emit("stage", name="extract", detail=f"{args.resolution}^3 in blocks of {args.block}")
     verts, faces, colors = extract_mesh(field, frame, args.resolution, box=box, device=device,
-                                        colors=not args.no_colors, block=args.block)
+                                        colors=not args.no_colors, block=args.block,
+                                        progress=_progress_reporter(emitter, t0))
     if crop is not None and len(faces):
         verts, faces, colors = crop_mesh(verts, faces, colors, crop)
     if len(faces) == 0:
