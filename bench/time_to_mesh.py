@@ -4,7 +4,11 @@ Runs ``python -m backend train`` (the real CLI, a fresh process per run) on DTU 
 every 8th view, at equal steps for every path, and reads the ``done`` message: wall-clock time to the final mesh
 (loading, training, final extraction), training time, held-out PSNR and mask IoU.
 
-Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000] [--paths triton,reference] [--write]``
+Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000,20000] [--paths triton,reference]
+[--preset NAME] [--json FILE] [--write] [-- more train arguments]``
+
+``--json`` appends one line per finished run (so a run cut short keeps what it finished); ``--write`` adds the
+table at the end of the "Time to mesh" section of ``docs/BENCHMARKS.md``.
 """
 
 from __future__ import annotations
@@ -38,11 +42,22 @@ def run_once(data: Path, job: Path, steps: int, path: str, preset: str, extra: l
     start = next(m for m in msgs if m["type"] == "start")
     rates = [m["samples_per_s"] for m in msgs if m["type"] == "progress"][1:]
     done = msgs[-1]
-    return {"path": start["path"], "steps": steps, "wall_s": wall, "train_s": done["metrics"]["train_time_s"],
-            "mesh_s": done["metrics"]["mesh_ready_s"],
+    return {"path": start["path"], "preset": preset, "steps": steps, "wall_s": wall,
+            "train_s": done["metrics"]["train_time_s"], "mesh_s": done["metrics"]["mesh_ready_s"],
+            "setup_s": done["metrics"].get("setup_s"), "eval_s": done["metrics"].get("eval_s"),
             "psnr": done["metrics"].get("holdout_psnr"), "iou": done["metrics"].get("holdout_mask_iou"),
             "samples_per_s": sorted(rates)[len(rates) // 2] if rates else None, "faces": done["n_faces"],
             "device": start["device"]}
+
+
+def insert_in_section(text: str, heading: str, block: str) -> str:
+    """``text`` with ``block`` added at the end of the section under ``heading`` (the section made if missing)."""
+    if heading not in text:
+        return text.rstrip("\n") + f"\n\n{heading}\n\nFigures from `python bench/time_to_mesh.py --write`.\n\n" + block
+    start = text.index(heading) + len(heading)
+    nxt = text.find("\n## ", start)
+    end = len(text) if nxt < 0 else nxt + 1
+    return text[:end].rstrip("\n") + "\n\n" + block + ("\n" + text[end:] if nxt >= 0 else "")
 
 
 def main() -> None:
@@ -53,21 +68,27 @@ def main() -> None:
     ap.add_argument("--paths", default="triton,reference")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--work", default="/tmp/neusblend_time_to_mesh")
+    ap.add_argument("--json", help="append each finished run to this file as one JSON line")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("extra", nargs="*", help="more train arguments after --")
     args = ap.parse_args()
     rows = []
+    sha = commit()
     for steps in [int(s) for s in args.steps.split(",")]:
         for path in args.paths.split(","):
             r = run_once(Path(args.data), Path(args.work) / f"{path}_{steps}", steps, path, args.preset, args.extra)
+            r.update(commit=sha, date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
             rows.append(r)
             print(json.dumps(r), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = rows[-1]["date"]
     lines = [f"### Time to mesh, DTU scan 65 (masks, every 8th view held out), {device_name(dev)}", "",
-             f"commit {commit()}, {stamp}, preset {args.preset}", "",
+             f"commit {sha}, {stamp}, preset {args.preset}", "",
              "| path | steps | load to final mesh | training | process wall | median samples/s | held-out PSNR "
              "| mask IoU |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -79,9 +100,7 @@ def main() -> None:
     if args.write:
         bench = ROOT / "docs" / "BENCHMARKS.md"
         text = bench.read_text() if bench.exists() else "# Benchmarks\n"
-        if "## Time to mesh" not in text:
-            text += "\n## Time to mesh\n\nFigures from `python bench/time_to_mesh.py --write`.\n"
-        bench.write_text(text + "\n" + table)
+        bench.write_text(insert_in_section(text, "## Time to mesh", table))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import numpy as np
 from mathutils import Matrix
 
 from .camera_math import box_matrix
-from .scene_mesh import COLOR_ATTRIBUTE, has_vertex_colors
+from .scene_capture import wire_box
+from .scene_mesh import COLOR_ATTRIBUTE, has_vertex_colors, principled_material
 
 #: Custom property that marks a crop box and names the mesh object it was made for.
 CROP_PROP = "neusblend_crop_for"
@@ -48,23 +49,11 @@ def add_crop_box(obj: bpy.types.Object, pad: float = 0.02) -> bpy.types.Object:
     corners = np.array([tuple(c) for c in obj.bound_box], dtype=np.float64)
     lo, hi = corners.min(0), corners.max(0)
     margin = (hi - lo).max() * pad
-    name = f"{obj.name} Crop"
-    mesh = bpy.data.meshes.new(name)
-    verts = [(x, y, z) for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)]
-    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
-    mesh.from_pydata(verts, [], faces)
-    mesh.update()
-    box = bpy.data.objects.new(name, mesh)
-    for coll in obj.users_collection:
-        coll.objects.link(box)
+    box = wire_box(f"{obj.name} Crop", obj.users_collection)
     box.parent = obj.parent
     box.matrix_parent_inverse = obj.matrix_parent_inverse.copy()
     local = box_matrix(lo - margin, hi + margin)
     box.matrix_basis = obj.matrix_basis @ Matrix(local.tolist())
-    box.display_type = "WIRE"
-    box.show_in_front = True
-    box.hide_render = True
-    box.visible_shadow = False
     box[CROP_PROP] = obj.name
     return box
 
@@ -252,21 +241,13 @@ def unwrap(obj: bpy.types.Object, island_margin: float = 0.003) -> None:
 def texture_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
     """A material that shows ``image`` as base colour through the mesh's UV map (its texture node is the bake
     target)."""
-    mat = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):
-        mat.use_nodes = True
+    mat, bsdf = principled_material(name)
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
-    out = next((n for n in nodes if n.type == "OUTPUT_MATERIAL"), None) or nodes.new("ShaderNodeOutputMaterial")
-    if not bsdf.outputs[0].links:
-        links.new(bsdf.outputs[0], out.inputs["Surface"])
     tex = nodes.new("ShaderNodeTexImage")
     tex.name = tex.label = BAKE_NODE
     tex.image = image
     tex.location = (bsdf.location.x - 320, bsdf.location.y)
     links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
-    if "Roughness" in bsdf.inputs:
-        bsdf.inputs["Roughness"].default_value = 0.8
     nodes.active = tex
     tex.select = True
     return mat

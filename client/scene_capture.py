@@ -20,6 +20,7 @@ collection. Only this module creates objects; the maths is in :mod:`.camera_math
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import bpy
@@ -287,21 +288,27 @@ def _make_region(data: CaptureData, frame: bpy.types.Object, collection: bpy.typ
                  frame_m: np.ndarray) -> bpy.types.Object:
     """The region of interest: an upright wire cube (mesh [-1, 1]^3) the user moves, rotates and scales."""
     lo, hi = region_box_in_frame(frame_m, data.roi["box_min"], data.roi["box_max"], data.points)
-    name = f"{data.name} Region"
+    obj = wire_box(f"{data.name} Region", [collection])
+    _parent(obj, frame, np.linalg.inv(frame_m) @ box_matrix(lo, hi))
+    obj[ROLE_PROP] = "region"
+    obj[SOURCE_PROP] = data.source
+    return obj
+
+
+def wire_box(name: str, collections: Sequence[bpy.types.Collection]) -> bpy.types.Object:
+    """A box to move, turn and scale: a wire cube (mesh [-1, 1]^3) drawn in front, never rendered."""
     mesh = bpy.data.meshes.new(name)
     verts = [(x, y, z) for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)]
     faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
     mesh.from_pydata(verts, [], faces)
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
-    collection.objects.link(obj)
-    _parent(obj, frame, np.linalg.inv(frame_m) @ box_matrix(lo, hi))
+    for collection in collections:
+        collection.objects.link(obj)
     obj.display_type = "WIRE"
     obj.show_in_front = True
     obj.hide_render = True
     obj.visible_shadow = False
-    obj[ROLE_PROP] = "region"
-    obj[SOURCE_PROP] = data.source
     return obj
 
 

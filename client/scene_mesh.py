@@ -103,7 +103,19 @@ def vertex_color_material() -> bpy.types.Material:
     mat = bpy.data.materials.get(MATERIAL_NAME)
     if mat is not None:
         return mat
-    mat = bpy.data.materials.new(MATERIAL_NAME)
+    mat, bsdf = principled_material(MATERIAL_NAME)
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    attr = nodes.new("ShaderNodeVertexColor")
+    attr.layer_name = COLOR_ATTRIBUTE
+    attr.location = (bsdf.location.x - 300, bsdf.location.y)
+    links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+    mat.diffuse_color = (0.8, 0.8, 0.8, 1.0)
+    return mat
+
+
+def principled_material(name: str) -> tuple[bpy.types.Material, bpy.types.Node]:
+    """A new node material: a Principled BSDF (roughness 0.8) into the output; (material, BSDF node)."""
+    mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0 (use_nodes is deprecated there)
         mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -111,14 +123,9 @@ def vertex_color_material() -> bpy.types.Material:
     out = next((n for n in nodes if n.type == "OUTPUT_MATERIAL"), None) or nodes.new("ShaderNodeOutputMaterial")
     if not bsdf.outputs[0].links:
         links.new(bsdf.outputs[0], out.inputs["Surface"])
-    attr = nodes.new("ShaderNodeVertexColor")
-    attr.layer_name = COLOR_ATTRIBUTE
-    attr.location = (bsdf.location.x - 300, bsdf.location.y)
-    links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
     if "Roughness" in bsdf.inputs:
         bsdf.inputs["Roughness"].default_value = 0.8
-    mat.diffuse_color = (0.8, 0.8, 0.8, 1.0)
-    return mat
+    return mat, bsdf
 
 
 def has_vertex_colors(obj: bpy.types.Object) -> bool:

@@ -42,8 +42,11 @@ def _mesh_poll(cls: type, context: bpy.types.Context, need_job: bool) -> bool:
     return True
 
 
-def _checkpoint_or_report(op: bpy.types.Operator, context: bpy.types.Context, obj: bpy.types.Object
-                          ) -> JobLayout | None:
+def _job_to_refine(op: bpy.types.Operator, context: bpy.types.Context, obj: bpy.types.Object) -> JobLayout | None:
+    """The job folder of ``obj`` when a backend job can start on it now; else None, after telling the user why
+    (another job runs, the checkpoint is gone)."""
+    if _refuse_if_busy(op):
+        return None
     layout = job_of(obj)
     assert layout is not None
     if layout.last_checkpoint.is_file():
@@ -103,10 +106,8 @@ class NEUSBLEND_OT_reextract(bpy.types.Operator):
         return _mesh_poll(cls, context, need_job=True)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if _refuse_if_busy(self):
-            return {"CANCELLED"}
         obj = context.active_object
-        layout = _checkpoint_or_report(self, context, obj)
+        layout = _job_to_refine(self, context, obj)
         if layout is None:
             return {"CANCELLED"}
         settings = context.scene.neusblend
@@ -179,10 +180,8 @@ class NEUSBLEND_OT_continue_training(bpy.types.Operator):
         return _mesh_poll(cls, context, need_job=True)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if _refuse_if_busy(self):
-            return {"CANCELLED"}
         obj = context.active_object
-        layout = _checkpoint_or_report(self, context, obj)
+        layout = _job_to_refine(self, context, obj)
         if layout is None:
             return {"CANCELLED"}
         python = backend_python(self, context)

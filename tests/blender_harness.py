@@ -30,7 +30,7 @@ def run_case(script: str | Path, case: str, tmp_path: Path, timeout: float = 600
     """Run ``CASES[case](**kwargs)`` of ``script`` in a fresh Python with an isolated Blender user folder."""
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
     proc = subprocess.run([sys.executable, str(script), case, json.dumps(kwargs)], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=str(tmp_path))
+                          text=True, timeout=timeout, cwd=str(tmp_path), stdin=subprocess.DEVNULL)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT:")]
     if proc.returncode != 0 or not lines:
         pytest.fail(f"case {case} failed (exit {proc.returncode})\n--- stdout\n{proc.stdout[-6000:]}\n"

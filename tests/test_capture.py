@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import blender_harness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # when run as a case script
@@ -109,13 +111,8 @@ def run_script(args: list[str], tmp_path: Path, timeout: float = 600) -> subproc
 
 
 def run_case(case: str, tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
-    """Run ``case_<case>(**kwargs)`` in a fresh Python with an isolated Blender user folder; its JSON result."""
-    proc = run_script([str(Path(__file__)), case, json.dumps(kwargs)], tmp_path)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT:")]
-    if proc.returncode != 0 or not lines:
-        pytest.fail(f"case {case} failed (exit {proc.returncode})\n--- stdout\n{proc.stdout[-4000:]}\n"
-                    f"--- stderr\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT:"):])
+    """Run this module's ``CASES[case](**kwargs)`` in real Blender (see tests/blender_harness.py)."""
+    return blender_harness.run_case(Path(__file__), case, tmp_path, **kwargs)
 
 
 @needs_bpy
@@ -356,12 +353,4 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {"projection": case_projection
 
 
 if __name__ == "__main__":
-    import bpy  # noqa: F401 - Blender first, with BLENDER_USER_RESOURCES already set by the test
-
-    try:
-        result = CASES[sys.argv[1]](**json.loads(sys.argv[2]))
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
-    print("RESULT:" + json.dumps(result), flush=True)
-    sys.exit(0)
+    blender_harness.case_main(CASES)
