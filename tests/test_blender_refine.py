@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,16 @@ from blender_harness import case_main, headless, run_case  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__)
 
+#: The backend's interpreter: this one, or $NEUSBLEND_PYTHON (e.g. to test another bpy version against a torch venv).
+BACKEND_PYTHON = os.environ.get("NEUSBLEND_PYTHON") or sys.executable
+
+
+def _has_torch(python: str) -> bool:
+    return subprocess.run([python, "-c", "import torch"], capture_output=True, check=False).returncode == 0
+
+
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="needs the bpy module")
-needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+needs_torch = pytest.mark.skipif(not _has_torch(BACKEND_PYTHON), reason="the backend Python has no torch")
 
 #: Bound on the peak memory of ``extract --resolution 1024`` on the CPU (MiB). A dense 1024^3 float grid alone
 #: would take 4096 MiB; the block-wise extraction measured 1.3 GiB peak at 512^3 with colours on this model.
@@ -33,8 +42,8 @@ EXTRACT_1024_RSS_BOUND_MB = 2500.0
 
 
 def run_backend(*args: str, timeout: float = 1200) -> tuple[int, list[dict[str, Any]], str]:
-    proc = subprocess.run([sys.executable, "-m", "backend", *args, "--json"], cwd=str(ROOT), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([BACKEND_PYTHON, "-m", "backend", *args, "--json"], cwd=str(ROOT), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     msgs = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return proc.returncode, msgs, proc.stderr
 
@@ -49,6 +58,15 @@ def trained_job(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
                                   "--set", "target_samples=4096", "--set", "grid_resolution=32")
     assert code == 0, err[-3000:]
     return job
+
+
+def checkpoint_step(job: Path) -> int:
+    """The training step stored in the job's last checkpoint (read by the backend's Python)."""
+    code = ("import sys, torch; print(int(torch.load(sys.argv[1], map_location='cpu', weights_only=False)"
+            "['step']))")
+    out = subprocess.run([BACKEND_PYTHON, "-c", code, str(job / "checkpoints" / "last.pt")], capture_output=True,
+                         text=True, check=True)
+    return int(out.stdout.strip())
 
 
 def copy_job(job: Path, dest: Path) -> Path:
@@ -66,7 +84,7 @@ pytestmark = [pytest.mark.blender, pytest.mark.slow, pytest.mark.data, needs_bpy
 
 def test_reextract_inside_a_smaller_box_is_finer_and_inside(tmp_path: Path, trained_job: Path) -> None:
     r = run_case(THIS, "reextract", tmp_path, job=str(copy_job(trained_job, tmp_path / "job")),
-                 python=sys.executable)
+                 python=BACKEND_PYTHON)
     assert r["status"] == "done", r
     assert r["new_object"] != r["preview_object"] and r["preview_vertices_after"] == r["preview_vertices"], r
     # every vertex lies inside the box as the user scaled it (box coordinates within [-1, 1])
@@ -79,12 +97,10 @@ def test_reextract_inside_a_smaller_box_is_finer_and_inside(tmp_path: Path, trai
 
 
 def test_continue_training_advances_the_checkpoint(tmp_path: Path, trained_job: Path) -> None:
-    import torch
-
     job = copy_job(trained_job, tmp_path / "job")
-    before = int(torch.load(job / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["step"])
-    r = run_case(THIS, "continue_training", tmp_path, job=str(job), python=sys.executable, more=20)
-    after = int(torch.load(job / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["step"])
+    before = checkpoint_step(job)
+    r = run_case(THIS, "continue_training", tmp_path, job=str(job), python=BACKEND_PYTHON, more=20)
+    after = checkpoint_step(job)
     assert r["status"] == "done", r
     assert after == before + 20, (before, after)
     assert r["step"] == after and r["updates"] > r["updates_before"], r
@@ -119,7 +135,7 @@ def test_cleanup_bake_and_export(tmp_path: Path, trained_job: Path) -> None:
 
 def test_bad_input_leaves_the_mesh_untouched(tmp_path: Path, trained_job: Path) -> None:
     r = run_case(THIS, "bad_inputs", tmp_path, job=str(copy_job(trained_job, tmp_path / "job")),
-                 python=sys.executable)
+                 python=BACKEND_PYTHON)
     for key in ("no_checkpoint", "continue_no_checkpoint", "box_outside", "box_empty"):
         case = r[key]
         assert case["vertices_after"] == case["vertices_before"], (key, case)
