@@ -233,7 +233,7 @@ def render_result(obj: bpy.types.Object, path: Path, size: str = "480x360", samp
     cam.rotation_euler = (center - cam.location).to_track_quat("-Z", "Y").to_euler()
     scene.camera = cam
     sun_data = bpy.data.lights.new("Render Sun", "SUN")
-    sun_data.energy = 3.0
+    sun_data.energy = 2.0
     sun = bpy.data.objects.new("Render Sun", sun_data)
     sun.rotation_euler = (direction * -1.0 + Vector((0.3, 0.2, -0.4))).to_track_quat("-Z", "Y").to_euler()
     scene.collection.objects.link(sun)
@@ -244,9 +244,10 @@ def render_result(obj: bpy.types.Object, path: Path, size: str = "480x360", samp
     bg = next((n for n in world.node_tree.nodes if n.type == "BACKGROUND"), None)
     if bg is not None:
         bg.inputs["Color"].default_value = (0.6, 0.6, 0.65, 1.0)
-        bg.inputs["Strength"].default_value = 0.8
+        bg.inputs["Strength"].default_value = 0.6
     width, height = (int(v) for v in size.lower().split("x"))
     scene.render.engine = "CYCLES"
+    scene.view_settings.view_transform = "Standard"  # show the reconstructed colours as they are
     scene.cycles.device = "CPU"
     scene.cycles.samples = samples
     scene.cycles.use_denoising = False
