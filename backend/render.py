@@ -49,6 +49,23 @@ def ray_sphere(origins: torch.Tensor, dirs: torch.Tensor, radius: float = 1.0
     return near, far, hit
 
 
+def ray_box(origins: torch.Tensor, dirs: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit distances of rays through an axis-aligned box (slab method); exit < entry for a miss.
+
+    Args:
+        origins, dirs: (R, 3) rays.
+        lo, hi: (3,) box corners.
+
+    Returns:
+        t_enter (R,), t_exit (R,).
+    """
+    inv = 1.0 / torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    t0 = (lo - origins) * inv
+    t1 = (hi - origins) * inv
+    return torch.minimum(t0, t1).amax(-1), torch.maximum(t0, t1).amin(-1)
+
+
 @dataclass
 class PackedSamples:
     """Samples along a batch of rays, packed.
@@ -175,8 +192,17 @@ class OccupancyGrid(torch.nn.Module):
             :class:`PackedSamples` sorted by ray and distance.
         """
         n_rays = origins.shape[0]
-        near, far, hit = ray_sphere(origins, dirs, radius)
-        span = torch.where(hit, far - near, torch.zeros_like(far))
+        near_s, far, hit = ray_sphere(origins, dirs, radius)
+        # Only the stretch of each ray inside the box around the occupied cells can keep samples: start the march
+        # there (on the same lattice of steps from the sphere's entry, so the kept samples are exactly those of a
+        # march through the whole sphere) and stop at its exit.
+        lo, hi = self.occupied_bounds()
+        t_lo, t_hi = ray_box(origins, dirs, lo, hi)
+        far = torch.minimum(far, t_hi + step_size)  # a step of slack either side for rounding
+        first = (torch.floor((torch.maximum(near_s, t_lo) - near_s) / step_size) - 1.0).clamp_min(0.0)  # (R,)
+        start = near_s + first * step_size
+        hit = hit & (far > start)
+        span = torch.where(hit, far - start, torch.zeros_like(far))
         n_steps = int(torch.ceil(span.max() / step_size).item()) if n_rays else 0
         device = origins.device
         if n_steps == 0:
@@ -184,7 +210,7 @@ class OccupancyGrid(torch.nn.Module):
             return PackedSamples(torch.zeros(0, dtype=torch.long, device=device), empty, empty, n_rays)
         offset = torch.rand(n_rays, 1, device=device) if perturb else torch.full((n_rays, 1), 0.5, device=device)
         k = torch.arange(n_steps, device=device, dtype=origins.dtype)[None]
-        t_mid = near[:, None] + (k + offset) * step_size  # (R, T)
+        t_mid = start[:, None] + (k + offset) * step_size  # (R, T)
         valid = hit[:, None] & (t_mid < far[:, None])
         ray_idx, step_idx = valid.nonzero(as_tuple=True)
         t = t_mid[ray_idx, step_idx]
@@ -193,6 +219,20 @@ class OccupancyGrid(torch.nn.Module):
         ray_idx, t = ray_idx[keep], t[keep]
         half = 0.5 * step_size
         return PackedSamples(ray_idx, t - half, t + half, n_rays)
+
+    def occupied_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3,) min and max corner of the box around the occupied cells, on the grid's device, without a host sync
+        (an empty grid gives an empty box: min > max)."""
+        r = self.resolution
+        idx = torch.arange(r, device=self.binary.device)
+        lo, hi = [], []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            any_axis = self.binary.any(dim=other)  # (r,)
+            lo.append(torch.where(any_axis, idx, r).min())
+            hi.append(torch.where(any_axis, idx, -1).max() + 1)
+        cell = self.cell_size
+        return torch.stack(lo).float() * cell - 1.0, torch.stack(hi).float() * cell - 1.0
 
 
 def neus_alpha_from_distance(dist: torch.Tensor, inv_s: float | torch.Tensor, step: float) -> torch.Tensor:

@@ -134,3 +134,35 @@ def test_grid_sampling_without_culling_covers_the_chord() -> None:
     d = torch.tensor([[0.0, 0.0, 1.0]])
     s = grid.sample(o, d, step_size=0.1, perturb=False)
     np.testing.assert_allclose(s.t_mid.numpy(), 2.05 + 0.1 * np.arange(20), atol=1e-5)
+
+
+@pytest.mark.parametrize("shell", [(0.3, 0.6), (0.0, 0.2), None])
+def test_grid_sampling_clipped_to_the_occupied_box_keeps_exactly_the_full_march(shell: tuple | None) -> None:
+    """The march starts at the box around the occupied cells: the kept samples are exactly those of a brute-force
+    march through the whole sphere on the same lattice (same jitter), for a shell, a small ball and an empty grid."""
+    grid = OccupancyGrid(resolution=32)
+    r = grid.cell_centers().norm(dim=-1).reshape(32, 32, 32)
+    grid.binary = (r > shell[0]) & (r < shell[1]) if shell else torch.zeros(32, 32, 32, dtype=torch.bool)
+    grid.binary[20, 5, 7] = shell is not None  # a lone floater far from the rest widens the box
+    g = torch.Generator().manual_seed(3)
+    origins = torch.randn(300, 3, generator=g)
+    origins = 2.5 * origins / origins.norm(dim=-1, keepdim=True)
+    dirs = (torch.rand(300, 3, generator=g) - 0.5) * 1.2 - origins
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    step = 2.0 / 256
+    torch.manual_seed(7)
+    got = grid.sample(origins, dirs, step, perturb=True)
+    torch.manual_seed(7)
+    offset = torch.rand(300, 1)  # the jitter sample() draws first
+    near, far, hit = ray_sphere(origins, dirs)
+    k = torch.arange(int(math.ceil(2.0 / step)) + 1, dtype=torch.float32)[None]
+    t = near[:, None] + (k + offset) * step
+    ok = hit[:, None] & (t < far[:, None])
+    ray_idx, step_idx = ok.nonzero(as_tuple=True)
+    t = t[ray_idx, step_idx]
+    keep = grid.occupied(origins[ray_idx] + dirs[ray_idx] * t[:, None])
+    want_rays, want_t = ray_idx[keep], t[keep]
+    assert torch.equal(got.ray_indices, want_rays)
+    assert torch.allclose(got.t_starts + 0.5 * step, want_t, atol=1e-5)
+    if shell:
+        assert len(want_t) > 500
