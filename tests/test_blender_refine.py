@@ -147,6 +147,37 @@ def test_bad_input_leaves_the_mesh_untouched(tmp_path: Path, trained_job: Path) 
     assert "GiB" in r["huge_texture"], r
 
 
+def test_headless_refine_of_an_earlier_job(tmp_path: Path, trained_job: Path) -> None:
+    """The batch script on a finished job: crop and re-extract, keep the largest part, decimate, bake, write glTF."""
+    from backend.protocol import read_snapshot
+
+    job = copy_job(trained_job, tmp_path / "job")
+    verts = read_snapshot(job / "meshes" / "final.npz")["vertices"]
+    lo, hi = verts.min(0), verts.max(0)
+    mid = (lo + hi) / 2
+    crop = [*(lo - 0.01 * (hi - lo)), *(hi + 0.01 * (hi - lo))]
+    crop[3] = float(mid[0])  # the half with x below the middle
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts" / "reconstruct_headless.py"), "--job", str(job),
+           "--extract-resolution", "48", "--crop", *(f"{v:.6f}" for v in crop), "--keep-largest",
+           "--decimate", "3000", "--texture-size", "128", "--texture-faces", "800", "--device", "cpu",
+           "--python", BACKEND_PYTHON, "--out", str(out / "asset.glb"), "--out", str(out / "asset.ply")]
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert "baked a 128 px texture" in proc.stdout, proc.stdout[-3000:]
+    glb = (out / "asset.glb").read_bytes()
+    gltf = json.loads(glb[20:20 + int.from_bytes(glb[12:16], "little")])
+    assert gltf.get("images") and "TEXCOORD_0" in gltf["meshes"][0]["primitives"][0]["attributes"]
+    # the written mesh is the textured low-poly copy of the cropped half, in the job's input coordinates
+    from backend.meshing import read_ply
+
+    mesh = read_ply(str(out / "asset.ply"))
+    assert 100 < len(mesh["faces"]) <= 1.05 * 800, len(mesh["faces"])
+    assert mesh["vertices"][:, 0].max() <= crop[3] + 1e-3 * (hi[0] - lo[0]), (mesh["vertices"][:, 0].max(), crop)
+    assert mesh["vertices"][:, 0].min() >= crop[0] - 1e-3 * (hi[0] - lo[0])
+
+
 def test_extraction_at_1024_stays_within_memory_bound(trained_job: Path) -> None:
     """``extract --resolution 1024`` on the CPU: the peak resident memory stays bounded (block-wise grid)."""
     out = trained_job.parent / "extract_1024.npz"
