@@ -17,7 +17,6 @@ import datetime
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from backend.poses import PoseEstimator, PoseOptions  # noqa: E402
 from backend.poses.evaluate import compare_with_calibration, read_neus_cameras  # noqa: E402
 from backend.poses.quality import model_arrays  # noqa: E402
+from bench.gitinfo import commit  # noqa: E402
 
 #: name -> (what it changes, options)
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -69,16 +69,6 @@ def cpu_seconds() -> float:
         return usage.ru_utime + usage.ru_stime
     except ImportError:  # not on Windows
         return time.process_time()
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return out.stdout.strip() + (" (+ uncommitted changes)" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def errors_of(rec: Any, calibrated: dict) -> dict[str, float]:
@@ -209,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         f"### DTU scan 65, {len(calibrated)} images, {datetime.date.today().isoformat()}",
         "",
-        f"Device: {cpu_model()}, {os.cpu_count()} cores (CPU SIFT){load}. Commit {git_commit()}. "
+        f"Device: {cpu_model()}, {os.cpu_count()} cores (CPU SIFT){load}. Commit {commit()}. "
         f"pycolmap {getattr(pycolmap, '__version__', '?')}, Python {platform.python_version()}.",
         "Errors after a similarity alignment on the camera centres against `cameras_sphere.npz` (DTU mm). "
         "Times: wall seconds (CPU seconds of all threads in brackets; on an idle machine wall is about CPU / cores "

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend import protocol  # noqa: E402
+from bench.gitinfo import commit  # noqa: E402
 
 SECTION = "## Reconstruction quality"
 TABLE_HEADER = ("| benchmark | date | commit | device | preset | steps | px | capture s | train s | Chamfer "
@@ -104,18 +105,6 @@ BENCHMARKS: dict[str, Benchmark] = {
 def data_dir() -> Path:
     env = os.environ.get("NEUSBLEND_DATA")
     return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
-def commit() -> str:
-    """Short commit of HEAD, with ``+dirty`` when tracked files differ from it."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_json(cmd: list[str], log_path: Path, label: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ import datetime
 import io
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from backend.field import FieldConfig, HashGridConfig, NeuSField  # noqa: E402
+from bench.gitinfo import commit  # noqa: E402
 
 
 def device_name(device: str) -> str:
@@ -105,14 +105,6 @@ def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -
         n += trainer.train_step()["n_samples"]
     sync(device)
     return n / (time.perf_counter() - t0), f"DTU scan 65 at {max_image_size or 'full'} px, preset {preset}"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
