@@ -186,15 +186,13 @@ def side_log(job_dir: Path, what: str) -> Path:
 
 
 def extract_pipeline(python: str, job_dir: Path, resolution: int, *, roi: str = "", device: str = "auto",
-                     out: Path | None = None, colors: bool = True) -> Pipeline:
+                     out: Path | None = None) -> Pipeline:
     """``python -m backend extract --checkpoint JOB --resolution R [--roi FILE]``: one mesh, streamed as final."""
     args = ["--checkpoint", str(job_dir), "--resolution", str(resolution), "--device", device]
     if roi:
         args += ["--roi", roi]
     if out is not None:
         args += ["--out", str(out)]
-    if not colors:
-        args.append("--no-colors")
     step = Step("extract", f"Extracting at {resolution}^3", backend_argv(python, "extract", args),
                 clean_environment(), str(job_dir.parent), python=python)
     return Pipeline("extract", [step], log_path=side_log(job_dir, f"extract-{resolution}"))

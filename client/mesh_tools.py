@@ -18,7 +18,7 @@ import numpy as np
 from mathutils import Matrix
 
 from .camera_math import box_matrix
-from .scene_capture import wire_box
+from .scene_capture import region_matrix, wire_box
 from .scene_mesh import COLOR_ATTRIBUTE, has_vertex_colors, principled_material
 
 #: Custom property that marks a crop box and names the mesh object it was made for.
@@ -29,10 +29,6 @@ BAKE_NODE = "NeuS Baked Color"
 
 class MeshToolError(RuntimeError):
     """A refinement step that cannot run on this object; the message says why and what to do."""
-
-
-def as_array(m: Matrix) -> np.ndarray:
-    return np.array([list(row) for row in m], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -60,10 +56,9 @@ def add_crop_box(obj: bpy.types.Object, pad: float = 0.02) -> bpy.types.Object:
 
 def crop_matrix(obj: bpy.types.Object, box: bpy.types.Object) -> np.ndarray:
     """(4, 4) matrix from the cube [-1, 1]^3 to ``obj``'s mesh coordinates (the reconstruction's input
-    coordinates) for the box as the user placed it: its transform and its mesh's bounds (edited vertices count)."""
-    corners = np.array([tuple(c) for c in box.bound_box], dtype=np.float64)
-    local = box_matrix(corners.min(0), corners.max(0))
-    m = np.linalg.inv(as_array(obj.matrix_world)) @ as_array(box.matrix_world) @ local
+    coordinates) for the box as the user placed it: the same reading as a capture's region box, with the mesh
+    object as the frame."""
+    m = region_matrix(obj, box)
     if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
         raise MeshToolError(f"the crop box '{box.name}' is flat; give it a size on every axis")
     return m
@@ -254,9 +249,11 @@ def texture_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
 
 
 def new_image(name: str, size: int) -> bpy.types.Image:
-    """A square sRGB image for the bake; a clear error when Blender cannot allocate it."""
+    """A square sRGB image for the bake; a clear error for a size out of range, one whose bake would not fit in
+    memory (:func:`check_bake_memory`), or one Blender cannot allocate."""
     if size < 16 or size > 16384:
         raise MeshToolError(f"texture size {size} is out of range; use 16 to 16384 pixels")
+    check_bake_memory(size)
     try:
         image = bpy.data.images.new(name, size, size, alpha=False)
     except (RuntimeError, MemoryError) as exc:
@@ -320,9 +317,6 @@ def bake_texture(dense: bpy.types.Object, *, size: int = 2048, target_faces: int
         raise MeshToolError(f"'{dense.name}' has no reconstruction colours (attribute '{COLOR_ATTRIBUTE}'); bake "
                             "from the mesh the reconstruction produced, or re-extract it with colours")
     name = name or f"{dense.name} Textured"
-    if size < 16 or size > 16384:
-        raise MeshToolError(f"texture size {size} is out of range; use 16 to 16384 pixels")
-    check_bake_memory(size)
     image = new_image(f"{name} Color", size)
     low = dense.copy()
     low.data = dense.data.copy()

@@ -364,7 +364,7 @@ def _activate(obj: bpy.types.Object) -> None:
     layer.objects.active = obj
 
 
-def refine(runner: ModuleType, ext: Extension, obj: bpy.types.Object, args: argparse.Namespace
+def refine(runner: ModuleType, obj: bpy.types.Object, args: argparse.Namespace
            ) -> tuple[int, bpy.types.Object]:
     """The refine options, in order: more steps, re-extract (cropped), clean up, bake. (exit status, object)."""
     tools = sys.modules[_tools_module()]
@@ -456,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
             obj = bpy.data.objects.get(job.object_name) if job.object_name else None
             summary = f"{job.state.status}: {status.summary} (job folder {job.job_dir})"
         if obj is not None and code == EXIT_OK:
-            code, obj = refine(runner, ext, obj, args)
+            code, obj = refine(runner, obj, args)
             if code == EXIT_ERROR:
                 return code
         for out in args.out:
