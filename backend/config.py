@@ -49,6 +49,7 @@ class TrainConfig:
     init_rays: int = 1024
     max_rays: int = 2**16
     cuda_graph: bool = True  # replay the step from a CUDA graph when a fast path runs on CUDA
+    sample_headroom: float = 1.05  # CUDA graph: sample capacity / target_samples (rays past it are left out)
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3

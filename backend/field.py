@@ -240,6 +240,11 @@ class NeuSField(nn.Module):
         Returns:
             sdf (N,), feat (N, feature_dim), grad (N, 3).
         """
+        fused = getattr(self.encoding, "fused_geometry", None)  # fast paths: one autograd node, same values
+        fast = fused(self, x) if fused is not None else None
+        if fast is not None:
+            sdf, feat, grad = fast
+            return sdf, feat, grad if create_graph else grad.detach()
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             sdf, feat = self.geometry(x)

@@ -300,11 +300,13 @@ class Trainer:
             for group in self.optimizer.param_groups:  # a captured optimiser reads its rates from the device
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
                 group["capturable"] = True
-            cap = int(math.ceil(cfg.target_samples * 1.25 / 1024) * 1024)
+            cap = int(math.ceil(cfg.target_samples * max(cfg.sample_headroom, 1.0) / 1024) * 1024)
             self.graph_step = GraphStep(self.field, self.optimizer, self.params, max_rays=cfg.max_rays,
                                         sample_capacity=cap, eik_points=cap // 8, has_masks=self.has_masks,
                                         eikonal_weight=cfg.eikonal_weight, mask_weight=cfg.mask_weight,
                                         rgb_loss=cfg.rgb_loss)
+        self._side = torch.cuda.Stream(self.device) if self.graph_step is not None else None
+        self._pending: dict[str, Any] | None = None  # the next step's batch, marched on the side stream
         self.step = 0
         self.n_rays = cfg.init_rays
         self._upload(self.train_scene)
@@ -385,23 +387,14 @@ class Trainer:
         n_cells = None if step < cfg.grid_warmup_steps else self.grid.resolution**3 // 4
         self.grid.update(self.sdf_fn_torch, inv_s, cfg.step_size, n_cells=n_cells)
 
-    def train_step(self) -> dict[str, Any]:
-        """One optimisation step on a fresh random batch of rays (see :mod:`backend.step`)."""
+    def _batch(self) -> dict[str, Any]:
+        """Rays of one step, their samples marched through the occupancy grid, and random eikonal points.
+
+        Synchronises the current stream with the host (the number of samples is data-dependent). With a CUDA graph,
+        rays whose samples would not fit its capacity are left out (the leading rays whose samples all fit stay).
+        """
         torch = self.torch
-        from .step import StepInputs, step_losses
-
         cfg = self.cfg
-        step = self.step
-        levels = self.active_levels(step)
-        self.field.encoding.active_levels = levels
-        for group in self.optimizer.param_groups:
-            lr = group["base_lr"] * self.lr_factor(step)
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-        self.update_grid(step)
-
         batch = self.sample_rays(int(self.n_rays))
         origins, dirs, gt, mask = batch["origins"], batch["dirs"], batch["rgb"], batch["mask"]
         bg = None
@@ -423,26 +416,63 @@ class Trainer:
             bg = None if bg is None else bg[:n_rays]
             mask = None if mask is None else mask[:n_rays]
         d = dirs[ridx]
-        pts = origins[ridx] + d * t[:, None]
-        deltas = torch.full_like(t, cfg.step_size)
         n_eik = gs.E if gs is not None else max(256, n_samples // 8)
-        rand_pts = torch.rand(n_eik, 3, device=self.device) * 2 - 1
+        return {"pts": origins[ridx] + d * t[:, None], "dirs": d, "deltas": torch.full_like(t, cfg.step_size),
+                "ray_indices": ridx, "ray_dirs": dirs, "gt": gt, "bg": bg, "mask": mask,
+                "rand_pts": torch.rand(n_eik, 3, device=self.device) * 2 - 1, "n_samples": n_samples,
+                "n_rays": n_rays}
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step on a fresh random batch of rays (see :mod:`backend.step`).
+
+        With a CUDA graph the next step's rays are marched on a side stream while this step's graph runs (the march
+        waits for the host; the graph need not): each batch is marched through the grid as it was one step
+        earlier, which only matters on the steps that update the grid.
+        """
+        torch = self.torch
+        from .step import StepInputs, step_losses
+
+        cfg = self.cfg
+        step = self.step
+        levels = self.active_levels(step)
+        self.field.encoding.active_levels = levels
+        for group in self.optimizer.param_groups:
+            lr = group["base_lr"] * self.lr_factor(step)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        gs = self.graph_step
         cos = self.cos_anneal_ratio(step)
         if gs is not None:
-            gs.load(pts, d, deltas, ridx, dirs, gt, bg, mask, rand_pts, cos)
+            main = torch.cuda.current_stream(self.device)
+            b, self._pending = self._pending or self._batch(), None
+            main.wait_stream(self._side)  # the batch is marched; the grid may change now
+            self.update_grid(step)
+            gs.load(b["pts"], b["dirs"], b["deltas"], b["ray_indices"], b["ray_dirs"], b["gt"], b["bg"], b["mask"],
+                    b["rand_pts"], cos)
+            loaded = torch.cuda.Event()
+            loaded.record(main)
             out = gs.run(key=levels)
+            n_samples, n_rays, has_mask = b["n_samples"], b["n_rays"], b["mask"] is not None
+            del b
         else:
+            self.update_grid(step)
+            b = self._batch()
+            n_samples, n_rays, has_mask = b["n_samples"], b["n_rays"], b["mask"] is not None
+
             def spare(v: torch.Tensor | None) -> torch.Tensor | None:  # one spare row past the last ray
                 return None if v is None else torch.cat([v, torch.zeros_like(v[:1])])
 
             ray_valid = torch.ones(n_rays + 1, device=self.device)
             ray_valid[-1] = 0
-            x = StepInputs(pts=pts, dirs=d, deltas=deltas, ray_indices=ridx, sample_valid=torch.ones_like(t),
-                           ray_dirs=spare(dirs), gt=spare(gt), bg=spare(bg), mask=spare(mask), ray_valid=ray_valid,
-                           inv_n_rays=torch.tensor(1.0 / max(n_rays, 1), device=self.device), rand_pts=rand_pts,
-                           cos_anneal=torch.tensor(cos, device=self.device))
+            x = StepInputs(pts=b["pts"], dirs=b["dirs"], deltas=b["deltas"], ray_indices=b["ray_indices"],
+                           sample_valid=torch.ones_like(b["deltas"]), ray_dirs=spare(b["ray_dirs"]),
+                           gt=spare(b["gt"]), bg=spare(b["bg"]), mask=spare(b["mask"]), ray_valid=ray_valid,
+                           inv_n_rays=torch.tensor(1.0 / max(n_rays, 1), device=self.device),
+                           rand_pts=b["rand_pts"], cos_anneal=torch.tensor(cos, device=self.device))
             out = step_losses(self.field, x, eikonal_weight=cfg.eikonal_weight,
-                              mask_weight=cfg.mask_weight if mask is not None else 0.0, rgb_loss=cfg.rgb_loss)
+                              mask_weight=cfg.mask_weight if has_mask else 0.0, rgb_loss=cfg.rgb_loss)
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward(inputs=self.params)  # no gradient for the sample positions
             self.optimizer.step()
@@ -452,9 +482,13 @@ class Trainer:
         target = self.n_rays * cfg.target_samples / max(n_samples, 1)
         self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * target if step > 0 else target, 64), cfg.max_rays))
         self.step += 1
+        if gs is not None:  # march the next batch while the graph runs (after the copies that read this one)
+            self._side.wait_event(loaded)
+            with torch.cuda.stream(self._side):
+                self._pending = self._batch()
         # tensors stay on the device: reading them would stall the pipeline; see `report_stats`
         return {"loss": out["loss"], "mse": out["mse"], "n_samples": n_samples, "n_rays": n_rays,
-                "eikonal": out["eikonal"], "mask": out["mask"] if mask is not None else None,
+                "eikonal": out["eikonal"], "mask": out["mask"] if has_mask else None,
                 "inv_s": self.field.inv_s().detach()}
 
     @staticmethod
@@ -530,6 +564,7 @@ class Trainer:
         self.grid.load_state_dict(ckpt["grid"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
+        self._pending = None  # a batch marched through the grid before it was restored
         self.n_rays = int(ckpt.get("n_rays", self.cfg.init_rays))
         for group, base in zip(self.optimizer.param_groups, (self.cfg.lr, self.cfg.lr_mlp, self.cfg.lr_variance)):
             group["base_lr"] = base

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import sys
 import time
@@ -31,10 +32,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=600)
     ap.add_argument("--max-image-size", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = load_preset(args.preset)
     cfg.steps = 5000
+    for item in args.set:
+        key, value = item.split("=", 1)
+        setattr(cfg, key, type(getattr(cfg, key))(json.loads(value)))
     scene = load_scene(args.data, max_image_size=args.max_image_size)
     tr = Trainer(scene, cfg, device=device, job=protocol.JobLayout("/tmp/neusblend_profile"),
                  emitter=protocol.Emitter(io.StringIO()))

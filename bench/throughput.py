@@ -49,16 +49,33 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference") -> float:
-    """Samples/s of forward + normals + eikonal + backward on random points."""
+PATH_HELP = ("reference (PyTorch), triton (Triton hash grid + the SDF MLP and its analytic gradient as one node), "
+             "triton-autograd (Triton hash grid, the MLP's double backward by autograd)")
+
+
+def make_field(device: str, path: str) -> NeuSField:
+    """The issue's field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path``."""
     torch.manual_seed(0)
     grid = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
     field = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, sdf_layers=1, background="none")).to(device)
+    os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"
     if path != "reference":
         from backend.kernels import use_fast_path
 
-        use_fast_path(field, path)
-    opt = torch.optim.Adam(field.parameters(), lr=1e-3)
+        use_fast_path(field, "triton")
+    return field
+
+
+def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference",
+                    graph: bool = False) -> float:
+    """Samples/s of forward + normals + eikonal + backward + Adam on random points.
+
+    ``graph``: the step (inputs drawn on the device included) captured once as a CUDA graph and replayed, i.e.
+    device time without the host's launch overhead, as the trainer runs it on CUDA (``GraphStep``).
+    """
+    field = make_field(device, path)
+    params = list(field.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3, capturable=graph)
 
     def step() -> None:
         x = torch.rand(n_points, 3, device=device) * 1.6 - 0.8
@@ -67,18 +84,35 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
         n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         rgb = field.color(x, n, d, feat)
         loss = rgb.mean() + sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if not graph:
+            opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
         opt.step()
 
+    run = step
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        opt.zero_grad(set_to_none=True)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cuda_graph):
+            step()
+        run = cuda_graph.replay
     for _ in range(3):
-        step()
+        run()
     sync(device)
     t0 = time.perf_counter()
     for _ in range(iters):
-        step()
+        run()
     sync(device)
-    return n_points * iters / (time.perf_counter() - t0)
+    rate = n_points * iters / (time.perf_counter() - t0)
+    os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
+    return rate
 
 
 def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -> tuple[float, str] | None:
@@ -113,7 +147,9 @@ def main() -> None:
     ap.add_argument("--points", type=int, help="points per field step (default: 2^14 on CPU, 2^18 on CUDA)")
     ap.add_argument("--iters", type=int, help="timed field steps")
     ap.add_argument("--train-steps", type=int, help="timed trainer steps")
-    ap.add_argument("--paths", default="reference", help="comma-separated compute paths to compare")
+    ap.add_argument("--paths", default="reference", help="comma-separated compute paths to compare: " + PATH_HELP)
+    ap.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph replays of the field step")
+    ap.add_argument("--no-train", action="store_true", help="skip the trainer steps")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
     dev = args.device
@@ -121,15 +157,20 @@ def main() -> None:
     n_points = args.points or (2**18 if cuda else 2**14)
     iters = args.iters or (20 if cuda else 5)
     rows = []
-    ref_rate = None
-    for path in args.paths.split(","):
-        rate = field_step_rate(dev, n_points, iters, path)
-        ref_rate = rate if path == "reference" else ref_rate
-        ratio = f"{rate / ref_rate:.1f}x" if ref_rate else "-"
-        rows.append((path, "field step (random points, eikonal)", f"{n_points:,} points", rate, ratio))
-        print(f"{path:10s} field  {rate / 1e6:9.3f} M samples/s  {ratio}", flush=True)
+    ref_rate: dict[bool, float] = {}
+    paths = args.paths.split(",")
+    for path in paths:
+        for graph in ([False, True] if cuda and not args.no_graph else [False]):
+            rate = field_step_rate(dev, n_points, iters * (5 if graph else 1), path, graph)
+            if path == "reference":
+                ref_rate[graph] = rate
+            ratio = f"{rate / ref_rate[graph]:.1f}x" if graph in ref_rate else "-"
+            what = "field step (random points, eikonal)" + (", CUDA graph" if graph else "")
+            rows.append((path, what, f"{n_points:,} points", rate, ratio))
+            print(f"{path:16s} field{' graph' if graph else '      '} {rate / 1e6:9.3f} M samples/s  {ratio}",
+                  flush=True)
     ref_train = None
-    for path in args.paths.split(","):
+    for path in [p for p in paths if p != "triton-autograd" and not args.no_train]:
         if path != "reference":
             os.environ["NEUSBLEND_PATH"] = path
         res = train_step_rate(dev, args.train_steps or (30 if cuda else 10), "default" if cuda else "preview",
@@ -146,6 +187,7 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Throughput, {dev}: {device_name(dev)}", "",
              f"commit {commit()}, {stamp}, torch {torch.__version__}", "",
+             "vs reference: against the reference path's row of the same kind (eager or CUDA graph)", "",
              "| path | what | size | samples/s | vs reference |", "|---|---|---|---|---|"]
     lines += [f"| {p} | {w} | {s} | {r / 1e6:.3f} M | {x} |" for p, w, s, r, x in rows]
     table = "\n".join(lines) + "\n"

@@ -314,6 +314,66 @@ def test_field_eikonal_step_matches_reference(mode: str, fuse: str, monkeypatch:
                                     finest_resolution=512), 300, active=5)
 
 
+def geometry_grads(field: NeuSField, x: torch.Tensor, d: torch.Tensor, loss_terms: str
+                   ) -> tuple[str, dict[str, torch.Tensor | None]]:
+    """The autograd node of the SDF gradient and every parameter gradient of a loss on SDF, features and gradient
+    (``all``), on the gradient only (``eikonal``), or on SDF and features only (``head``: the gradient enters the
+    colour network detached)."""
+    field.zero_grad(set_to_none=True)
+    sdf, feat, grad = field.sdf_with_gradient(x, create_graph=True)
+    n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    loss = torch.zeros((), device=x.device)
+    if loss_terms in ("all", "head"):
+        loss = loss + field.color(x, n if loss_terms == "all" else n.detach(), d, feat).mean() + sdf.abs().mean()
+    if loss_terms in ("all", "eikonal"):
+        loss = loss + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+    loss.backward()
+    grads = {k: None if p.grad is None else p.grad.clone() for k, p in field.named_parameters()}
+    return type(grad.grad_fn).__name__, grads
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # interpreter: exp(-z) = inf
+@pytest.mark.parametrize("layers,activation", [(1, "softplus"), (1, "relu"), (2, "softplus"), (3, "relu")])
+@pytest.mark.parametrize("loss_terms", ["all", "eikonal", "head"])
+def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_terms: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDF MLP with its hand-derived gradient and backward (one autograd node; one hidden layer: the Triton
+    activation passes) against the reference's autograd double backward: values, every parameter gradient, and the
+    same None-vs-zero pattern (a bias that only the gradient sees gets zeros, the head's bias nothing)."""
+    grid = HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=512)
+    gen = fresh_generator()
+    ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=32, sdf_layers=layers, activation=activation,
+                                background="none"))
+    with torch.no_grad():  # a trained-looking field: grid and every layer matter
+        ref.encoding.embeddings.copy_(torch.randn(ref.encoding.embeddings.shape, generator=gen) * 0.1)
+        for layer in ref.sdf_layers:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.3)
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
+    ref = ref.to(DEV)
+    fast = NeuSField(ref.cfg).to(DEV)
+    fast.load_state_dict(ref.state_dict())
+    use_fast_path(fast, "triton")
+    ref.encoding.active_levels = fast.encoding.active_levels = 5
+    x = (torch.rand(300, 3, generator=gen) * 1.6 - 0.8).to(DEV)
+    d = torch.nn.functional.normalize(torch.randn(300, 3, generator=gen), dim=-1).to(DEV)
+    sf, ff, gf = fast.sdf_with_gradient(x, create_graph=False)
+    sr, fr, gr = ref.sdf_with_gradient(x, create_graph=False)
+    assert rel(sf, sr) < TOL and rel(ff, fr) < TOL and rel(gf, gr) < TOL, _seed
+    assert not gf.requires_grad  # create_graph=False: the gradient is not differentiable
+    node, got = geometry_grads(fast, x, d, loss_terms)
+    _, want = geometry_grads(ref, x, d, loss_terms)
+    assert node == ("OneLayerGeometryFunctionBackward" if layers == 1 else "GeometryFunctionBackward"), node
+    assert {k for k, v in got.items() if v is None} == {k for k, v in want.items() if v is None}
+    for k, w in want.items():
+        if w is not None:
+            err = rel(got[k], w) if w.norm() > 0 else float(got[k].abs().max())
+            assert err < TOL, (k, err, _seed)
+    monkeypatch.setenv("NEUSBLEND_FUSED_GEOMETRY", "0")  # off: autograd through the hash-grid kernels
+    node, _ = geometry_grads(fast, x, d, loss_terms)
+    assert "Geometry" not in node, node
+
+
 # -------------------------------------------------------------------------------------------- GPU, full size
 
 FULL = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)

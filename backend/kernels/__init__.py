@@ -59,6 +59,16 @@ class TritonHashGridEncoding(HashGridEncoding):
             cache[key] = LevelMeta.from_encoding(self, device)
         return cache[key]
 
+    def fused_geometry(self, field: torch.nn.Module, x: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``field``'s SDF (N,), features (N, F) and SDF gradient (N, 3) at ``x`` (N, 3) as one autograd node
+        (:mod:`.fused_geometry`), or None when that path does not take this field or input."""
+        from . import fused_geometry
+
+        if not fused_geometry.supports(field, x):
+            return None
+        return fused_geometry.sdf_with_gradient(field, x)
+
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         """Encode positions: (N, 3) in [0, 1]^3 (clamped) -> (N, L * F), zero for inactive levels."""
         if not self._triton_ok(x01):

@@ -1,0 +1,318 @@
+"""The SDF network with its analytic input gradient as one autograd node (fast path of ``sdf_with_gradient``).
+
+The reference computes the SDF's spatial gradient with ``torch.autograd.grad(..., create_graph=True)`` and the
+eikonal loss then differentiates through that graph again (a double backward of every layer: about a hundred small
+kernels and as many autograd nodes per call). :class:`GeometryFunction` computes the same three outputs, SDF head
+``out`` (N, 1 + F) and ``grad`` (N, 3), with the gradient derived by hand in the forward, and its backward gives the
+derivatives of a loss on both outputs w.r.t. the hash table and every SDF-MLP parameter in one pass, in the way
+NeuS2 derives them for its fused MLP. The hash-grid terms go through the Triton kernels
+(:mod:`.hashgrid_triton`): the forward writes the encoding's Jacobian, ``J^T g`` gives the gradient, ``J u`` the
+second-order term to the MLP, and one atomic pass adds both table terms.
+
+Notation (K hidden layers, ``act`` softplus with beta or ReLU, ``act'`` and ``act''`` its derivatives):
+
+- forward: ``h0 = [x, enc((x + 1) / 2)]``, ``z_k = h_{k-1} W_k^T + b_k``, ``h_k = act(z_k)``, ``out = h_K W_o^T + b_o``;
+- input gradient: ``g_K = W_o[0]``, ``gz_k = g_k * act'(z_k)``, ``g_{k-1} = gz_k W_k``;
+  ``grad = g_0[:, :3] + J^T g_0[:, 3:] / 2``;
+- backward, given ``A = dL/d out`` and ``U = dL/d grad``: ``V_0 = [U, J U / 2]`` (dL/dg_0); for k = 1..K:
+  ``P_k = V_{k-1} W_k^T``, ``dW_k += gz_k^T V_{k-1}``, ``V_k = P_k * act'(z_k)``, ``Q_k = P_k * g_k * act''(z_k)``;
+  ``dW_o[0] += sum_n V_K``; then the first-order pass ``dh_K = A W_o`` with ``Q_k`` added at ``z_k``:
+  ``dz_k = dh_k * act'(z_k) + Q_k``, ``dW_k += dz_k^T h_{k-1}``, ``dh_{k-1} = dz_k W_k``; the table gets
+  ``dh_0[:, 3:]`` through the trilinear weights and ``U / 2`` with ``g_0[:, 3:]`` through their derivatives.
+
+Not computed, as in the hash-grid kernels: derivatives w.r.t. the positions (they are not learned).
+``NEUSBLEND_FUSED_GEOMETRY=0`` turns this off (the field then differentiates through autograd as the reference
+does, with the hash-grid kernels underneath).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import torch
+import triton
+import triton.language as tl
+from torch.nn import functional as F
+
+from .hashgrid_triton import _INTERPRET, LevelMeta, encode, encode_backward, jac_t_vec, jac_vec
+
+if TYPE_CHECKING:
+    from ..field import NeuSField
+
+SOFTPLUS_BETA = 100.0
+
+
+def enabled() -> bool:
+    """Whether the fused geometry is on (``NEUSBLEND_FUSED_GEOMETRY``, default on)."""
+    return os.environ.get("NEUSBLEND_FUSED_GEOMETRY", "1") != "0"
+
+
+def _act(z: torch.Tensor, relu: bool) -> torch.Tensor:
+    return F.relu(z) if relu else F.softplus(z, beta=SOFTPLUS_BETA)
+
+
+def _act_d1(z: torch.Tensor, relu: bool) -> torch.Tensor:
+    """act'(z), same shape as z."""
+    return (z > 0).to(z.dtype) if relu else torch.sigmoid(z * SOFTPLUS_BETA)
+
+
+def _act_d2(z: torch.Tensor, relu: bool) -> torch.Tensor | None:
+    """act''(z) (None for ReLU: zero almost everywhere)."""
+    if relu:
+        return None
+    s = torch.sigmoid(z * SOFTPLUS_BETA)
+    return (s - s * s) * SOFTPLUS_BETA
+
+
+# ------------------------------------------------------------------------------- one hidden layer: fused passes
+
+ROWS = 64 if _INTERPRET else 128  # rows of (N, H) per program
+
+
+@triton.jit
+def _act_fwd_kernel(z_ptr, g_ptr, h_ptr, gz_ptr, N, H: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """h = act(z), gz = g * act'(z) for one (BLOCK, H) tile; g is (H,) (the head's SDF row)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, H)
+    mask = rows[:, None] < N
+    offs = rows[:, None] * H + cols[None, :]
+    z = tl.load(z_ptr + offs, mask=mask, other=0.0)
+    g = tl.load(g_ptr + cols)
+    if RELU:
+        h = tl.maximum(z, 0.0)
+        s = (z > 0).to(tl.float32)
+    else:
+        bz = z * BETA
+        e = tl.exp(-tl.abs(bz))
+        log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
+        h = tl.where(bz > 20.0, z, (tl.maximum(bz, 0.0) + log1p_e) / BETA)  # torch's softplus threshold
+        s = 1.0 / (1.0 + tl.exp(-bz))
+    tl.store(h_ptr + offs, h, mask=mask)
+    tl.store(gz_ptr + offs, g[None, :] * s, mask=mask)
+
+
+@triton.jit
+def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N, H: tl.constexpr,
+                    BETA: tl.constexpr, RELU: tl.constexpr, HAS_P: tl.constexpr, HAS_DH: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """dz = dh * act'(z) + P * g * act''(z); column sums of P * act'(z) (to the head's SDF row) and of dz (bias)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, H)
+    mask = rows[:, None] < N
+    offs = rows[:, None] * H + cols[None, :]
+    z = tl.load(z_ptr + offs, mask=mask, other=0.0)
+    if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
+        s = (z > 0).to(tl.float32)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-z * BETA))
+    dz = tl.zeros([BLOCK, H], dtype=tl.float32)
+    if HAS_P:
+        p = tl.load(p_ptr + offs, mask=mask, other=0.0)
+        tl.atomic_add(vsum_ptr + cols, tl.sum(p * s, axis=0))
+        if not RELU:
+            g = tl.load(g_ptr + cols)
+            dz += p * g[None, :] * ((s - s * s) * BETA)
+    if HAS_DH:
+        dz += tl.load(dh_ptr + offs, mask=mask, other=0.0) * s
+    tl.store(dz_ptr + offs, dz, mask=mask)
+    tl.atomic_add(dzsum_ptr + cols, tl.sum(dz, axis=0))
+
+
+def _rows_grid(n: int) -> tuple[int]:
+    return (max(1, triton.cdiv(n, ROWS)),)
+
+
+def _hidden_ok(h: int) -> bool:
+    return h >= 16 and h & (h - 1) == 0  # a power of two: one tile row per point
+
+
+class OneLayerGeometryFunction(torch.autograd.Function):
+    """:class:`GeometryFunction` for one hidden layer (every preset), with the activation and its derivatives in
+    one Triton pass each way and no separate bias or head-row reductions. Same arguments with K = 1."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
+                relu: bool, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.contiguous()
+        n, H = x.shape[0], W1.shape[0]
+        x01 = ((x + 1.0) * 0.5).contiguous()
+        enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
+        h0 = torch.cat([x, enc], -1)  # (N, D0)
+        z = torch.addmm(b1, h0, W1.t())  # (N, H)
+        h1, gz = torch.empty_like(z), torch.empty_like(z)
+        g = Wo[0].contiguous()
+        if n:
+            _act_fwd_kernel[_rows_grid(n)](z, g, h1, gz, n, H=H, BETA=SOFTPLUS_BETA, RELU=relu, BLOCK=ROWS,
+                                           num_warps=4)
+        out = torch.addmm(bo, h1, Wo.t())
+        g0e = gz @ W1[:, 3:]  # (N, 2 L), contiguous
+        grad = (gz @ W1[:, :3]).add_(jac_t_vec(jac, g0e, meta.n_levels), alpha=0.5)  # (N, 3)
+        ctx.save_for_backward(x01, table, jac, g0e, h0, z, h1, gz, W1, Wo)
+        ctx.meta, ctx.n_active, ctx.relu = meta, n_active, relu
+        ctx.set_materialize_grads(False)
+        return out, grad
+
+    @staticmethod
+    def backward(ctx, d_out: torch.Tensor | None, d_grad: torch.Tensor | None):  # noqa: ANN001, ANN205
+        x01, table, jac, g0e, h0, z, h1, gz, W1, Wo = ctx.saved_tensors
+        meta, relu = ctx.meta, ctx.relu
+        n, H = z.shape
+        if d_out is None and d_grad is None:
+            return (None,) * 9
+        dW1, dWo = torch.zeros_like(W1), torch.zeros_like(Wo)
+        vsum, db1 = torch.zeros(H, device=z.device), torch.zeros(H, device=z.device)
+        dz = torch.empty_like(z)
+        P = V0 = u_half = dh = dbo = None
+        if d_grad is not None:
+            d_grad = d_grad.contiguous()
+            u_half = 0.5 * d_grad
+            V0 = torch.cat([d_grad, jac_vec(jac, u_half, meta.n_levels)], -1)  # (N, D0): dL/dg_0
+            P = V0 @ W1.t()  # (N, H)
+            dW1.addmm_(gz.t(), V0)
+        if d_out is not None:
+            d_out = d_out.contiguous()
+            dWo.addmm_(d_out.t(), h1)
+            dbo = d_out.sum(0)
+            dh = d_out @ Wo  # (N, H)
+        if n:
+            _act_bwd_kernel[_rows_grid(n)](P if P is not None else z, z, Wo[0].contiguous(),
+                                           dh if dh is not None else z, dz, vsum, db1, n, H=H, BETA=SOFTPLUS_BETA,
+                                           RELU=relu, HAS_P=P is not None, HAS_DH=dh is not None, BLOCK=ROWS,
+                                           num_warps=4)
+        else:
+            dz.zero_()
+        if P is not None:
+            dWo[0] += vsum
+        dW1.addmm_(dz.t(), h0)
+        d_table = None
+        if ctx.needs_input_grad[1]:
+            g = dz @ W1[:, 3:]  # (N, 2 L): dL/d enc
+            _, d_table = encode_backward(g, x01, table, meta, ctx.n_active, False, True, u=u_half,
+                                         g2=g0e if u_half is not None else None)
+        need = ctx.needs_input_grad
+        return (None, d_table, None, None, None, dW1 if need[5] else None, db1 if need[6] else None,
+                dWo if need[7] else None, dbo if need[8] else None)
+
+
+class GeometryFunction(torch.autograd.Function):
+    """``out, grad = GeometryFunction.apply(x, table, meta, n_active, relu, W_1, b_1, ..., W_K, b_K, W_o, b_o)``.
+
+    Args (forward):
+        x: (N, 3) float32 positions in the normalized frame.
+        table: (T_total, 2) hash table; meta, n_active: its level layout and active levels.
+        relu: activation (False: softplus with beta 100, as :class:`backend.field.NeuSField`).
+        weights: the SDF MLP's ``nn.Linear`` weights and biases in order, (H, D) and (H,).
+
+    Returns:
+        out: (N, 1 + F) the SDF (column 0) and geometry features; grad: (N, 3) d sdf / d x.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
+                relu: bool, *weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.contiguous()
+        x01 = ((x + 1.0) * 0.5).contiguous()
+        enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
+        Ws, bs = weights[0::2], weights[1::2]
+        hs = [torch.cat([x, enc], -1)]  # h_0 .. h_K
+        zs = []  # z_1 .. z_K
+        for W, b in zip(Ws[:-1], bs[:-1]):
+            zs.append(torch.addmm(b, hs[-1], W.t()))
+            hs.append(_act(zs[-1], relu))
+        out = torch.addmm(bs[-1], hs[-1], Ws[-1].t())
+        g = Ws[-1][0].expand(x.shape[0], -1)  # g_K: d sdf / d h_K
+        gs, gzs = [], []  # g_K .. g_1 and gz_K .. gz_1
+        for W, z in zip(reversed(Ws[:-1]), reversed(zs)):
+            gs.append(g)
+            gzs.append(g * _act_d1(z, relu))
+            g = gzs[-1] @ W
+        g0e = g[:, 3:].contiguous()
+        grad = g[:, :3] + 0.5 * jac_t_vec(jac, g0e, meta.n_levels)
+        ctx.save_for_backward(x01, table, jac, g0e, *hs, *zs, *reversed(gs[1:]), *reversed(gzs), *weights)
+        ctx.meta, ctx.n_active, ctx.relu, ctx.K = meta, n_active, relu, len(zs)
+        ctx.set_materialize_grads(False)
+        return out, grad
+
+    @staticmethod
+    def backward(ctx, d_out: torch.Tensor | None, d_grad: torch.Tensor | None):  # noqa: ANN001, ANN205
+        K, relu, meta = ctx.K, ctx.relu, ctx.meta
+        saved = ctx.saved_tensors
+        x01, table, jac, g0e = saved[:4]
+        rest = saved[4:]
+        hs, rest = rest[:K + 1], rest[K + 1:]
+        zs, rest = rest[:K], rest[K:]
+        gs_low, rest = rest[:K - 1], rest[K - 1:]  # g_1 .. g_{K-1}
+        gzs, weights = rest[:K], rest[K:]  # gz_1 .. gz_K, then the parameters
+        Ws, bs = weights[0::2], weights[1::2]
+        n = x01.shape[0]
+        dW = [torch.zeros_like(W) for W in Ws]
+        db: list[torch.Tensor | None] = [None] * len(bs)
+        Q: list[torch.Tensor | None] = [None] * K
+        u_half = None
+        if d_grad is not None:  # second order: through the input-gradient chain g_0 <- g_1 <- ... <- g_K
+            d_grad = d_grad.contiguous()
+            u_half = 0.5 * d_grad
+            V = torch.cat([d_grad, jac_vec(jac, u_half, meta.n_levels)], -1)  # (N, D_0): dL/dg_0
+            for k in range(K):  # layer k + 1
+                W, z = Ws[k], zs[k]
+                P = V @ W.t()  # (N, H): dL/d gz_{k+1}
+                dW[k].addmm_(gzs[k].t(), V)
+                V = P * _act_d1(z, relu)  # dL/d g_{k+1}
+                d2 = _act_d2(z, relu)
+                if d2 is not None:
+                    g_k1 = gs_low[k] if k < K - 1 else Ws[-1][0].expand(n, -1)
+                    Q[k] = P * g_k1 * d2
+            dW[-1][0] += V.sum(0)
+        dh = None
+        if d_out is not None:
+            d_out = d_out.contiguous()
+            dW[-1].addmm_(d_out.t(), hs[K])
+            db[-1] = d_out.sum(0)
+            dh = d_out @ Ws[-1]  # (N, H_K)
+        for k in reversed(range(K)):  # first order, with the second-order terms entering at z_k
+            dz = dh * _act_d1(zs[k], relu) if dh is not None else None
+            if Q[k] is not None:
+                dz = Q[k] if dz is None else dz + Q[k]
+            if dz is None:
+                continue
+            dW[k].addmm_(dz.t(), hs[k])
+            db[k] = dz.sum(0)
+            dh = dz @ Ws[k]
+        d_table = None
+        if ctx.needs_input_grad[1] and (dh is not None or u_half is not None):
+            g = dh[:, 3:].contiguous() if dh is not None else torch.zeros_like(g0e)
+            _, d_table = encode_backward(g, x01, table, meta, ctx.n_active, False, True, u=u_half,
+                                         g2=g0e if u_half is not None else None)
+        grads: list[torch.Tensor | None] = []
+        for k in range(len(Ws)):
+            bias_grad = db[k]
+            if bias_grad is None and k < K:  # as autograd: a hidden bias gets zeros, the head's bias nothing
+                bias_grad = torch.zeros_like(bs[k])
+            grads += [dW[k] if ctx.needs_input_grad[5 + 2 * k] else None,
+                      bias_grad if ctx.needs_input_grad[6 + 2 * k] else None]
+        return (None, d_table, None, None, None, *grads)
+
+
+def supports(field: NeuSField, x: torch.Tensor) -> bool:
+    """Whether :func:`sdf_with_gradient` takes this field and input (else the caller uses autograd)."""
+    enc = field.encoding
+    ok = getattr(enc, "_triton_ok", None)
+    return (enabled() and ok is not None and ok(x) and field.cfg.activation in ("softplus", "relu")
+            and len(field.sdf_layers) >= 2 and x.requires_grad is False)
+
+
+def sdf_with_gradient(field: NeuSField, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SDF (N,), features (N, F) and the SDF's gradient (N, 3) of ``field`` at ``x`` (N, 3), differentiable
+    (the gradient too, as with ``create_graph=True``) w.r.t. the hash table and the SDF MLP."""
+    enc = field.encoding
+    n_active = max(0, min(int(enc.active_levels), enc.cfg.n_levels))
+    params: list[torch.Tensor] = []
+    for layer in field.sdf_layers:
+        params += [layer.weight, layer.bias]
+    fn = OneLayerGeometryFunction if len(params) == 4 and _hidden_ok(params[0].shape[0]) else GeometryFunction
+    out, grad = fn.apply(x, enc.embeddings, enc.level_meta(x.device), n_active, field.cfg.activation == "relu",
+                         *params)
+    return out[:, 0], out[:, 1:], grad
