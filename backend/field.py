@@ -263,10 +263,15 @@ class NeuSField(nn.Module):
         Returns:
             (N, 3) colour in [0, 1].
         """
-        h = torch.cat([feat, x, normal, sh_encode(view_dir, self.cfg.sh_degree)], -1)
-        for layer in self.color_layers[:-1]:
-            h = F.relu(layer(h))
-        return torch.sigmoid(self.color_layers[-1](h))
+        parts = [feat, x, normal, sh_encode(view_dir, self.cfg.sh_degree)]
+        # on CUDA, rows of a multiple of 4 floats (zero columns: same values): cuBLAS then takes aligned kernels
+        pad = -self.color_layers[0].in_features % 4 if x.is_cuda else 0
+        h = torch.cat(parts + [x.new_zeros(x.shape[0], pad)] if pad else parts, -1)
+        last = len(self.color_layers) - 1
+        for i, layer in enumerate(self.color_layers):
+            h = F.linear(h, F.pad(layer.weight, (0, pad)) if i == 0 and pad else layer.weight, layer.bias)
+            h = F.relu(h) if i < last else torch.sigmoid(h)
+        return h
 
     def background(self, view_dir: torch.Tensor) -> torch.Tensor | None:
         """(R, 3) ray directions -> (R, 3) colour of what lies beyond the unit sphere, or None."""

@@ -116,3 +116,26 @@ def test_color_and_background_shapes_and_ranges() -> None:
     assert bg is not None and bg.shape == (50, 3)
     assert small_field(background="none").background(d) is None
     assert float(field.inv_s()) == pytest.approx(math.exp(3.0), rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on the GPU machine: pytest -m gpu)")
+def test_gpu_colour_network_with_aligned_rows_matches_cpu() -> None:
+    """On CUDA the colour input is padded with zero columns to a multiple of 4 floats: same colour and same
+    gradients (of the padded weight's real columns) as the unpadded CPU evaluation."""
+    torch.manual_seed(0)
+    field = NeuSField(FieldConfig(grid=HashGridConfig(n_levels=4, log2_table_size=12), background="none"))
+    assert field.color_layers[0].in_features % 4 != 0  # the case being tested
+    gpu = NeuSField(field.cfg).cuda()
+    gpu.load_state_dict(field.state_dict())
+    n = 1000
+    x, normal = torch.rand(n, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
+    d, feat = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1), torch.randn(n, field.cfg.feature_dim)
+    out = {}
+    for name, f, dev in (("cpu", field, "cpu"), ("gpu", gpu, "cuda")):
+        fe = feat.to(dev).requires_grad_(True)
+        rgb = f.color(x.to(dev), normal.to(dev), d.to(dev), fe)
+        (rgb * torch.arange(3, device=dev)).sum().backward()
+        out[name] = [rgb.detach().cpu(), fe.grad.cpu(), f.color_layers[0].weight.grad.cpu()]
+    for a, b in zip(out["gpu"], out["cpu"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

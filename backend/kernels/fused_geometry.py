@@ -128,9 +128,36 @@ def _hidden_ok(h: int) -> bool:
     return h >= 16 and h & (h - 1) == 0  # a power of two: one tile row per point
 
 
+def _aligned_first_layer(W1: torch.Tensor, n_enc: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first layer's weight (H, 3 + E) with its columns in the aligned input order ``[enc, x, 0...]``.
+
+    Returns:
+        Wr: (H, D) with D = E + 3 rounded up to a multiple of 4 (zero columns at the end);
+        We: (H, E) contiguous encoding columns; Wx: (H, 3) position columns.
+    """
+    H = W1.shape[0]
+    D = (n_enc + 3 + 3) // 4 * 4
+    We, Wx = W1[:, 3:].contiguous(), W1[:, :3].contiguous()
+    return torch.cat([We, Wx, W1.new_zeros(H, D - n_enc - 3)], 1), We, Wx
+
+
+def _aligned_rows(a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, width) rows ``[a, b, 0...]``: a row length that is a multiple of 4 floats, so cuBLAS takes its aligned
+    (vectorised) kernels; (N, 35) rows fall back to kernels with scalar loads, about twice as slow."""
+    out = a.new_empty(a.shape[0], width)
+    out[:, :a.shape[1]] = a
+    out[:, a.shape[1]:a.shape[1] + b.shape[1]] = b
+    out[:, a.shape[1] + b.shape[1]:] = 0
+    return out
+
+
 class OneLayerGeometryFunction(torch.autograd.Function):
     """:class:`GeometryFunction` for one hidden layer (every preset), with the activation and its derivatives in
-    one Triton pass each way and no separate bias or head-row reductions. Same arguments with K = 1."""
+    one Triton pass each way and no separate bias or head-row reductions. Same arguments with K = 1.
+
+    The matrix products see the input as ``[enc, x, 0]`` (N, D) with D a multiple of 4 (36 for 16 levels), the
+    first layer's weight reordered to match, so that every operand is 16-byte aligned.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
@@ -140,38 +167,41 @@ class OneLayerGeometryFunction(torch.autograd.Function):
         n, H = x.shape[0], W1.shape[0]
         x01 = ((x + 1.0) * 0.5).contiguous()
         enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
-        h0 = torch.cat([x, enc], -1)  # (N, D0)
-        z = torch.addmm(b1, h0, W1.t())  # (N, H)
+        Wr, We, Wx = _aligned_first_layer(W1, enc.shape[1])
+        h0 = _aligned_rows(enc, x, Wr.shape[1])  # (N, D)
+        z = torch.addmm(b1, h0, Wr.t())  # (N, H)
         h1, gz = torch.empty_like(z), torch.empty_like(z)
         g = Wo[0].contiguous()
         if n:
             _act_fwd_kernel[_rows_grid(n)](z, g, h1, gz, n, H=H, BETA=SOFTPLUS_BETA, RELU=relu, BLOCK=ROWS,
                                            num_warps=4)
         out = torch.addmm(bo, h1, Wo.t())
-        g0e = gz @ W1[:, 3:]  # (N, 2 L), contiguous
-        grad = (gz @ W1[:, :3]).add_(jac_t_vec(jac, g0e, meta.n_levels), alpha=0.5)  # (N, 3)
-        ctx.save_for_backward(x01, table, jac, g0e, h0, z, h1, gz, W1, Wo)
+        g0e = gz @ We  # (N, 2 L)
+        grad = (gz @ Wx).add_(jac_t_vec(jac, g0e, meta.n_levels), alpha=0.5)  # (N, 3)
+        ctx.save_for_backward(x01, table, jac, g0e, h0, z, h1, gz, Wr, We, Wo)
         ctx.meta, ctx.n_active, ctx.relu = meta, n_active, relu
         ctx.set_materialize_grads(False)
         return out, grad
 
     @staticmethod
     def backward(ctx, d_out: torch.Tensor | None, d_grad: torch.Tensor | None):  # noqa: ANN001, ANN205
-        x01, table, jac, g0e, h0, z, h1, gz, W1, Wo = ctx.saved_tensors
+        x01, table, jac, g0e, h0, z, h1, gz, Wr, We, Wo = ctx.saved_tensors
         meta, relu = ctx.meta, ctx.relu
         n, H = z.shape
+        E = g0e.shape[1]
         if d_out is None and d_grad is None:
             return (None,) * 9
-        dW1, dWo = torch.zeros_like(W1), torch.zeros_like(Wo)
+        dWr, dWo = torch.zeros_like(Wr), torch.zeros_like(Wo)
         vsum, db1 = torch.zeros(H, device=z.device), torch.zeros(H, device=z.device)
         dz = torch.empty_like(z)
-        P = V0 = u_half = dh = dbo = None
+        P = u_half = dh = dbo = None
         if d_grad is not None:
             d_grad = d_grad.contiguous()
             u_half = 0.5 * d_grad
-            V0 = torch.cat([d_grad, jac_vec(jac, u_half, meta.n_levels)], -1)  # (N, D0): dL/dg_0
-            P = V0 @ W1.t()  # (N, H)
-            dW1.addmm_(gz.t(), V0)
+            V0 = _aligned_rows(jac_vec(jac, u_half, meta.n_levels), d_grad, Wr.shape[1])  # (N, D): dL/dg_0
+            P = V0 @ Wr.t()  # (N, H)
+            dWr.addmm_(gz.t(), V0)
+            del V0
         if d_out is not None:
             d_out = d_out.contiguous()
             dWo.addmm_(d_out.t(), h1)
@@ -186,14 +216,15 @@ class OneLayerGeometryFunction(torch.autograd.Function):
             dz.zero_()
         if P is not None:
             dWo[0] += vsum
-        dW1.addmm_(dz.t(), h0)
+        dWr.addmm_(dz.t(), h0)
         d_table = None
         if ctx.needs_input_grad[1]:
-            g = dz @ W1[:, 3:]  # (N, 2 L): dL/d enc
+            g = dz @ We  # (N, 2 L): dL/d enc
             _, d_table = encode_backward(g, x01, table, meta, ctx.n_active, False, True, u=u_half,
                                          g2=g0e if u_half is not None else None)
         need = ctx.needs_input_grad
-        return (None, d_table, None, None, None, dW1 if need[5] else None, db1 if need[6] else None,
+        dW1 = torch.cat([dWr[:, E:E + 3], dWr[:, :E]], 1) if need[5] else None  # back to [x, enc] columns
+        return (None, d_table, None, None, None, dW1, db1 if need[6] else None,
                 dWo if need[7] else None, dbo if need[8] else None)
 
 
