@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -171,7 +172,17 @@ class _MaskIndex:
         return (S[r1, c1] - S[r0, c1] - S[r1, c0] + S[r0, c0]) > 0
 
 
-def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int) -> np.ndarray:
+def _mask_indices(scene: Scene) -> list[_MaskIndex]:
+    """One :class:`_MaskIndex` per mask (built in threads: numpy releases the GIL in its reductions)."""
+    assert scene.masks is not None
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(_MaskIndex, scene.masks))
+
+
+def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int,
+           indices: list[_MaskIndex] | None = None) -> np.ndarray:
     """(M,) bool: voxels (centres ``pts``, bounding radius ``voxel_radius``) consistent with every mask.
 
     A view carves a voxel in front of it that projects into the image farther than the voxel's projected radius
@@ -180,6 +191,7 @@ def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int) -
     also fall inside ``min_views`` images.
     """
     assert scene.masks is not None
+    indices = indices if indices is not None else _mask_indices(scene)
     w2c = _w2c(scene.c2w)
     sizes = scene.sizes
     alive = np.arange(len(pts))
@@ -189,7 +201,7 @@ def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int) -
             break
         K = scene.K[i]
         w, h = int(sizes[i, 0]), int(sizes[i, 1])
-        index = _MaskIndex(scene.masks[i])
+        index = indices[i]
         u, v, z, inside = _in_view(K, w2c[i], (w, h), pts[alive])
         front = z > 0
         r_px = max(K[0, 0], K[1, 1]) * voxel_radius / np.where(front, z, 1.0) + MASK_TOLERANCE * max(w, h) + 1.0
@@ -234,14 +246,15 @@ def visual_hull_bounds(scene: Scene, resolution: int = 96) -> dict[str, Any] | N
     # pass 1: a coarse grid over the ball the nearest camera leaves free
     pts, vox = _grid(c0 - d_min, c0 + d_min, 64)
     pts = pts[np.linalg.norm(pts - c0, axis=1) <= d_min]
-    keep = _carve(scene, pts, vox * math.sqrt(3) / 2, min_views)
+    indices = _mask_indices(scene)  # shared by both passes
+    keep = _carve(scene, pts, vox * math.sqrt(3) / 2, min_views, indices)
     if not keep.any():
         return None
     # pass 2: a finer grid over what survived
     lo = pts[keep].min(0) - vox
     hi = pts[keep].max(0) + vox
     pts, vox = _grid(lo, hi, resolution)
-    keep = _carve(scene, pts, vox * math.sqrt(3) / 2, min_views)
+    keep = _carve(scene, pts, vox * math.sqrt(3) / 2, min_views, indices)
     if not keep.any():
         return None
     kept = pts[keep]

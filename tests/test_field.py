@@ -133,7 +133,7 @@ def test_gpu_colour_network_with_aligned_rows_matches_cpu() -> None:
     d, feat = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1), torch.randn(n, field.cfg.feature_dim)
     out = {}
     for name, f, dev in (("cpu", field, "cpu"), ("gpu", gpu, "cuda")):
-        fe = feat.to(dev).requires_grad_(True)
+        fe = feat.to(dev).clone().requires_grad_(True)  # a leaf of its own on each device
         rgb = f.color(x.to(dev), normal.to(dev), d.to(dev), fe)
         (rgb * torch.arange(3, device=dev)).sum().backward()
         out[name] = [rgb.detach().cpu(), fe.grad.cpu(), f.color_layers[0].weight.grad.cpu()]
