@@ -171,8 +171,7 @@ def main() -> None:
                   flush=True)
     ref_train = None
     for path in [p for p in paths if p != "triton-autograd" and not args.no_train]:
-        if path != "reference":
-            os.environ["NEUSBLEND_PATH"] = path
+        os.environ["NEUSBLEND_PATH"] = path  # also for the reference: the trainer would pick triton on CUDA
         res = train_step_rate(dev, args.train_steps or (30 if cuda else 10), "default" if cuda else "preview",
                               0 if cuda else 200)
         os.environ.pop("NEUSBLEND_PATH", None)
