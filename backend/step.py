@@ -10,7 +10,9 @@ the host then only launches one graph per step instead of hundreds of kernels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -18,6 +20,7 @@ from .field import NeuSField
 from .render import neus_alpha, render_weights
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -93,6 +96,29 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     return {"loss": loss, "mse": mse, "eikonal": loss_eik, "mask": loss_mask}
 
 
+def capture_graph(body: Callable[[], T], optimizer: torch.optim.Optimizer, warmup: int = 1
+                  ) -> tuple[torch.cuda.CUDAGraph, T]:
+    """Run ``body`` (a training step: forward, backward, optimiser step) ``warmup`` times on a side stream, as
+    capture requires, then capture one call of it as a CUDA graph. Gradients are reset to None before each run, so
+    the captured backward allocates them in the graph's pool.
+
+    Returns:
+        The graph (``replay()`` runs the step again on the same buffers) and what the captured call returned.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            optimizer.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    optimizer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
+
+
 class GraphStep:
     """Replays forward, double backward and optimiser step of :func:`step_losses` from a CUDA graph.
 
@@ -159,18 +185,9 @@ class GraphStep:
 
     def run(self, key: object) -> dict[str, torch.Tensor]:
         """One step on the loaded buffers; ``key`` names what the graph bakes in (recapture when it changes)."""
-        if self.graph is None or key != self.key:
-            self.optimizer.zero_grad(set_to_none=True)
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # the warm-up step that capture requires is a real step
-                self._body()
-            torch.cuda.current_stream().wait_stream(stream)
-            self.optimizer.zero_grad(set_to_none=True)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.out = self._body()
-            self.graph, self.key = graph, key
+        if self.graph is None or key != self.key:  # the warm-up step that capture requires is a real step
+            self.graph, self.out = capture_graph(self._body, self.optimizer)
+            self.key = key
             self.captures += 1
             log.info("captured the training step as a CUDA graph (%d samples, %d rays)", self.S, self.R)
         self.graph.replay()

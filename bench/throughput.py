@@ -91,18 +91,9 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
 
     run = step
     if graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        opt.zero_grad(set_to_none=True)
-        cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cuda_graph):
-            step()
-        run = cuda_graph.replay
+        from backend.step import capture_graph
+
+        run = capture_graph(step, opt, warmup=3)[0].replay
     for _ in range(3):
         run()
     sync(device)

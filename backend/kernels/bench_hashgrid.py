@@ -252,17 +252,9 @@ def host_and_graph(n: int) -> None:
             loss.backward(inputs=params)
             opt.step()
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                body()
-        torch.cuda.current_stream().wait_stream(side)
-        opt.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            body()
+        from ..step import capture_graph
+
+        graph, _ = capture_graph(body, opt, warmup=3)
         ms = bench(graph.replay, 600)
         print(f"triton/jac field step as one CUDA graph (Adam capturable, backward(inputs=params)): {ms:.3f} ms "
               f"= {n / (ms * 1e-3) / 1e6:.2f} M samples/s")

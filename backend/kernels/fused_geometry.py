@@ -71,26 +71,39 @@ ROWS = 64 if _INTERPRET else 128  # rows of (N, H) per program
 
 
 @triton.jit
+def _tile(N, H, BLOCK):
+    """Columns (H,), row mask (BLOCK, 1) and element offsets (BLOCK, H) of this program's tile of a (N, H) array."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, H)
+    return cols, rows[:, None] < N, rows[:, None] * H + cols[None, :]
+
+
+@triton.jit
+def _tl_act_d1(z, BETA, RELU):
+    """act'(z): the step function or sigmoid(beta z)."""
+    if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
+        s = (z > 0).to(tl.float32)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-z * BETA))
+    return s
+
+
+@triton.jit
 def _act_fwd_kernel(z_ptr, g_ptr, h_ptr, gz_ptr, N, H: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
                     BLOCK: tl.constexpr):
     """h = act(z), gz = g * act'(z) for one (BLOCK, H) tile; g is (H,) (the head's SDF row)."""
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    cols = tl.arange(0, H)
-    mask = rows[:, None] < N
-    offs = rows[:, None] * H + cols[None, :]
+    cols, mask, offs = _tile(N, H, BLOCK)
     z = tl.load(z_ptr + offs, mask=mask, other=0.0)
     g = tl.load(g_ptr + cols)
     if RELU:
         h = tl.maximum(z, 0.0)
-        s = (z > 0).to(tl.float32)
     else:
         bz = z * BETA
         e = tl.exp(-tl.abs(bz))
         log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
         h = tl.where(bz > 20.0, z, (tl.maximum(bz, 0.0) + log1p_e) / BETA)  # torch's softplus threshold
-        s = 1.0 / (1.0 + tl.exp(-bz))
     tl.store(h_ptr + offs, h, mask=mask)
-    tl.store(gz_ptr + offs, g[None, :] * s, mask=mask)
+    tl.store(gz_ptr + offs, g[None, :] * _tl_act_d1(z, BETA, RELU), mask=mask)
 
 
 @triton.jit
@@ -98,15 +111,9 @@ def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N,
                     BETA: tl.constexpr, RELU: tl.constexpr, HAS_P: tl.constexpr, HAS_DH: tl.constexpr,
                     BLOCK: tl.constexpr):
     """dz = dh * act'(z) + P * g * act''(z); column sums of P * act'(z) (to the head's SDF row) and of dz (bias)."""
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    cols = tl.arange(0, H)
-    mask = rows[:, None] < N
-    offs = rows[:, None] * H + cols[None, :]
+    cols, mask, offs = _tile(N, H, BLOCK)
     z = tl.load(z_ptr + offs, mask=mask, other=0.0)
-    if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
-        s = (z > 0).to(tl.float32)
-    else:
-        s = 1.0 / (1.0 + tl.exp(-z * BETA))
+    s = _tl_act_d1(z, BETA, RELU)
     dz = tl.zeros([BLOCK, H], dtype=tl.float32)
     if HAS_P:
         p = tl.load(p_ptr + offs, mask=mask, other=0.0)
