@@ -336,11 +336,16 @@ def geometry_grads(field: NeuSField, x: torch.Tensor, d: torch.Tensor, loss_term
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # interpreter: exp(-z) = inf
 @pytest.mark.parametrize("layers,activation", [(1, "softplus"), (1, "relu"), (2, "softplus"), (3, "relu")])
 @pytest.mark.parametrize("loss_terms", ["all", "eikonal", "head"])
-def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_terms: str,
+@pytest.mark.parametrize("fused_mlp", ["1", "0"])
+def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_terms: str, fused_mlp: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDF MLP with its hand-derived gradient and backward (one autograd node; one hidden layer: the Triton
     activation passes) against the reference's autograd double backward: values, every parameter gradient, and the
-    same None-vs-zero pattern (a bias that only the gradient sees gets zeros, the head's bias nothing)."""
+    same None-vs-zero pattern (a bias that only the gradient sees gets zeros, the head's bias nothing). One hidden
+    layer runs the whole-MLP kernels, or (``NEUSBLEND_FUSED_MLP=0``) the activation-only kernels."""
+    if layers > 1 and fused_mlp == "0":
+        pytest.skip("the switch only concerns one hidden layer")
+    monkeypatch.setenv("NEUSBLEND_FUSED_MLP", fused_mlp)
     grid = HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=512)
     gen = fresh_generator()
     ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=32, sdf_layers=layers, activation=activation,
@@ -363,7 +368,8 @@ def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_term
     assert not gf.requires_grad  # create_graph=False: the gradient is not differentiable
     node, got = geometry_grads(fast, x, d, loss_terms)
     _, want = geometry_grads(ref, x, d, loss_terms)
-    assert node == ("OneLayerGeometryFunctionBackward" if layers == 1 else "GeometryFunctionBackward"), node
+    one_layer = "FusedMLPGeometryFunctionBackward" if fused_mlp == "1" else "OneLayerGeometryFunctionBackward"
+    assert node == (one_layer if layers == 1 else "GeometryFunctionBackward"), node
     assert {k for k, v in got.items() if v is None} == {k for k, v in want.items() if v is None}
     for k, w in want.items():
         if w is not None:
@@ -372,6 +378,36 @@ def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_term
     monkeypatch.setenv("NEUSBLEND_FUSED_GEOMETRY", "0")  # off: autograd through the hash-grid kernels
     node, _ = geometry_grads(fast, x, d, loss_terms)
     assert "Geometry" not in node, node
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+def test_fused_mlp_backward_sums_several_tiles_per_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole-MLP backward kernel loops over several tiles per program (the last one partly past N) and adds
+    its weight gradients once: same gradients as autograd."""
+    from backend.kernels import fused_geometry
+
+    monkeypatch.setattr(fused_geometry, "_sm_count", lambda device: 1)  # 4 programs for all the tiles
+    grid = HashGridConfig(n_levels=8, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=256)
+    gen = fresh_generator()
+    ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, background="none"))
+    with torch.no_grad():
+        ref.encoding.embeddings.copy_(torch.randn(ref.encoding.embeddings.shape, generator=gen) * 0.1)
+        ref.sdf_layers[0].weight.copy_(torch.randn(ref.sdf_layers[0].weight.shape, generator=gen) * 0.3)
+    ref = ref.to(DEV)
+    fast = NeuSField(ref.cfg).to(DEV)
+    fast.load_state_dict(ref.state_dict())
+    use_fast_path(fast, "triton")
+    n = 9 * fused_geometry.MLP_ROWS + 5  # 10 tiles: 4 programs of 3, the last with one tile and a partial one
+    x = (torch.rand(n, 3, generator=gen) * 1.6 - 0.8).to(DEV)
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(DEV)
+    node, got = geometry_grads(fast, x, d, "all")
+    _, want = geometry_grads(ref, x, d, "all")
+    assert node == "FusedMLPGeometryFunctionBackward"
+    assert {k for k, v in got.items() if v is None} == {k for k, v in want.items() if v is None}
+    for k, w in want.items():
+        if w is not None:
+            assert rel(got[k], w) < TOL, (k, rel(got[k], w), _seed)
 
 
 # -------------------------------------------------------------------------------------------- GPU, full size

@@ -127,6 +127,224 @@ def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N,
     tl.atomic_add(dzsum_ptr + cols, tl.sum(dz, axis=0))
 
 
+# ------------------------------------------------------------- one hidden layer: whole MLP in one kernel each way
+
+MLP_ROWS = 64  # points per tile of the fused MLP kernels
+
+
+@triton.jit
+def _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_ptr, PREC: tl.constexpr):
+    """z = enc We^T + x Wx^T + b1 for one tile: (BLOCK, H); also the tile's enc (BLOCK, EP) and x columns."""
+    enc = tl.load(enc_ptr + rows[:, None] * E + ecols[None, :], mask=rmask[:, None] & (ecols[None, :] < E),
+                  other=0.0)
+    z = tl.dot(enc, tl.trans(we), input_precision=PREC) + b1[None, :]
+    hcols = tl.arange(0, H)
+    x0 = tl.load(x_ptr + rows * 3 + 0, mask=rmask, other=0.0)
+    x1 = tl.load(x_ptr + rows * 3 + 1, mask=rmask, other=0.0)
+    x2 = tl.load(x_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+    w0 = tl.load(wx_ptr + hcols * 3 + 0)
+    w1 = tl.load(wx_ptr + hcols * 3 + 1)
+    w2 = tl.load(wx_ptr + hcols * 3 + 2)
+    z += x0[:, None] * w0[None, :] + x1[:, None] * w1[None, :] + x2[:, None] * w2[None, :]
+    return z, enc, x0, x1, x2, w0, w1, w2
+
+
+@triton.jit
+def _softplus(z, BETA):
+    bz = z * BETA
+    e = tl.exp(-tl.abs(bz))
+    log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
+    return tl.where(bz > 20.0, z, (tl.maximum(bz, 0.0) + log1p_e) / BETA)  # torch's softplus threshold
+
+
+@triton.jit
+def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_ptr, g0e_ptr, g0x_ptr, N, E, O,
+                    H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
+                    PREC: tl.constexpr, BLOCK: tl.constexpr):
+    """out = act(z) Wo^T + bo; g0 = (Wo[0] act'(z)) [We, Wx]: the SDF head and the gradient's first factor."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rmask = rows < N
+    ecols = tl.arange(0, EP)
+    hcols = tl.arange(0, H)
+    ocols = tl.arange(0, OP)
+    we = tl.load(we_ptr + hcols[:, None] * E + ecols[None, :], mask=ecols[None, :] < E, other=0.0)  # (H, EP)
+    b1 = tl.load(b1_ptr + hcols)
+    z, enc, x0, x1, x2, w0, w1, w2 = _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H, wx_ptr, PREC)
+    if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
+        h = tl.maximum(z, 0.0)
+    else:
+        h = _softplus(z, BETA)
+    s = _tl_act_d1(z, BETA, RELU)
+    wo = tl.load(wo_ptr + ocols[:, None] * H + hcols[None, :], mask=ocols[:, None] < O, other=0.0)  # (OP, H)
+    bo = tl.load(bo_ptr + ocols, mask=ocols < O, other=0.0)
+    out = tl.dot(h, tl.trans(wo), input_precision=PREC) + bo[None, :]
+    tl.store(out_ptr + rows[:, None] * O + ocols[None, :], out, mask=rmask[:, None] & (ocols[None, :] < O))
+    gz = tl.load(wo_ptr + hcols)[None, :] * s  # (BLOCK, H): Wo[0] act'(z)
+    g0e = tl.dot(gz, we, input_precision=PREC)  # (BLOCK, EP)
+    tl.store(g0e_ptr + rows[:, None] * E + ecols[None, :], g0e, mask=rmask[:, None] & (ecols[None, :] < E))
+    tl.store(g0x_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1), mask=rmask)
+    tl.store(g0x_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1), mask=rmask)
+    tl.store(g0x_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1), mask=rmask)
+
+
+@triton.jit
+def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dgrad_ptr, ju_ptr, denc_ptr,
+                    dwe_ptr, dwx_ptr, db1_ptr, dwo_ptr, dbo_ptr, N, E, O, TILES_PER_PROG,
+                    H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
+                    HAS_OUT: tl.constexpr, HAS_GRAD: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr):
+    """Backward of :func:`_mlp_fwd_kernel` and of the gradient ``grad = g0x + J^T g0e / 2`` (second order), over
+    ``TILES_PER_PROG`` tiles per program; weight gradients are summed in registers and added once per program."""
+    ecols = tl.arange(0, EP)
+    hcols = tl.arange(0, H)
+    ocols = tl.arange(0, OP)
+    we = tl.load(we_ptr + hcols[:, None] * E + ecols[None, :], mask=ecols[None, :] < E, other=0.0)  # (H, EP)
+    b1 = tl.load(b1_ptr + hcols)
+    wo = tl.load(wo_ptr + ocols[:, None] * H + hcols[None, :], mask=ocols[:, None] < O, other=0.0)  # (OP, H)
+    g = tl.load(wo_ptr + hcols)  # Wo[0]
+    acc_we = tl.zeros([H, EP], dtype=tl.float32)
+    acc_wo = tl.zeros([OP, H], dtype=tl.float32)
+    acc_b1 = tl.zeros([H], dtype=tl.float32)
+    acc_bo = tl.zeros([OP], dtype=tl.float32)
+    acc_v = tl.zeros([H], dtype=tl.float32)
+    acc_x0 = tl.zeros([H], dtype=tl.float32)
+    acc_x1 = tl.zeros([H], dtype=tl.float32)
+    acc_x2 = tl.zeros([H], dtype=tl.float32)
+    for t in range(TILES_PER_PROG):
+        rows = (tl.program_id(0) * TILES_PER_PROG + t) * BLOCK + tl.arange(0, BLOCK)
+        rmask = rows < N
+        z, enc, x0, x1, x2, w0, w1, w2 = _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H, wx_ptr, PREC)
+        s = _tl_act_d1(z, BETA, RELU)
+        s = tl.where(rmask[:, None], s, 0.0)  # rows past N contribute nothing
+        dz = tl.zeros([BLOCK, H], dtype=tl.float32)
+        if HAS_OUT:
+            if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
+                h = tl.maximum(z, 0.0)
+            else:
+                h = _softplus(z, BETA)
+            h = tl.where(rmask[:, None], h, 0.0)
+            dout = tl.load(dout_ptr + rows[:, None] * O + ocols[None, :],
+                           mask=rmask[:, None] & (ocols[None, :] < O), other=0.0)  # (BLOCK, OP)
+            acc_wo += tl.dot(tl.trans(dout), h, input_precision=PREC)
+            acc_bo += tl.sum(dout, 0)
+            dz += tl.dot(dout, wo, input_precision=PREC) * s
+        if HAS_GRAD:
+            ju = tl.load(ju_ptr + rows[:, None] * E + ecols[None, :], mask=rmask[:, None] & (ecols[None, :] < E),
+                         other=0.0)  # (BLOCK, EP): J (dL/dgrad) / 2
+            u0 = tl.load(dgrad_ptr + rows * 3 + 0, mask=rmask, other=0.0)
+            u1 = tl.load(dgrad_ptr + rows * 3 + 1, mask=rmask, other=0.0)
+            u2 = tl.load(dgrad_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+            p = tl.dot(ju, tl.trans(we), input_precision=PREC)
+            p += u0[:, None] * w0[None, :] + u1[:, None] * w1[None, :] + u2[:, None] * w2[None, :]  # (BLOCK, H)
+            gz = g[None, :] * s
+            acc_v += tl.sum(p * s, 0)
+            acc_we += tl.dot(tl.trans(gz), ju, input_precision=PREC)
+            acc_x0 += tl.sum(gz * u0[:, None], 0)
+            acc_x1 += tl.sum(gz * u1[:, None], 0)
+            acc_x2 += tl.sum(gz * u2[:, None], 0)
+            if not RELU:
+                dz += p * g[None, :] * ((s - s * s) * BETA)
+        acc_b1 += tl.sum(dz, 0)
+        acc_we += tl.dot(tl.trans(dz), enc, input_precision=PREC)
+        acc_x0 += tl.sum(dz * x0[:, None], 0)
+        acc_x1 += tl.sum(dz * x1[:, None], 0)
+        acc_x2 += tl.sum(dz * x2[:, None], 0)
+        denc = tl.dot(dz, we, input_precision=PREC)  # (BLOCK, EP): dL/d enc
+        tl.store(denc_ptr + rows[:, None] * E + ecols[None, :], denc, mask=rmask[:, None] & (ecols[None, :] < E))
+    tl.atomic_add(dwe_ptr + hcols[:, None] * E + ecols[None, :], acc_we, mask=ecols[None, :] < E)
+    tl.atomic_add(dwx_ptr + hcols * 3 + 0, acc_x0)
+    tl.atomic_add(dwx_ptr + hcols * 3 + 1, acc_x1)
+    tl.atomic_add(dwx_ptr + hcols * 3 + 2, acc_x2)
+    tl.atomic_add(db1_ptr + hcols, acc_b1)
+    if HAS_OUT:
+        tl.atomic_add(dwo_ptr + ocols[:, None] * H + hcols[None, :], acc_wo, mask=ocols[:, None] < O)
+        tl.atomic_add(dbo_ptr + ocols, acc_bo, mask=ocols < O)
+    if HAS_GRAD:
+        tl.atomic_add(dwo_ptr + hcols, acc_v)  # the head's SDF row, through the gradient
+
+
+def _pow2(n: int) -> int:
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def fused_mlp_enabled() -> bool:
+    """Whether one-hidden-layer fields take :class:`FusedMLPGeometryFunction` (``NEUSBLEND_FUSED_MLP``)."""
+    return os.environ.get("NEUSBLEND_FUSED_MLP", "1") != "0"
+
+
+class FusedMLPGeometryFunction(torch.autograd.Function):
+    """:class:`OneLayerGeometryFunction` with the whole SDF MLP in one Triton kernel each way: the forward computes
+    ``z``, the head and the gradient's first factor for a tile of 64 points in registers (``tl.dot``, float32
+    precision), the backward recomputes ``z`` from the encoding and does both passes of
+    :class:`GeometryFunction`'s algebra, summing the weight gradients per program. Nothing (N, H)-sized is stored."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
+                relu: bool, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.contiguous()
+        n, H, O = x.shape[0], W1.shape[0], Wo.shape[0]
+        x01 = ((x + 1.0) * 0.5).contiguous()
+        enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
+        E = enc.shape[1]
+        We, Wx = W1[:, 3:].contiguous(), W1[:, :3].contiguous()
+        Wo, b1, bo = Wo.contiguous(), b1.contiguous(), bo.contiguous()
+        out = x.new_empty(n, O)
+        g0e, g0x = x.new_empty(n, E), x.new_empty(n, 3)
+        if n:
+            _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
+                enc, x, We, Wx, b1, Wo, bo, out, g0e, g0x, n, E, O, H=H, EP=_pow2(E), OP=_pow2(O),
+                BETA=SOFTPLUS_BETA, RELU=relu, PREC=MLP_PRECISION, BLOCK=MLP_ROWS, num_warps=4)
+        grad = g0x.add_(jac_t_vec(jac, g0e, meta.n_levels), alpha=0.5)  # (N, 3)
+        ctx.save_for_backward(x, x01, table, jac, enc, g0e, We, Wx, b1, Wo)
+        ctx.meta, ctx.n_active, ctx.relu = meta, n_active, relu
+        ctx.set_materialize_grads(False)
+        return out, grad
+
+    @staticmethod
+    def backward(ctx, d_out: torch.Tensor | None, d_grad: torch.Tensor | None):  # noqa: ANN001, ANN205
+        x, x01, table, jac, enc, g0e, We, Wx, b1, Wo = ctx.saved_tensors
+        meta, relu = ctx.meta, ctx.relu
+        if d_out is None and d_grad is None:
+            return (None,) * 9
+        n, E = enc.shape
+        H, O = We.shape[0], Wo.shape[0]
+        dWe, dWx, db1 = torch.zeros_like(We), torch.zeros_like(Wx), torch.zeros_like(b1)
+        dWo, dbo = torch.zeros_like(Wo), torch.zeros(O, device=x.device)
+        denc = x.new_empty(n, E)
+        u_half = ju = None
+        if d_grad is not None:
+            d_grad = d_grad.contiguous()
+            u_half = 0.5 * d_grad
+            ju = jac_vec(jac, u_half, meta.n_levels)  # (N, E)
+        if d_out is not None:
+            d_out = d_out.contiguous()
+        if n:
+            tiles = triton.cdiv(n, MLP_ROWS)
+            per_prog = max(1, triton.cdiv(tiles, 4 * _sm_count(x.device)))
+            _mlp_bwd_kernel[(triton.cdiv(tiles, per_prog),)](
+                enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
+                ju if ju is not None else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, per_prog, H=H,
+                EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
+                HAS_GRAD=d_grad is not None, PREC=MLP_PRECISION, BLOCK=MLP_ROWS, num_warps=4)
+        d_table = None
+        if ctx.needs_input_grad[1]:
+            _, d_table = encode_backward(denc, x01, table, meta, ctx.n_active, False, True, u=u_half,
+                                         g2=g0e if u_half is not None else None)
+        need = ctx.needs_input_grad
+        return (None, d_table, None, None, None, torch.cat([dWx, dWe], 1) if need[5] else None,
+                db1 if need[6] else None, dWo if need[7] else None,
+                dbo if need[8] and d_out is not None else None)
+
+
+MLP_PRECISION = "ieee"  # float32 products (the interpreter ignores it)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _rows_grid(n: int) -> tuple[int]:
     return (max(1, triton.cdiv(n, ROWS)),)
 
@@ -350,7 +568,9 @@ def sdf_with_gradient(field: NeuSField, x: torch.Tensor) -> tuple[torch.Tensor, 
     params: list[torch.Tensor] = []
     for layer in field.sdf_layers:
         params += [layer.weight, layer.bias]
-    fn = OneLayerGeometryFunction if len(params) == 4 and _hidden_ok(params[0].shape[0]) else GeometryFunction
+    fn = GeometryFunction
+    if len(params) == 4 and _hidden_ok(params[0].shape[0]):
+        fn = FusedMLPGeometryFunction if fused_mlp_enabled() else OneLayerGeometryFunction
     out, grad = fn.apply(x, enc.embeddings, enc.level_meta(x.device), n_active, field.cfg.activation == "relu",
                          *params)
     return out[:, 0], out[:, 1:], grad
