@@ -387,7 +387,7 @@ def test_fused_mlp_backward_sums_several_tiles_per_program(monkeypatch: pytest.M
     its weight gradients once: same gradients as autograd."""
     from backend.kernels import fused_geometry
 
-    monkeypatch.setattr(fused_geometry, "_sm_count", lambda device: 1)  # 4 programs for all the tiles
+    monkeypatch.setattr(fused_geometry, "MLP_TILES_PER_PROGRAM", 3)  # 4 programs for the 10 tiles
     grid = HashGridConfig(n_levels=8, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=256)
     gen = fresh_generator()
     ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, background="none"))

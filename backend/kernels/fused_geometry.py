@@ -319,9 +319,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         if d_out is not None:
             d_out = d_out.contiguous()
         if n:
-            tiles = triton.cdiv(n, MLP_ROWS)
-            per_prog = max(1, triton.cdiv(tiles, 4 * _sm_count(x.device)))
-            _mlp_bwd_kernel[(triton.cdiv(tiles, per_prog),)](
+            per_prog = MLP_TILES_PER_PROGRAM
+            _mlp_bwd_kernel[(triton.cdiv(triton.cdiv(n, MLP_ROWS), per_prog),)](
                 enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
                 ju if ju is not None else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, per_prog, H=H,
                 EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
@@ -336,13 +335,11 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 dbo if need[8] and d_out is not None else None)
 
 
-MLP_PRECISION = "ieee"  # float32 products (the interpreter ignores it)
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
+# Tile shape and product precision of the whole-MLP kernels, from a sweep on the H200 (N = 2^18, E 32, H 64;
+# docs/KERNELS.md): 64 points, 4 warps, one tile per program, "tf32x3" (three TF32 tensor-core products per float32
+# product: float32 accuracy; "ieee" runs them on the CUDA cores). The interpreter ignores the precision.
+MLP_PRECISION = "tf32x3"
+MLP_TILES_PER_PROGRAM = 1
 
 
 def _rows_grid(n: int) -> tuple[int]:
