@@ -20,6 +20,10 @@ Notation (K hidden layers, ``act`` softplus with beta or ReLU, ``act'`` and ``ac
   ``dz_k = dh_k * act'(z_k) + Q_k``, ``dW_k += dz_k^T h_{k-1}``, ``dh_{k-1} = dz_k W_k``; the table gets
   ``dh_0[:, 3:]`` through the trilinear weights and ``U / 2`` with ``g_0[:, 3:]`` through their derivatives.
 
+Paths: one hidden layer (every preset) runs :class:`FusedMLPGeometryFunction`, the whole MLP in one Triton kernel
+each way (``NEUSBLEND_FUSED_MLP=0``: :class:`OneLayerGeometryFunction`, cuBLAS products and one Triton activation pass
+each way); more hidden layers run :class:`GeometryFunction` (PyTorch operations).
+
 Not computed, as in the hash-grid kernels: derivatives w.r.t. the positions (they are not learned).
 ``NEUSBLEND_FUSED_GEOMETRY=0`` turns this off (the field then differentiates through autograd as the reference
 does, with the hash-grid kernels underneath).
