@@ -279,20 +279,35 @@ def field_grads(field: NeuSField, x: torch.Tensor, d: torch.Tensor) -> dict[str,
     return {k: p.grad.clone() for k, p in field.named_parameters() if p.grad is not None}
 
 
-def check_field_step(grid: HashGridConfig, n: int, active: int | None = None, tol: float = TOL) -> None:
-    gen = fresh_generator()
-    ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, background="none"))
-    with torch.no_grad():  # a trained-looking field: the grid matters to the SDF
+def field_pair(cfg: FieldConfig, gen: torch.Generator, biases: bool = False) -> tuple[NeuSField, NeuSField]:
+    """A reference field that looks trained (random table and SDF weights, so the grid and every layer matter) and
+    a copy on the Triton path, both on DEV."""
+    ref = NeuSField(cfg)
+    with torch.no_grad():
         ref.encoding.embeddings.copy_(torch.randn(ref.encoding.embeddings.shape, generator=gen) * 0.1)
-        ref.sdf_layers[0].weight.copy_(torch.randn(ref.sdf_layers[0].weight.shape, generator=gen) * 0.3)
+        for layer in ref.sdf_layers:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.3)
+            if biases:
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
     ref = ref.to(DEV)
-    fast = NeuSField(ref.cfg).to(DEV)
+    fast = NeuSField(cfg).to(DEV)
     fast.load_state_dict(ref.state_dict())
     use_fast_path(fast, "triton")
+    return ref, fast
+
+
+def points_and_dirs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3) points in [-0.8, 0.8]^3 and (n, 3) unit directions, on DEV."""
+    x = (torch.rand(n, 3, generator=gen) * 1.6 - 0.8).to(DEV)
+    return x, torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(DEV)
+
+
+def check_field_step(grid: HashGridConfig, n: int, active: int | None = None, tol: float = TOL) -> None:
+    gen = fresh_generator()
+    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=64, background="none"), gen)
     if active is not None:
         ref.encoding.active_levels = fast.encoding.active_levels = active
-    x = (torch.rand(n, 3, generator=gen) * 1.6 - 0.8).to(DEV)
-    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(DEV)
+    x, d = points_and_dirs(n, gen)
     sf, ff, gf = fast.sdf_with_gradient(x, create_graph=False)
     sr, fr, gr = ref.sdf_with_gradient(x, create_graph=False)
     assert rel(sf, sr) < tol and rel(ff, fr) < tol and rel(gf, gr) < tol, _seed
@@ -348,20 +363,10 @@ def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_term
     monkeypatch.setenv("NEUSBLEND_FUSED_MLP", fused_mlp)
     grid = HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=512)
     gen = fresh_generator()
-    ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=32, sdf_layers=layers, activation=activation,
-                                background="none"))
-    with torch.no_grad():  # a trained-looking field: grid and every layer matter
-        ref.encoding.embeddings.copy_(torch.randn(ref.encoding.embeddings.shape, generator=gen) * 0.1)
-        for layer in ref.sdf_layers:
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.3)
-            layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
-    ref = ref.to(DEV)
-    fast = NeuSField(ref.cfg).to(DEV)
-    fast.load_state_dict(ref.state_dict())
-    use_fast_path(fast, "triton")
+    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=32, sdf_layers=layers, activation=activation,
+                                       background="none"), gen, biases=True)
     ref.encoding.active_levels = fast.encoding.active_levels = 5
-    x = (torch.rand(300, 3, generator=gen) * 1.6 - 0.8).to(DEV)
-    d = torch.nn.functional.normalize(torch.randn(300, 3, generator=gen), dim=-1).to(DEV)
+    x, d = points_and_dirs(300, gen)
     sf, ff, gf = fast.sdf_with_gradient(x, create_graph=False)
     sr, fr, gr = ref.sdf_with_gradient(x, create_graph=False)
     assert rel(sf, sr) < TOL and rel(ff, fr) < TOL and rel(gf, gr) < TOL, _seed
@@ -390,17 +395,8 @@ def test_fused_mlp_backward_sums_several_tiles_per_program(monkeypatch: pytest.M
     monkeypatch.setattr(fused_geometry, "MLP_TILES_PER_PROGRAM", 3)  # 4 programs for the 10 tiles
     grid = HashGridConfig(n_levels=8, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=256)
     gen = fresh_generator()
-    ref = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, background="none"))
-    with torch.no_grad():
-        ref.encoding.embeddings.copy_(torch.randn(ref.encoding.embeddings.shape, generator=gen) * 0.1)
-        ref.sdf_layers[0].weight.copy_(torch.randn(ref.sdf_layers[0].weight.shape, generator=gen) * 0.3)
-    ref = ref.to(DEV)
-    fast = NeuSField(ref.cfg).to(DEV)
-    fast.load_state_dict(ref.state_dict())
-    use_fast_path(fast, "triton")
-    n = 9 * fused_geometry.MLP_ROWS + 5  # 10 tiles: 4 programs of 3, the last with one tile and a partial one
-    x = (torch.rand(n, 3, generator=gen) * 1.6 - 0.8).to(DEV)
-    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(DEV)
+    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=64, background="none"), gen, biases=True)
+    x, d = points_and_dirs(9 * fused_geometry.MLP_ROWS + 5, gen)  # 10 tiles: 4 programs, the last one partial
     node, got = geometry_grads(fast, x, d, "all")
     _, want = geometry_grads(ref, x, d, "all")
     assert node == "FusedMLPGeometryFunctionBackward"
