@@ -77,6 +77,11 @@ class HashGridEncoding(nn.Module):
         m = (torch.arange(self.cfg.n_levels) < self.active_levels).float()
         return m.to(device) if device is not None else m
 
+    def _level_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dense level indices, hashed level indices), int64 on the encoding's device."""
+        levels = torch.arange(self.cfg.n_levels, device=self.dense_levels.device)
+        return levels[self.dense_levels], levels[~self.dense_levels]
+
     def corner_indices(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Table rows and interpolation weights of the 8 corners at every level.
 
@@ -95,12 +100,20 @@ class HashGridEncoding(nn.Module):
         c = cell.long()
         # per-axis corner coordinates (N, L, 2); corner k = x_bit + 2 y_bit + 4 z_bit, laid out as (z, y, x)
         ax, ay, az = (torch.stack([c[..., a], c[..., a] + 1], -1) for a in range(3))
-        r1 = (self.resolutions + 1)[None, :, None]  # (1, L, 1)
-        dense = ax[..., None, None, :] + (ay * r1)[..., None, :, None] + (az * (r1 * r1))[..., :, None, None]
-        p = self.primes
-        hashed = (ax * p[0])[..., None, None, :] ^ (ay * p[1])[..., None, :, None] ^ (az * p[2])[..., :, None, None]
-        hashed = hashed & (self.level_sizes - 1)[None, :, None, None, None]  # hashed levels are powers of two
-        idx = torch.where(self.dense_levels[None, :, None, None, None], dense, hashed)
+        # each level is indexed one way only: the dense levels' rows and the hashed levels' rows are computed on
+        # their own levels (computing both everywhere and choosing doubled the cost of this function)
+        idx = torch.empty(*ax.shape[:2], 2, 2, 2, dtype=torch.int64, device=x01.device)  # (N, L, z, y, x)
+        dense_lv, hashed_lv = self._level_groups()
+        if len(dense_lv):
+            r1 = (self.resolutions[dense_lv] + 1)[None, :, None]
+            bx, by, bz = ax[:, dense_lv], ay[:, dense_lv] * r1, az[:, dense_lv] * (r1 * r1)
+            idx[:, dense_lv] = bx[..., None, None, :] + by[..., None, :, None] + bz[..., :, None, None]
+        if len(hashed_lv):
+            p = self.primes
+            hx, hy, hz = ax[:, hashed_lv] * p[0], ay[:, hashed_lv] * p[1], az[:, hashed_lv] * p[2]
+            hashed = hx[..., None, None, :] ^ hy[..., None, :, None] ^ hz[..., :, None, None]
+            # hashed levels are powers of two: the mask keeps the low bits
+            idx[:, hashed_lv] = hashed & (self.level_sizes[hashed_lv] - 1)[None, :, None, None, None]
         rows = (idx + self.level_offsets[None, :, None, None, None]).reshape(x01.shape[0], -1, 8)
         wx, wy, wz = (torch.stack([1 - frac[..., a], frac[..., a]], -1) for a in range(3))
         w = (wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]).reshape(x01.shape[0], -1, 8)
