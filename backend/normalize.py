@@ -181,17 +181,15 @@ def _mask_indices(scene: Scene) -> list[_MaskIndex]:
         return list(pool.map(_MaskIndex, scene.masks))
 
 
-def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int,
-           indices: list[_MaskIndex] | None = None) -> np.ndarray:
+def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int, indices: list[_MaskIndex]
+           ) -> np.ndarray:
     """(M,) bool: voxels (centres ``pts``, bounding radius ``voxel_radius``) consistent with every mask.
 
     A view carves a voxel in front of it that projects into the image farther than the voxel's projected radius
     (plus a small tolerance) from any object pixel, or beyond an image border that the mask does not touch (the
     silhouette is taken to be connected: an object cut by the frame crosses the border on that side). A voxel must
-    also fall inside ``min_views`` images.
+    also fall inside ``min_views`` images. ``indices``: one :class:`_MaskIndex` per view (:func:`_mask_indices`).
     """
-    assert scene.masks is not None
-    indices = indices if indices is not None else _mask_indices(scene)
     w2c = _w2c(scene.c2w)
     sizes = scene.sizes
     alive = np.arange(len(pts))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -19,9 +18,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from backend import protocol  # noqa: E402
-from backend.config import load_preset  # noqa: E402
 from backend.data import load_scene  # noqa: E402
-from backend.train import Trainer  # noqa: E402
+from backend.train import Trainer, build_config  # noqa: E402
 
 
 def main() -> None:
@@ -35,11 +33,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = load_preset(args.preset)
-    cfg.steps = 5000
-    for item in args.set:
-        key, value = item.split("=", 1)
-        setattr(cfg, key, type(getattr(cfg, key))(json.loads(value)))
+    cfg = build_config(argparse.Namespace(preset=args.preset, set=args.set, steps=5000))  # as `train --set`
     scene = load_scene(args.data, max_image_size=args.max_image_size)
     tr = Trainer(scene, cfg, device=device, job=protocol.JobLayout("/tmp/neusblend_profile"),
                  emitter=protocol.Emitter(io.StringIO()))

@@ -54,11 +54,11 @@ PATH_HELP = ("reference (PyTorch), triton (Triton hash grid + the SDF MLP and it
 
 
 def make_field(device: str, path: str) -> NeuSField:
-    """The issue's field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path``."""
+    """The issue's field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path`` (both triton
+    paths use the Triton encoding; which geometry node runs is :func:`field_step_rate`'s environment)."""
     torch.manual_seed(0)
     grid = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
     field = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, sdf_layers=1, background="none")).to(device)
-    os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"
     if path != "reference":
         from backend.kernels import use_fast_path
 
@@ -73,6 +73,14 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
     ``graph``: the step (inputs drawn on the device included) captured once as a CUDA graph and replayed, i.e.
     device time without the host's launch overhead, as the trainer runs it on CUDA (``GraphStep``).
     """
+    os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"  # read at every call
+    try:
+        return _field_step_rate(device, n_points, iters, path, graph)
+    finally:
+        os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
+
+
+def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool) -> float:
     field = make_field(device, path)
     params = list(field.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, capturable=graph)
@@ -101,9 +109,7 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
     for _ in range(iters):
         run()
     sync(device)
-    rate = n_points * iters / (time.perf_counter() - t0)
-    os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
-    return rate
+    return n_points * iters / (time.perf_counter() - t0)
 
 
 def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -> tuple[float, str] | None:

@@ -69,6 +69,24 @@ def _act_d2(z: torch.Tensor, relu: bool) -> torch.Tensor | None:
     return (s - s * s) * SOFTPLUS_BETA
 
 
+def _encode(x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Contiguous x (N, 3), x01 = (x + 1) / 2, the encoding (N, E) and its Jacobian (Triton forward kernel)."""
+    x = x.contiguous()
+    x01 = ((x + 1.0) * 0.5).contiguous()
+    enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
+    return x, x01, enc, jac
+
+
+def _table_grad(ctx, x01: torch.Tensor, table: torch.Tensor, d_enc: torch.Tensor,  # noqa: ANN001
+                u_half: torch.Tensor | None, g0e: torch.Tensor) -> torch.Tensor:
+    """Hash-table gradient (T_total, 2): ``d_enc`` (N, E) through the trilinear weights and, when the loss used the
+    gradient, ``u_half`` (N, 3) with ``g0e`` (N, E) through their derivatives, in one atomic pass."""
+    _, d_table = encode_backward(d_enc, x01, table, ctx.meta, ctx.n_active, False, True, u=u_half,
+                                 g2=g0e if u_half is not None else None)
+    return d_table
+
+
 # ------------------------------------------------------------------------------- one hidden layer: fused passes
 
 ROWS = 64 if _INTERPRET else 128  # rows of (N, H) per program
@@ -93,19 +111,24 @@ def _tl_act_d1(z, BETA, RELU):
 
 
 @triton.jit
+def _softplus(z, BETA):
+    bz = z * BETA
+    e = tl.exp(-tl.abs(bz))
+    log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
+    return tl.where(bz > 20.0, z, (tl.maximum(bz, 0.0) + log1p_e) / BETA)  # torch's softplus threshold
+
+
+@triton.jit
 def _act_fwd_kernel(z_ptr, g_ptr, h_ptr, gz_ptr, N, H: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
                     BLOCK: tl.constexpr):
     """h = act(z), gz = g * act'(z) for one (BLOCK, H) tile; g is (H,) (the head's SDF row)."""
     cols, mask, offs = _tile(N, H, BLOCK)
     z = tl.load(z_ptr + offs, mask=mask, other=0.0)
     g = tl.load(g_ptr + cols)
-    if RELU:
+    if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
         h = tl.maximum(z, 0.0)
     else:
-        bz = z * BETA
-        e = tl.exp(-tl.abs(bz))
-        log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
-        h = tl.where(bz > 20.0, z, (tl.maximum(bz, 0.0) + log1p_e) / BETA)  # torch's softplus threshold
+        h = _softplus(z, BETA)
     tl.store(h_ptr + offs, h, mask=mask)
     tl.store(gz_ptr + offs, g[None, :] * _tl_act_d1(z, BETA, RELU), mask=mask)
 
@@ -133,7 +156,12 @@ def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N,
 
 # ------------------------------------------------------------- one hidden layer: whole MLP in one kernel each way
 
-MLP_ROWS = 64  # points per tile of the fused MLP kernels
+# Tile shape and product precision of the whole-MLP kernels, from a sweep on the H200 (N = 2^18, E 32, H 64;
+# docs/KERNELS.md): 64 points, 4 warps, one tile per program, "tf32x3" (three TF32 tensor-core products per float32
+# product: float32 accuracy; "ieee" runs them on the CUDA cores). The interpreter ignores the precision.
+MLP_ROWS = 64
+MLP_PRECISION = "tf32x3"
+MLP_TILES_PER_PROGRAM = 1
 
 
 @triton.jit
@@ -151,14 +179,6 @@ def _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_pt
     w2 = tl.load(wx_ptr + hcols * 3 + 2)
     z += x0[:, None] * w0[None, :] + x1[:, None] * w1[None, :] + x2[:, None] * w2[None, :]
     return z, enc, x0, x1, x2, w0, w1, w2
-
-
-@triton.jit
-def _softplus(z, BETA):
-    bz = z * BETA
-    e = tl.exp(-tl.abs(bz))
-    log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
-    return tl.where(bz > 20.0, z, (tl.maximum(bz, 0.0) + log1p_e) / BETA)  # torch's softplus threshold
 
 
 @triton.jit
@@ -285,10 +305,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
                 relu: bool, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.contiguous()
+        x, x01, enc, jac = _encode(x, table, meta, n_active)
         n, H, O = x.shape[0], W1.shape[0], Wo.shape[0]
-        x01 = ((x + 1.0) * 0.5).contiguous()
-        enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
         E = enc.shape[1]
         We, Wx = W1[:, 3:].contiguous(), W1[:, :3].contiguous()
         Wo, b1, bo = Wo.contiguous(), b1.contiguous(), bo.contiguous()
@@ -329,21 +347,11 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 ju if ju is not None else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, per_prog, H=H,
                 EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
                 HAS_GRAD=d_grad is not None, PREC=MLP_PRECISION, BLOCK=MLP_ROWS, num_warps=4)
-        d_table = None
-        if ctx.needs_input_grad[1]:
-            _, d_table = encode_backward(denc, x01, table, meta, ctx.n_active, False, True, u=u_half,
-                                         g2=g0e if u_half is not None else None)
+        d_table = _table_grad(ctx, x01, table, denc, u_half, g0e) if ctx.needs_input_grad[1] else None
         need = ctx.needs_input_grad
         return (None, d_table, None, None, None, torch.cat([dWx, dWe], 1) if need[5] else None,
                 db1 if need[6] else None, dWo if need[7] else None,
                 dbo if need[8] and d_out is not None else None)
-
-
-# Tile shape and product precision of the whole-MLP kernels, from a sweep on the H200 (N = 2^18, E 32, H 64;
-# docs/KERNELS.md): 64 points, 4 warps, one tile per program, "tf32x3" (three TF32 tensor-core products per float32
-# product: float32 accuracy; "ieee" runs them on the CUDA cores). The interpreter ignores the precision.
-MLP_PRECISION = "tf32x3"
-MLP_TILES_PER_PROGRAM = 1
 
 
 def _rows_grid(n: int) -> tuple[int]:
@@ -389,10 +397,8 @@ class OneLayerGeometryFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
                 relu: bool, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.contiguous()
+        x, x01, enc, jac = _encode(x, table, meta, n_active)
         n, H = x.shape[0], W1.shape[0]
-        x01 = ((x + 1.0) * 0.5).contiguous()
-        enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
         Wr, We, Wx = _aligned_first_layer(W1, enc.shape[1])
         h0 = _aligned_rows(enc, x, Wr.shape[1])  # (N, D)
         z = torch.addmm(b1, h0, Wr.t())  # (N, H)
@@ -443,11 +449,7 @@ class OneLayerGeometryFunction(torch.autograd.Function):
         if P is not None:
             dWo[0] += vsum
         dWr.addmm_(dz.t(), h0)
-        d_table = None
-        if ctx.needs_input_grad[1]:
-            g = dz @ We  # (N, 2 L): dL/d enc
-            _, d_table = encode_backward(g, x01, table, meta, ctx.n_active, False, True, u=u_half,
-                                         g2=g0e if u_half is not None else None)
+        d_table = _table_grad(ctx, x01, table, dz @ We, u_half, g0e) if ctx.needs_input_grad[1] else None
         need = ctx.needs_input_grad
         dW1 = torch.cat([dWr[:, E:E + 3], dWr[:, :E]], 1) if need[5] else None  # back to [x, enc] columns
         return (None, d_table, None, None, None, dW1, db1 if need[6] else None,
@@ -470,9 +472,7 @@ class GeometryFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
                 relu: bool, *weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.contiguous()
-        x01 = ((x + 1.0) * 0.5).contiguous()
-        enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
+        x, x01, enc, jac = _encode(x, table, meta, n_active)
         Ws, bs = weights[0::2], weights[1::2]
         hs = [torch.cat([x, enc], -1)]  # h_0 .. h_K
         zs = []  # z_1 .. z_K
@@ -540,9 +540,8 @@ class GeometryFunction(torch.autograd.Function):
             dh = dz @ Ws[k]
         d_table = None
         if ctx.needs_input_grad[1] and (dh is not None or u_half is not None):
-            g = dh[:, 3:].contiguous() if dh is not None else torch.zeros_like(g0e)
-            _, d_table = encode_backward(g, x01, table, meta, ctx.n_active, False, True, u=u_half,
-                                         g2=g0e if u_half is not None else None)
+            d_enc = dh[:, 3:].contiguous() if dh is not None else torch.zeros_like(g0e)
+            d_table = _table_grad(ctx, x01, table, d_enc, u_half, g0e)
         grads: list[torch.Tensor | None] = []
         for k in range(len(Ws)):
             bias_grad = db[k]
