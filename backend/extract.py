@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
                  step=int(ckpt["step"]), resolution=args.resolution)
     if args.box and args.roi:
         raise BackendError("--box and --roi both crop", hint="Give one of them.")
-    from .train import box_matrix, read_roi
+    from .train import read_roi
 
     crop = None  # (4, 4) cube-to-input matrix of the crop box
     if args.roi:
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
         if np.any(world_box[1] <= world_box[0]):
             raise BackendError("the crop box is empty (a min is not below its max)", hint="Give XMIN YMIN ZMIN "
                                "XMAX YMAX ZMAX with each min below its max.")
-        crop = box_matrix(world_box[0], world_box[1])
+        crop = protocol.box_matrix(world_box[0], world_box[1])
     if crop is not None:
         norm = frame.normalized_from_world(box_corners(crop))
         box = np.stack([norm.min(0), norm.max(0)])

@@ -256,6 +256,17 @@ def mesh_bounds(vertices: np.ndarray) -> list[list[float]]:
     return [vertices.min(0).astype(float).tolist(), vertices.max(0).astype(float).tolist()]
 
 
+
+def box_matrix(box_min: Any, box_max: Any) -> np.ndarray:
+    """(4, 4) matrix mapping the cube [-1, 1]^3 onto the axis-aligned box [box_min, box_max] (3-vectors): how a
+    region or crop box given by its corners reads as a box matrix, on both sides (``roi.json``, ``extract --box``,
+    the Blender box objects)."""
+    lo, hi = np.asarray(box_min, dtype=np.float64), np.asarray(box_max, dtype=np.float64)
+    m = np.eye(4)
+    m[:3, :3] = np.diag((hi - lo) / 2)
+    m[:3, 3] = (hi + lo) / 2
+    return m
+
 @dataclass(frozen=True)
 class JobLayout:
     """Names of the files in a job folder. Only the backend writes into it; the client only reads."""

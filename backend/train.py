@@ -178,15 +178,6 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
         return trainer.train()
 
 
-def box_matrix(box_min: Any, box_max: Any) -> np.ndarray:
-    """(4, 4) matrix mapping the cube [-1, 1]^3 onto the axis-aligned box [box_min, box_max] (3-vectors)."""
-    lo, hi = np.asarray(box_min, dtype=np.float64), np.asarray(box_max, dtype=np.float64)
-    m = np.eye(4)
-    m[:3, :3] = np.diag((hi - lo) / 2)
-    m[:3, 3] = (hi + lo) / 2
-    return m
-
-
 def read_roi(path: str) -> np.ndarray:
     """(4, 4) box-to-world matrix from a region-of-interest JSON file (see ``--roi``)."""
     p = Path(path).expanduser()
@@ -195,7 +186,7 @@ def read_roi(path: str) -> np.ndarray:
         if "matrix" in data:
             m = np.asarray(data["matrix"], dtype=np.float64).reshape(4, 4)
         else:
-            m = box_matrix(data["box_min"], data["box_max"])
+            m = protocol.box_matrix(data["box_min"], data["box_max"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackendError(f"cannot read the region of interest: {exc}", hint="Give a JSON file with a 4x4 "
                            "'matrix' or with 'box_min' and 'box_max'.", file=p) from exc

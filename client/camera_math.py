@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend.protocol import box_matrix  # noqa: F401 - the region-box convention, shared with the backend
+
 #: OpenCV camera axes <-> OpenGL / Blender camera axes (y and z flipped); its own inverse.
 CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -208,15 +210,6 @@ def box_corners(box_min: Sequence[float], box_max: Sequence[float]) -> np.ndarra
     lo, hi = np.asarray(box_min, dtype=np.float64), np.asarray(box_max, dtype=np.float64)
     return np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]] for i in (0, 1) for j in (0, 1)
                      for k in (0, 1)])
-
-
-def box_matrix(box_min: Sequence[float], box_max: Sequence[float]) -> np.ndarray:
-    """4 x 4 that maps the cube [-1, 1]^3 onto the axis-aligned box [box_min, box_max]."""
-    lo, hi = np.asarray(box_min, dtype=np.float64), np.asarray(box_max, dtype=np.float64)
-    m = np.eye(4)
-    m[:3, :3] = np.diag((hi - lo) / 2.0)
-    m[:3, 3] = (hi + lo) / 2.0
-    return m
 
 
 def region_box_in_frame(frame: np.ndarray, box_min: Sequence[float], box_max: Sequence[float],
