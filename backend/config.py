@@ -50,6 +50,9 @@ class TrainConfig:
     max_rays: int = 2**16
     cuda_graph: bool = True  # replay the step from a CUDA graph when a fast path runs on CUDA
     sample_headroom: float = 1.05  # CUDA graph: sample capacity / target_samples (rays past it are left out)
+    # skip samples the camera cannot see (transmittance in front of them below this, from an SDF pre-pass;
+    # 0 = train on every sample the occupancy grid keeps)
+    cull_transmittance: float = 1e-4
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3

@@ -310,6 +310,36 @@ def render_weights(alpha: torch.Tensor, ray_indices: torch.Tensor, n_rays: int,
     return alpha * trans, trans
 
 
+def visible_samples(sdf: torch.Tensor, ray_indices: torch.Tensor, n_rays: int, inv_s: torch.Tensor | float,
+                    eps: float) -> torch.Tensor:
+    """Samples that the camera can still see: the transmittance in front of them is above ``eps``.
+
+    The opacity between two consecutive samples of a ray is the NeuS discrete opacity with the SDF at the two
+    samples as the interval's ends (no gradient is needed); a ray's last sample gets none. A sample is kept when
+    the transmittance up to the sample before it exceeds ``eps`` (one step of slack: the training opacity of a
+    sample covers half a step before it), so a ray keeps at least its first two samples and everything up to just
+    past the first surface it crosses opaquely.
+
+    Args:
+        sdf: (S,) SDF at the samples, packed and sorted by ray then distance.
+        ray_indices: (S,) ray of each sample; n_rays: number of rays.
+        inv_s: current NeuS sharpness (scalar); eps: transmittance threshold.
+
+    Returns:
+        (S,) bool.
+    """
+    n = sdf.shape[0]
+    if n < 2:
+        return torch.ones(n, dtype=torch.bool, device=sdf.device)
+    same = ray_indices[1:] == ray_indices[:-1]  # (S-1,) sample i+1 is on the ray of sample i
+    cdf = torch.sigmoid(sdf * inv_s)
+    nxt = torch.cat([torch.where(same, cdf[1:], cdf[:-1]), cdf[-1:]])
+    alpha = ((cdf - nxt) / (cdf + 1e-6)).clamp(0.0, 1.0)
+    _, trans = render_weights(alpha, ray_indices, n_rays)
+    prev = torch.cat([trans[:1], torch.where(same, trans[:-1], trans[1:])])  # up to the sample before (or 1)
+    return prev > eps
+
+
 def accumulate(values: torch.Tensor | None, weights: torch.Tensor, ray_indices: torch.Tensor, n_rays: int
                ) -> torch.Tensor:
     """Sum ``weights * values`` per ray.

@@ -393,9 +393,20 @@ class Trainer:
             bg = torch.rand_like(gt)  # a random background forces the opacity to follow the mask
             gt = gt * mask[:, None] + bg * (1 - mask[:, None])
         samples = self.grid.sample(origins, dirs, cfg.step_size, perturb=True)
-        n_samples = len(samples)
+        n_marched = n_samples = len(samples)
         ridx, t = samples.ray_indices, samples.t_mid
         n_rays = origins.shape[0]
+        if cfg.cull_transmittance > 0 and n_samples:
+            # Samples behind opaque surfaces get no weight: leave them out, so the sample budget buys more rays.
+            # With a CUDA graph this runs on the side stream while the graph updates the parameters: the SDF then
+            # mixes this step's and the last step's values, an estimate as good as either for culling.
+            from .render import visible_samples
+
+            with torch.no_grad():
+                sdf = self.field.sdf(origins[ridx] + dirs[ridx] * t[:, None])
+                keep = visible_samples(sdf, ridx, n_rays, self.field.inv_s(), cfg.cull_transmittance)
+            ridx, t = ridx[keep], t[keep]
+            n_samples = len(t)
         gs = self.graph_step
         if gs is not None and n_samples > gs.S:  # over capacity: keep the leading rays whose samples all fit
             counts = torch.zeros(n_rays, dtype=torch.long, device=self.device)
@@ -411,7 +422,7 @@ class Trainer:
         return {"pts": origins[ridx] + d * t[:, None], "dirs": d, "deltas": torch.full_like(t, cfg.step_size),
                 "ray_indices": ridx, "ray_dirs": dirs, "gt": gt, "bg": bg, "mask": mask,
                 "rand_pts": torch.rand(n_eik, 3, device=self.device) * 2 - 1, "n_samples": n_samples,
-                "n_rays": n_rays}
+                "n_marched": n_marched, "n_rays": n_rays}
 
     def train_step(self) -> dict[str, Any]:
         """One optimisation step on a fresh random batch of rays (see :mod:`backend.step`).
@@ -445,12 +456,14 @@ class Trainer:
             loaded = torch.cuda.Event()
             loaded.record(main)
             out = gs.run(key=levels)
-            n_samples, n_rays, has_mask = b["n_samples"], b["n_rays"], b["mask"] is not None
+            n_samples, n_marched, n_rays = b["n_samples"], b["n_marched"], b["n_rays"]
+            has_mask = b["mask"] is not None
             del b
         else:
             self.update_grid(step)
             b = self._batch()
-            n_samples, n_rays, has_mask = b["n_samples"], b["n_rays"], b["mask"] is not None
+            n_samples, n_marched, n_rays = b["n_samples"], b["n_marched"], b["n_rays"]
+            has_mask = b["mask"] is not None
 
             def spare(v: torch.Tensor | None) -> torch.Tensor | None:  # one spare row past the last ray
                 return None if v is None else torch.cat([v, torch.zeros_like(v[:1])])
@@ -478,8 +491,8 @@ class Trainer:
             with torch.cuda.stream(self._side):
                 self._pending = self._batch()
         # tensors stay on the device: reading them would stall the pipeline; see `report_stats`
-        return {"loss": out["loss"], "mse": out["mse"], "n_samples": n_samples, "n_rays": n_rays,
-                "eikonal": out["eikonal"], "mask": out["mask"] if has_mask else None,
+        return {"loss": out["loss"], "mse": out["mse"], "n_samples": n_samples, "n_marched": n_marched,
+                "n_rays": n_rays, "eikonal": out["eikonal"], "mask": out["mask"] if has_mask else None,
                 "inv_s": self.field.inv_s().detach()}
 
     @staticmethod
@@ -622,6 +635,7 @@ class Trainer:
                 per_step = train_time / max(self.step - start_step, 1)
                 self.emitter.emit("progress", step=self.step, total=cfg.steps, loss=stats["loss"], psnr=stats["psnr"],
                                   samples_per_s=rate, rays=stats["n_rays"], samples=stats["n_samples"],
+                                  marched=stats["n_marched"],
                                   eta_s=per_step * (cfg.steps - self.step), phase="train",
                                   elapsed_s=now - t0, inv_s=stats["inv_s"], eikonal=stats["eikonal"],
                                   mask_loss=stats["mask"], occupied=self.grid.occupied_fraction(),

@@ -40,13 +40,19 @@ def run_once(data: Path, job: Path, steps: int, path: str, preset: str, extra: l
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"training failed with {proc.returncode}: {msgs[-1] if msgs else 'no output'}")
     start = next(m for m in msgs if m["type"] == "start")
-    rates = [m["samples_per_s"] for m in msgs if m["type"] == "progress"][1:]
+    progress = [m for m in msgs if m["type"] == "progress"][1:]
+    rates = [m["samples_per_s"] for m in progress]
+    late = progress[len(progress) // 2:]  # the second half of training: rays per step once the surface is sharp
+    job.parent.mkdir(parents=True, exist_ok=True)
+    (job.parent / f"{job.name}.messages.jsonl").write_text(proc.stdout)
     done = msgs[-1]
     return {"path": start["path"], "preset": preset, "steps": steps, "wall_s": wall,
             "train_s": done["metrics"]["train_time_s"], "mesh_s": done["metrics"]["mesh_ready_s"],
             "setup_s": done["metrics"].get("setup_s"), "eval_s": done["metrics"].get("eval_s"),
             "psnr": done["metrics"].get("holdout_psnr"), "iou": done["metrics"].get("holdout_mask_iou"),
             "samples_per_s": sorted(rates)[len(rates) // 2] if rates else None, "faces": done["n_faces"],
+            "rays_late": sorted(m["rays"] for m in late)[len(late) // 2] if late else None,
+            "marched_late": sorted(m.get("marched", 0) for m in late)[len(late) // 2] if late else None,
             "device": start["device"]}
 
 
