@@ -241,7 +241,9 @@ class NeuSField(nn.Module):
 
     def sdf(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3) -> (N,) signed distance."""
-        return self.geometry(x)[0]
+        fused = getattr(self.encoding, "fused_sdf", None)  # fast paths outside autograd: same values
+        fast = fused(self, x) if fused is not None else None
+        return fast if fast is not None else self.geometry(x)[0]
 
     def sdf_with_gradient(self, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """SDF, features and the SDF's spatial gradient (analytic, by autograd).

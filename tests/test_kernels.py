@@ -404,6 +404,33 @@ def test_fused_mlp_backward_sums_several_tiles_per_program(monkeypatch: pytest.M
             assert rel(got[k], w) < TOL, (k, rel(got[k], w), _seed)
 
 
+@needs_triton
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+@pytest.mark.parametrize("layers,activation", [(1, "softplus"), (1, "relu"), (2, "softplus")])
+def test_sdf_outside_autograd_matches_reference(layers: int, activation: str) -> None:
+    """``NeuSField.sdf`` without autograd (grid updates, culling, meshing): one hidden layer takes the two-kernel
+    path (encoding, then the whole MLP's SDF row), with the same values as the reference; with autograd recording,
+    or with more layers, it goes through the modules (and stays differentiable)."""
+    from backend.kernels import fused_geometry
+
+    grid = HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=512)
+    gen = fresh_generator()
+    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=32, sdf_layers=layers, activation=activation,
+                                       background="none"), gen, biases=True)
+    ref.encoding.active_levels = fast.encoding.active_levels = 5
+    x, _ = points_and_dirs(2 * fused_geometry.MLP_ROWS + 7, gen)  # a partial last tile
+    with torch.no_grad():
+        want = ref.sdf(x)
+        took = fused_geometry.sdf_only(fast, x)
+        got = fast.sdf(x)
+    assert (took is not None) == (layers == 1)
+    assert rel(got, want) < TOL, _seed
+    if took is not None:
+        assert torch.equal(took, got)
+    y = fast.sdf(x)  # autograd recording: the modules, differentiable
+    assert y.requires_grad and rel(y.detach(), want) < TOL
+
+
 # -------------------------------------------------------------------------------------------- GPU, full size
 
 FULL = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)

@@ -15,6 +15,7 @@ from backend.render import (
     ray_sphere,
     rays_from_pixels,
     render_weights,
+    visible_samples,
 )
 
 
@@ -166,3 +167,30 @@ def test_grid_sampling_clipped_to_the_occupied_box_keeps_exactly_the_full_march(
     assert torch.allclose(got.t_starts + 0.5 * step, want_t, atol=1e-5)
     if shell:
         assert len(want_t) > 500
+
+
+def test_visible_samples_stop_one_step_past_the_first_opaque_surface() -> None:
+    """Two rays through a wall (SDF = z, sharp) and one ray parallel to it: samples behind the wall are culled
+    (transmittance below eps), those in front and one step past it stay; the parallel ray keeps everything; a soft
+    field (small inv_s) keeps everything; the kept set matches a per-ray dense computation."""
+    step = 0.01
+    t = torch.arange(100, dtype=torch.float32) * step  # 0 .. 0.99 along each ray
+    sdf_through = 0.5 - t  # crosses zero at t = 0.5 (sample 50)
+    sdf_along = torch.full_like(t, 0.2)  # never crosses
+    sdf = torch.cat([sdf_through, sdf_along, 0.3 - t[:60]])  # third ray: crossing at sample 30, 60 samples
+    ridx = torch.cat([torch.zeros(100), torch.ones(100), torch.full((60,), 2.0)]).long()
+    keep = visible_samples(sdf, ridx, 3, inv_s=2000.0, eps=1e-4)
+    k0, k1, k2 = keep[:100], keep[100:200], keep[200:]
+    assert k1.all()
+    for k, cross in ((k0, 50), (k2, 30)):
+        assert k[:cross + 1].all()  # up to the sample just past the crossing
+        assert not k[cross + 4:].any()  # well behind it: culled
+    assert visible_samples(sdf, ridx, 3, inv_s=5.0, eps=1e-4).all()  # soft: light goes through
+    # against a dense per-ray computation of the same rule
+    for r in range(3):
+        s = sdf[ridx == r]
+        cdf = torch.sigmoid(s * 2000.0)
+        alpha = ((cdf[:-1] - cdf[1:]) / (cdf[:-1] + 1e-6)).clamp(0, 1)
+        trans = torch.cat([torch.ones(1), torch.cumprod(1 - alpha, 0)])  # before each sample
+        want = torch.cat([torch.ones(1, dtype=torch.bool), trans[:-1] > 1e-4])
+        assert torch.equal(keep[ridx == r], want), r

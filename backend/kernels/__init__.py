@@ -69,6 +69,13 @@ class TritonHashGridEncoding(HashGridEncoding):
             return None
         return fused_geometry.sdf_with_gradient(field, x)
 
+    def fused_sdf(self, field: torch.nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """``field``'s SDF (N,) at ``x`` (N, 3) outside autograd in two kernels (:func:`.fused_geometry.sdf_only`),
+        or None when that path does not take this field or input."""
+        from . import fused_geometry
+
+        return fused_geometry.sdf_only(field, x)
+
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         """Encode positions: (N, 3) in [0, 1]^3 (clamped) -> (N, L * F), zero for inactive levels."""
         if not self._triton_ok(x01):

@@ -184,8 +184,9 @@ def _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_pt
 @triton.jit
 def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_ptr, g0e_ptr, g0x_ptr, N, E, O,
                     H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
-                    PREC: tl.constexpr, BLOCK: tl.constexpr):
-    """out = act(z) Wo^T + bo; g0 = (Wo[0] act'(z)) [We, Wx]: the SDF head and the gradient's first factor."""
+                    PREC: tl.constexpr, BLOCK: tl.constexpr, WITH_GRAD: tl.constexpr = True):
+    """out = act(z) Wo^T + bo; g0 = (Wo[0] act'(z)) [We, Wx]: the SDF head and the gradient's first factor
+    (``WITH_GRAD=False``: the head only; g0e_ptr and g0x_ptr are not touched)."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rows < N
     ecols = tl.arange(0, EP)
@@ -198,17 +199,18 @@ def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_
         h = tl.maximum(z, 0.0)
     else:
         h = _softplus(z, BETA)
-    s = _tl_act_d1(z, BETA, RELU)
     wo = tl.load(wo_ptr + ocols[:, None] * H + hcols[None, :], mask=ocols[:, None] < O, other=0.0)  # (OP, H)
     bo = tl.load(bo_ptr + ocols, mask=ocols < O, other=0.0)
     out = tl.dot(h, tl.trans(wo), input_precision=PREC) + bo[None, :]
     tl.store(out_ptr + rows[:, None] * O + ocols[None, :], out, mask=rmask[:, None] & (ocols[None, :] < O))
-    gz = tl.load(wo_ptr + hcols)[None, :] * s  # (BLOCK, H): Wo[0] act'(z)
-    g0e = tl.dot(gz, we, input_precision=PREC)  # (BLOCK, EP)
-    tl.store(g0e_ptr + rows[:, None] * E + ecols[None, :], g0e, mask=rmask[:, None] & (ecols[None, :] < E))
-    tl.store(g0x_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1), mask=rmask)
-    tl.store(g0x_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1), mask=rmask)
-    tl.store(g0x_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1), mask=rmask)
+    if WITH_GRAD:
+        s = _tl_act_d1(z, BETA, RELU)
+        gz = tl.load(wo_ptr + hcols)[None, :] * s  # (BLOCK, H): Wo[0] act'(z)
+        g0e = tl.dot(gz, we, input_precision=PREC)  # (BLOCK, EP)
+        tl.store(g0e_ptr + rows[:, None] * E + ecols[None, :], g0e, mask=rmask[:, None] & (ecols[None, :] < E))
+        tl.store(g0x_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1), mask=rmask)
+        tl.store(g0x_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1), mask=rmask)
+        tl.store(g0x_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1), mask=rmask)
 
 
 @triton.jit
@@ -550,6 +552,31 @@ class GeometryFunction(torch.autograd.Function):
             grads += [dW[k] if ctx.needs_input_grad[5 + 2 * k] else None,
                       bias_grad if ctx.needs_input_grad[6 + 2 * k] else None]
         return (None, d_table, None, None, None, *grads)
+
+
+def sdf_only(field: NeuSField, x: torch.Tensor) -> torch.Tensor | None:
+    """The SDF (N,) of a one-hidden-layer ``field`` at ``x`` (N, 3) without gradients: the encoding (Triton) and the
+    whole MLP's head row in one kernel, nothing (N, H)-sized in memory (grid updates, culling, meshing). None when
+    this path does not take the field or input, or when autograd records (the caller then uses the modules)."""
+    layers = field.sdf_layers
+    if torch.is_grad_enabled() or not supports(field, x) or len(layers) != 2 or not _hidden_ok(
+            layers[0].weight.shape[0]):
+        return None
+    enc_mod = field.encoding
+    n_active = max(0, min(int(enc_mod.active_levels), enc_mod.cfg.n_levels))
+    x = x.contiguous()
+    enc, _ = encode(((x + 1.0) * 0.5).contiguous(), enc_mod.embeddings.contiguous(), enc_mod.level_meta(x.device),
+                    n_active)
+    n, E = enc.shape
+    W1, b1 = layers[0].weight, layers[0].bias
+    Wo, bo = layers[1].weight[:1].contiguous(), layers[1].bias[:1].contiguous()
+    out = x.new_empty(n, 1)
+    if n:
+        _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
+            enc, x, W1[:, 3:].contiguous(), W1[:, :3].contiguous(), b1.contiguous(), Wo, bo, out, out, out, n, E, 1,
+            H=W1.shape[0], EP=_pow2(E), OP=_pow2(1), BETA=SOFTPLUS_BETA, RELU=field.cfg.activation == "relu",
+            PREC=MLP_PRECISION, BLOCK=MLP_ROWS, WITH_GRAD=False, num_warps=4)
+    return out[:, 0]
 
 
 def supports(field: NeuSField, x: torch.Tensor) -> bool:
