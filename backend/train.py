@@ -296,9 +296,7 @@ class Trainer:
                                         sample_capacity=cap, eik_points=cap // 8, has_masks=self.has_masks,
                                         eikonal_weight=cfg.eikonal_weight, mask_weight=cfg.mask_weight,
                                         rgb_loss=cfg.rgb_loss)
-        # the march runs beside the graph at high priority: its short kernels and host syncs then wait less
-        # behind the graph's (the next graph launch waits for the march)
-        self._side = torch.cuda.Stream(self.device, priority=-1) if self.graph_step is not None else None
+        self._side = torch.cuda.Stream(self.device) if self.graph_step is not None else None
         self._pending: dict[str, Any] | None = None  # the next step's batch, marched on the side stream
         self.step = 0
         self.n_rays = cfg.init_rays
