@@ -164,7 +164,7 @@ class OccupancyGrid(torch.nn.Module):
         ijk = ((pts + 1.0) * (0.5 * r)).floor().long()
         inside = ((ijk >= 0) & (ijk < r)).all(-1)
         ijk = ijk.clamp(0, r - 1)
-        return inside & self.binary[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        return inside & self.binary.view(-1)[(ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]]
 
     def occupied_fraction(self) -> float:
         return float(self.binary.float().mean())
@@ -222,7 +222,16 @@ class OccupancyGrid(torch.nn.Module):
 
     def occupied_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(3,) min and max corner of the box around the occupied cells, on the grid's device, without a host sync
-        (an empty grid gives an empty box: min > max)."""
+        (an empty grid gives an empty box: min > max). Computed again only when the occupancy changed (every
+        training step marches, the grid changes every few steps)."""
+        cached = self.__dict__.get("_bounds")
+        if cached is not None and cached[0] is self.binary and cached[1] == self.binary._version:
+            return cached[2]
+        bounds = self._occupied_bounds()
+        self.__dict__["_bounds"] = (self.binary, self.binary._version, bounds)
+        return bounds
+
+    def _occupied_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.resolution
         idx = torch.arange(r, device=self.binary.device)
         lo, hi = [], []

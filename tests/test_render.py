@@ -194,3 +194,31 @@ def test_visible_samples_stop_one_step_past_the_first_opaque_surface() -> None:
         trans = torch.cat([torch.ones(1), torch.cumprod(1 - alpha, 0)])  # before each sample
         want = torch.cat([torch.ones(1, dtype=torch.bool), trans[:-1] > 1e-4])
         assert torch.equal(keep[ridx == r], want), r
+
+
+def test_occupied_bounds_follow_every_change_of_the_grid() -> None:
+    """The box around the occupied cells is kept between marches; it must follow in-place edits, a new occupancy,
+    ``mark_all`` and a loaded state."""
+    grid = OccupancyGrid(16)
+
+    def fresh() -> tuple[list[float], list[float]]:
+        lo, hi = grid._occupied_bounds()
+        return lo.tolist(), hi.tolist()
+
+    def cached() -> tuple[list[float], list[float]]:
+        lo, hi = grid.occupied_bounds()
+        return lo.tolist(), hi.tolist()
+
+    assert cached() == fresh() == ([-1.0] * 3, [1.0] * 3)
+    grid.binary.zero_()
+    grid.binary[4:6, 8, 2:12] = True  # in place
+    assert cached() == fresh() == ([-0.5, 0.0, -0.75], [-0.25, 0.125, 0.5])
+    grid.update(lambda p: p.norm(dim=-1) - 0.3, inv_s=2000.0, step_size=0.01)  # a new tensor
+    assert cached() == fresh() and cached()[0][0] > -0.6
+    other = OccupancyGrid(16)
+    other.binary.zero_()
+    other.binary[0, 0, 0] = True
+    grid.load_state_dict(other.state_dict())
+    assert cached() == fresh() == ([-1.0] * 3, [-0.875] * 3)
+    grid.mark_all()
+    assert cached() == fresh() == ([-1.0] * 3, [1.0] * 3)
