@@ -7,6 +7,7 @@ fast paths live in ``backend/kernels`` and are checked against these.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -109,6 +110,9 @@ class OccupancyGrid(torch.nn.Module):
         r = self.resolution
         self.register_buffer("values", torch.zeros(r, r, r))
         self.register_buffer("binary", torch.ones(r, r, r, dtype=torch.bool))  # all occupied until updated
+        # march with the Triton kernels (:mod:`backend.kernels.march_triton`): set by the trainer on a fast path
+        # (``NEUSBLEND_MARCH=torch`` keeps the reference march anyway)
+        self.triton_march = False
 
     @property
     def cell_size(self) -> float:
@@ -203,20 +207,15 @@ class OccupancyGrid(torch.nn.Module):
         start = near_s + first * step_size
         hit = hit & (far > start)
         span = torch.where(hit, far - start, torch.zeros_like(far))
-        n_steps = int(torch.ceil(span.max() / step_size).item()) if n_rays else 0
         device = origins.device
-        if n_steps == 0:
-            empty = torch.zeros(0, device=device)
-            return PackedSamples(torch.zeros(0, dtype=torch.long, device=device), empty, empty, n_rays)
-        offset = torch.rand(n_rays, 1, device=device) if perturb else torch.full((n_rays, 1), 0.5, device=device)
-        k = torch.arange(n_steps, device=device, dtype=origins.dtype)[None]
-        t_mid = start[:, None] + (k + offset) * step_size  # (R, T)
-        valid = hit[:, None] & (t_mid < far[:, None])
-        ray_idx, step_idx = valid.nonzero(as_tuple=True)
-        t = t_mid[ray_idx, step_idx]
-        pts = origins[ray_idx] + dirs[ray_idx] * t[:, None]
-        keep = self.occupied(pts)
-        ray_idx, t = ray_idx[keep], t[keep]
+        offset = torch.rand(n_rays, device=device) if perturb else torch.full((n_rays,), 0.5, device=device)
+        if self.triton_march and os.environ.get("NEUSBLEND_MARCH", "triton") != "torch":
+            from .kernels import march_triton
+
+            n_steps = torch.ceil(span / step_size).to(torch.int32) + hit.to(torch.int32)
+            ray_idx, t = march_triton.march(origins, dirs, start, far, n_steps, offset, self.binary, step_size)
+        else:
+            ray_idx, t = march_dense(origins, dirs, start, far, hit, span, offset, self.occupied, step_size)
         half = 0.5 * step_size
         return PackedSamples(ray_idx, t - half, t + half, n_rays)
 
@@ -242,6 +241,32 @@ class OccupancyGrid(torch.nn.Module):
             hi.append(torch.where(any_axis, idx, -1).max() + 1)
         cell = self.cell_size
         return torch.stack(lo).float() * cell - 1.0, torch.stack(hi).float() * cell - 1.0
+
+
+def march_dense(origins: torch.Tensor, dirs: torch.Tensor, start: torch.Tensor, far: torch.Tensor, hit: torch.Tensor,
+                span: torch.Tensor, offset: torch.Tensor, occupied, step_size: float  # noqa: ANN001
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference march of :meth:`OccupancyGrid.sample`: every ray's steps ``start + (k + offset) * step_size``
+    before ``far`` as one dense (R, T) array, T the longest ray's steps, then the steps in occupied cells.
+
+    Args:
+        origins, dirs: (R, 3); start, far, span: (R,) with span = far - start (0 for rays that miss);
+        hit: (R,) bool; offset: (R,) in [0, 1); occupied: (P, 3) -> (P,) bool.
+
+    Returns:
+        ray_indices (S,) sorted, t (S,) sample distances.
+    """
+    device = origins.device
+    n_steps = int(torch.ceil(span.max() / step_size).item()) + 1 if origins.shape[0] else 0
+    if n_steps <= 1:
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device)
+    k = torch.arange(n_steps, device=device, dtype=origins.dtype)[None]
+    t_mid = start[:, None] + (k + offset[:, None]) * step_size  # (R, T)
+    valid = hit[:, None] & (t_mid < far[:, None])
+    ray_idx, step_idx = valid.nonzero(as_tuple=True)
+    t = t_mid[ray_idx, step_idx]
+    keep = occupied(origins[ray_idx] + dirs[ray_idx] * t[:, None])
+    return ray_idx[keep], t[keep]
 
 
 def neus_alpha_from_distance(dist: torch.Tensor, inv_s: float | torch.Tensor, step: float) -> torch.Tensor:

@@ -275,6 +275,7 @@ class Trainer:
         if self.path != "reference":
             use_fast_path(self.field, self.path)
         self.grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold).to(self.device)
+        self.grid.triton_march = self.path != "reference"  # the fast path marches with its kernels too
         enc_params = [self.field.encoding.embeddings]
         var_params = [self.field.variance]
         other = [p for n, p in self.field.named_parameters() if n not in ("encoding.embeddings", "variance")]

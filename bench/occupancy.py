@@ -109,6 +109,15 @@ def main() -> None:
         w_ours = timed(weights_ours, dev, args.iters)
         row = {"scene": label, "occupied": occupied, "n_ours": n_ours, "sample_ours_ms": t_ours,
                "weights_ours_ms": w_ours}
+        if dev.startswith("cuda"):  # the trainer's fast path: the two-pass Triton march, the same samples
+            grid.triton_march = True
+            fast = grid.sample(o, d, step, perturb=False)
+            grid.triton_march = False
+            same = torch.equal(fast.t_starts, grid.sample(o, d, step, perturb=False).t_starts)
+            grid.triton_march = True
+            row.update(sample_triton_ms=timed(lambda grid=grid: grid.sample(o, d, step), dev, args.iters),
+                       triton_same_samples=same)
+            grid.triton_march = False
         if have_nerfacc:
             est = nerfacc.OccGridEstimator(torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]),
                                            resolution=args.resolution, levels=1).to(dev)
@@ -143,6 +152,10 @@ def main() -> None:
              f"`python bench/occupancy.py --rays {args.rays} --resolution {args.resolution} --render-steps "
              f"{args.render_steps}`; torch {torch.__version__}, nerfacc {nerfacc_version}. Times are medians of "
              f"{args.iters} calls in ms (ratio: ours / nerfacc, above 1 means nerfacc is faster).",
+             "",
+             *[f"- {r['scene']}: our Triton march {r['sample_triton_ms']:.2f} ms (dense reference march "
+               f"{r['sample_ours_ms']:.2f} ms), same samples: {r['triton_same_samples']}" for r in rows
+               if "sample_triton_ms" in r],
              "",
              "| grid | occupied | samples ours / nerfacc | sample ms ours / nerfacc | ratio | weights+backward ms "
              "ours / nerfacc | ratio | nerfacc samples in occupied cells | max weight difference |",

@@ -431,6 +431,41 @@ def test_sdf_outside_autograd_matches_reference(layers: int, activation: str) ->
     assert y.requires_grad and rel(y.detach(), want) < TOL
 
 
+def march_case(n_rays: int, res: int, gen: torch.Generator, device: str = DEV, full: bool = False):  # noqa: ANN201
+    """An occupancy grid with a random shell of occupied cells (``full``: every cell occupied, so rays end at the
+    unit sphere) and rays from outside the unit sphere towards it (some miss the shell), on ``device``."""
+    from backend.render import OccupancyGrid
+
+    grid = OccupancyGrid(res)
+    c = grid.cell_centers().norm(dim=-1).view(res, res, res)
+    if not full:
+        grid.binary = (c > 0.3) & (c < 0.6) & (torch.rand(res, res, res, generator=gen) < 0.7)
+    grid.binary = grid.binary.to(device)
+    origins = torch.nn.functional.normalize(torch.randn(n_rays, 3, generator=gen), dim=-1) * 1.8
+    target = (torch.rand(n_rays, 3, generator=gen) * 2 - 1) * 0.9
+    dirs = torch.nn.functional.normalize(target - origins, dim=-1)
+    return grid.to(device), origins.to(device), dirs.to(device)
+
+
+@needs_triton
+@pytest.mark.parametrize("perturb,full", [(True, False), (False, False), (True, True)])
+def test_triton_march_gives_the_reference_samples(perturb: bool, full: bool) -> None:
+    """``OccupancyGrid.sample`` with the two-pass Triton march: the same packed samples (ray indices and distances,
+    bit for bit) as the dense reference march, for rays that hit and miss, with the occupied-box clipping, and
+    rays that end at the unit sphere."""
+    gen = fresh_generator()
+    grid, origins, dirs = march_case(300, 16, gen, full=full)
+    step = 0.02
+    torch.manual_seed(5)
+    want = grid.sample(origins, dirs, step, perturb=perturb)
+    grid.triton_march = True
+    torch.manual_seed(5)
+    got = grid.sample(origins, dirs, step, perturb=perturb)
+    assert len(want) > 1000 and torch.equal(got.ray_indices, want.ray_indices)
+    assert torch.equal(got.t_starts, want.t_starts) and torch.equal(got.t_ends, want.t_ends)
+    assert full or (torch.bincount(want.ray_indices, minlength=300) == 0).any()  # some rays keep nothing
+
+
 # -------------------------------------------------------------------------------------------- GPU, full size
 
 FULL = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
