@@ -14,13 +14,16 @@ the following add, as PyTorch's separate kernels do; ``mul.rn`` is never contrac
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from .hashgrid_triton import _ROUNDED_MUL, _mul_rn
 
-RAYS_PER_PROGRAM = 128
+# rays per program (one per lane); NEUSBLEND_MARCH_RAYS for measurements
+RAYS_PER_PROGRAM = int(os.environ.get("NEUSBLEND_MARCH_RAYS", "128"))
 
 
 @triton.jit
