@@ -113,6 +113,7 @@ class OccupancyGrid(torch.nn.Module):
         # march with the Triton kernels (:mod:`backend.kernels.march_triton`): set by the trainer on a fast path
         # (``NEUSBLEND_MARCH=torch`` keeps the reference march anyway)
         self.triton_march = False
+        self._bounds: tuple | None = None  # see occupied_bounds
 
     @property
     def cell_size(self) -> float:
@@ -223,11 +224,11 @@ class OccupancyGrid(torch.nn.Module):
         """(3,) min and max corner of the box around the occupied cells, on the grid's device, without a host sync
         (an empty grid gives an empty box: min > max). Computed again only when the occupancy changed (every
         training step marches, the grid changes every few steps)."""
-        cached = self.__dict__.get("_bounds")
+        cached = self._bounds  # (the occupancy tensor, its version counter, the bounds)
         if cached is not None and cached[0] is self.binary and cached[1] == self.binary._version:
             return cached[2]
         bounds = self._occupied_bounds()
-        self.__dict__["_bounds"] = (self.binary, self.binary._version, bounds)
+        self._bounds = (self.binary, self.binary._version, bounds)
         return bounds
 
     def _occupied_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,6 +52,8 @@ def test_preview_run_streams_snapshots_and_a_final_mesh(dtu_run: dict) -> None:
     progress = [m for m in msgs if m["type"] == "progress"]
     assert progress[-1]["step"] == 400 and all(m["samples_per_s"] > 0 for m in progress)
     assert all(m.get("eta_s") is not None for m in progress)
+    # samples behind the surface are left out once it is opaque (cull_transmittance): fewer trained than marched
+    assert all(m["marched"] >= m["samples"] for m in progress) and progress[-1]["marched"] > progress[-1]["samples"]
     meshes = [m for m in msgs if m["type"] == "mesh"]
     snapshots = [m for m in meshes if not m["final"]]
     assert len(snapshots) >= 2, f"only {len(snapshots)} snapshots streamed in {dtu_run['seconds']:.0f} s"
