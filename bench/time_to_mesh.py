@@ -7,8 +7,9 @@ every 8th view, at equal steps for every path, and reads the ``done`` message: w
 Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000,20000] [--paths triton,reference]
 [--preset NAME] [--json FILE] [--write] [-- more train arguments]``
 
-``--json`` appends one line per finished run (so a run cut short keeps what it finished); ``--write`` adds the
-table at the end of the "Time to mesh" section of ``docs/BENCHMARKS.md``.
+``--json`` appends one line per finished run (so a run cut short keeps what it finished), with the median rays and
+marched samples a step over the second half of training; ``--write`` adds the table at the end of the "Time to mesh"
+section of ``docs/BENCHMARKS.md``. Each run's messages are kept as ``WORK/PATH_STEPS.messages.jsonl``.
 """
 
 from __future__ import annotations
