@@ -53,6 +53,7 @@ class TrainConfig:
     # skip samples the camera cannot see (transmittance in front of them below this, from an SDF pre-pass;
     # 0 = train on every sample the occupancy grid keeps)
     cull_transmittance: float = 1e-4
+    cull_stride: int = 1  # the pre-pass evaluates the SDF at every cull_stride-th marched sample of a ray
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3

@@ -401,11 +401,11 @@ class Trainer:
             # Samples behind opaque surfaces get no weight: leave them out, so the sample budget buys more rays.
             # With a CUDA graph this runs on the side stream while the graph updates the parameters: the SDF then
             # mixes this step's and the last step's values, an estimate as good as either for culling.
-            from .render import visible_samples
+            from .render import cull_hidden
 
             with torch.no_grad():
-                sdf = self.field.sdf(origins[ridx] + dirs[ridx] * t[:, None])
-                keep = visible_samples(sdf, ridx, n_rays, self.field.inv_s(), cfg.cull_transmittance)
+                keep = cull_hidden(self.field.sdf, origins, dirs, ridx, t, self.field.inv_s(), cfg.cull_transmittance,
+                                   cfg.cull_stride)
             ridx, t = ridx[keep], t[keep]
             n_samples = len(t)
         gs = self.graph_step

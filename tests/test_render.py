@@ -11,6 +11,7 @@ import torch
 from backend.render import (
     OccupancyGrid,
     accumulate,
+    cull_hidden,
     neus_alpha,
     ray_sphere,
     rays_from_pixels,
@@ -222,3 +223,39 @@ def test_occupied_bounds_follow_every_change_of_the_grid() -> None:
     assert cached() == fresh() == ([-1.0] * 3, [-0.875] * 3)
     grid.mark_all()
     assert cached() == fresh() == ([-1.0] * 3, [1.0] * 3)
+
+@pytest.mark.parametrize("stride", [1, 3, 4])
+def test_cull_hidden_evaluates_every_stride_th_sample(stride: int) -> None:
+    """Rays through a sphere of radius 0.5 (sharp), with gaps in the march: stride 1 is exactly the per-sample
+    rule; a larger stride keeps a superset, at most 2 strides more per ray, and calls the SDF on about 1/stride
+    of the samples."""
+    gen = torch.Generator().manual_seed(3)
+    n_rays = 40
+    origins = torch.cat([torch.rand(n_rays, 2, generator=gen) * 1.2 - 0.6, torch.full((n_rays, 1), -1.5)], 1)
+    dirs = torch.tensor([[0.0, 0.0, 1.0]]).expand(n_rays, 3).contiguous()
+    t = torch.arange(0.5, 2.5, 0.01)
+    ridx = torch.arange(n_rays).repeat_interleave(len(t))
+    tt = t.repeat(n_rays)
+    drop = torch.rand(len(tt), generator=gen) < 0.1  # gaps, as empty cells leave in a march
+    ridx, tt = ridx[~drop], tt[~drop]
+    calls = []
+
+    def sdf_fn(p: torch.Tensor) -> torch.Tensor:
+        calls.append(p.shape[0])
+        return p.norm(dim=-1) - 0.5
+
+    keep = cull_hidden(sdf_fn, origins, dirs, ridx, tt, 2000.0, 1e-4, stride)
+    pts = origins[ridx] + dirs[ridx] * tt[:, None]
+    exact = visible_samples(sdf_fn(pts), ridx, n_rays, 2000.0, 1e-4)
+    assert calls[0] <= len(tt) // stride + 2 * n_rays  # per ray: every stride-th and the last
+    if stride == 1:
+        assert torch.equal(keep, exact)
+    else:
+        assert not (exact & ~keep).any()  # a superset
+        extra = torch.zeros(n_rays, dtype=torch.long).index_add_(0, ridx, (keep & ~exact).long())
+        assert int(extra.max()) <= 2 * stride
+    radial = origins[:, :2].norm(dim=-1)
+    per_ray = torch.zeros(n_rays, dtype=torch.long).index_add_(0, ridx, keep.long())
+    total = torch.zeros(n_rays, dtype=torch.long).index_add_(0, ridx, torch.ones_like(ridx))
+    assert (per_ray[radial < 0.45] < 0.75 * total[radial < 0.45]).all()  # through the sphere: the back is culled
+    assert torch.equal(per_ray[radial > 0.55], total[radial > 0.55])  # past it: nothing is
