@@ -256,7 +256,6 @@ def mesh_bounds(vertices: np.ndarray) -> list[list[float]]:
     return [vertices.min(0).astype(float).tolist(), vertices.max(0).astype(float).tolist()]
 
 
-
 def box_matrix(box_min: Any, box_max: Any) -> np.ndarray:
     """(4, 4) matrix mapping the cube [-1, 1]^3 onto the axis-aligned box [box_min, box_max] (3-vectors): how a
     region or crop box given by its corners reads as a box matrix, on both sides (``roi.json``, ``extract --box``,
@@ -266,6 +265,7 @@ def box_matrix(box_min: Any, box_max: Any) -> np.ndarray:
     m[:3, :3] = np.diag((hi - lo) / 2)
     m[:3, 3] = (hi + lo) / 2
     return m
+
 
 @dataclass(frozen=True)
 class JobLayout:

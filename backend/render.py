@@ -403,7 +403,7 @@ def cull_hidden(sdf_fn, origins: torch.Tensor, dirs: torch.Tensor, ray_indices: 
     pos = torch.arange(n, device=t.device) - first_index_of_ray(ray_indices, n_rays).index_select(0, ray_indices)
     last = torch.ones(n, dtype=torch.bool, device=t.device)
     last[:-1] = ray_indices[1:] != ray_indices[:-1]
-    idx = ((pos % max(int(stride), 1) == 0) | last).nonzero()[:, 0]  # the evaluated samples
+    idx = ((pos % stride == 0) | last).nonzero()[:, 0]  # the evaluated samples
     r = ray_indices.index_select(0, idx)
     sdf = sdf_fn(origins.index_select(0, r) + dirs.index_select(0, r) * t.index_select(0, idx)[:, None])
     hidden = ~visible_samples(sdf, r, n_rays, inv_s, eps)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from backend.poses import PoseEstimator, PoseOptions  # noqa: E402
 from backend.poses.evaluate import compare_with_calibration, read_neus_cameras  # noqa: E402
 from backend.poses.quality import model_arrays  # noqa: E402
+from bench import shared_data  # noqa: E402
 from bench.gitinfo import commit  # noqa: E402
 
 #: name -> (what it changes, options)
@@ -158,8 +159,7 @@ def append_to_benchmarks(text: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared"
-                                                                              / "data")) / "dtu_scan65")
+    parser.add_argument("--data", type=Path, default=shared_data("dtu_scan65"))
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")

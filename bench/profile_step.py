@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,12 +19,12 @@ import torch  # noqa: E402
 from backend import protocol  # noqa: E402
 from backend.data import load_scene  # noqa: E402
 from backend.train import Trainer, build_config  # noqa: E402
+from bench import shared_data  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared" / "data"))
-                                          / "dtu_scan65"))
+    ap.add_argument("--data", default=str(shared_data("dtu_scan65")))
     ap.add_argument("--preset", default="default")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=600)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch  # noqa: E402
 from backend import protocol  # noqa: E402
 from backend.data import load_scene  # noqa: E402
 from backend.train import Trainer, build_config  # noqa: E402
+from bench import shared_data  # noqa: E402
 
 
 def timed(fn: Callable[[], object], n: int = 100) -> float:
@@ -36,8 +36,7 @@ def timed(fn: Callable[[], object], n: int = 100) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared" / "data"))
-                                          / "dtu_scan65"))
+    ap.add_argument("--data", default=str(shared_data("dtu_scan65")))
     ap.add_argument("--preset", default="default")
     ap.add_argument("--warmup", type=int, default=3000)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from backend.field import FieldConfig, HashGridConfig, NeuSField  # noqa: E402
+from bench import shared_data  # noqa: E402
 from bench.gitinfo import commit  # noqa: E402
 
 
@@ -114,7 +115,7 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
 
 def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -> tuple[float, str] | None:
     """Samples/s of whole trainer steps on DTU scan 65 (None when the data is absent)."""
-    data = Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared" / "data")) / "dtu_scan65"
+    data = shared_data("dtu_scan65")
     if not data.is_dir():
         return None
     from backend import protocol

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import shared_data  # noqa: E402
 from bench.throughput import commit, device_name  # noqa: E402
 
 
@@ -69,8 +70,7 @@ def insert_in_section(text: str, heading: str, block: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(os.environ.get("NEUSBLEND_DATA", ROOT.parent / "shared" / "data"))
-                                          / "dtu_scan65"))
+    ap.add_argument("--data", default=str(shared_data("dtu_scan65")))
     ap.add_argument("--steps", default="2000")
     ap.add_argument("--paths", default="triton,reference")
     ap.add_argument("--preset", default="default")

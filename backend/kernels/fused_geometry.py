@@ -69,13 +69,26 @@ def _act_d2(z: torch.Tensor, relu: bool) -> torch.Tensor | None:
     return (s - s * s) * SOFTPLUS_BETA
 
 
-def _encode(x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Contiguous x (N, 3), x01 = (x + 1) / 2, the encoding (N, E) and its Jacobian (Triton forward kernel)."""
+def _encode(x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int, jac: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Contiguous x (N, 3), x01 = (x + 1) / 2, the encoding (N, E) and (``jac``) its Jacobian (Triton forward
+    kernel)."""
     x = x.contiguous()
     x01 = ((x + 1.0) * 0.5).contiguous()
-    enc, jac = encode(x01, table.contiguous(), meta, n_active, jac=True)
-    return x, x01, enc, jac
+    enc, j = encode(x01, table.contiguous(), meta, n_active, jac=jac)
+    return x, x01, enc, j
+
+
+def _n_active(field: NeuSField) -> int:
+    """Hash levels in use, clamped to the encoding's levels."""
+    enc = field.encoding
+    return max(0, min(int(enc.active_levels), enc.cfg.n_levels))
+
+
+def _one_hidden_layer(field: NeuSField) -> bool:
+    """Whether ``field``'s SDF MLP has one hidden layer of a width the one-layer kernels take."""
+    layers = field.sdf_layers
+    return len(layers) == 2 and _hidden_ok(layers[0].weight.shape[0])
 
 
 def _table_grad(ctx, x01: torch.Tensor, table: torch.Tensor, d_enc: torch.Tensor,  # noqa: ANN001
@@ -558,15 +571,11 @@ def sdf_only(field: NeuSField, x: torch.Tensor) -> torch.Tensor | None:
     """The SDF (N,) of a one-hidden-layer ``field`` at ``x`` (N, 3) without gradients: the encoding (Triton) and the
     whole MLP's head row in one kernel, nothing (N, H)-sized in memory (grid updates, culling, meshing). None when
     this path does not take the field or input, or when autograd records (the caller then uses the modules)."""
-    layers = field.sdf_layers
-    if torch.is_grad_enabled() or not supports(field, x) or len(layers) != 2 or not _hidden_ok(
-            layers[0].weight.shape[0]):
+    if torch.is_grad_enabled() or not supports(field, x) or not _one_hidden_layer(field):
         return None
-    enc_mod = field.encoding
-    n_active = max(0, min(int(enc_mod.active_levels), enc_mod.cfg.n_levels))
-    x = x.contiguous()
-    enc, _ = encode(((x + 1.0) * 0.5).contiguous(), enc_mod.embeddings.contiguous(), enc_mod.level_meta(x.device),
-                    n_active)
+    layers = field.sdf_layers
+    x, _, enc, _ = _encode(x, field.encoding.embeddings, field.encoding.level_meta(x.device), _n_active(field),
+                           jac=False)
     n, E = enc.shape
     W1, b1 = layers[0].weight, layers[0].bias
     Wo, bo = layers[1].weight[:1].contiguous(), layers[1].bias[:1].contiguous()
@@ -591,13 +600,12 @@ def sdf_with_gradient(field: NeuSField, x: torch.Tensor) -> tuple[torch.Tensor, 
     """SDF (N,), features (N, F) and the SDF's gradient (N, 3) of ``field`` at ``x`` (N, 3), differentiable
     (the gradient too, as with ``create_graph=True``) w.r.t. the hash table and the SDF MLP."""
     enc = field.encoding
-    n_active = max(0, min(int(enc.active_levels), enc.cfg.n_levels))
     params: list[torch.Tensor] = []
     for layer in field.sdf_layers:
         params += [layer.weight, layer.bias]
     fn = GeometryFunction
-    if len(params) == 4 and _hidden_ok(params[0].shape[0]):
+    if _one_hidden_layer(field):
         fn = FusedMLPGeometryFunction if fused_mlp_enabled() else OneLayerGeometryFunction
-    out, grad = fn.apply(x, enc.embeddings, enc.level_meta(x.device), n_active, field.cfg.activation == "relu",
-                         *params)
+    out, grad = fn.apply(x, enc.embeddings, enc.level_meta(x.device), _n_active(field),
+                         field.cfg.activation == "relu", *params)
     return out[:, 0], out[:, 1:], grad
