@@ -113,7 +113,10 @@ class OccupancyGrid(torch.nn.Module):
         # march with the Triton kernels (:mod:`backend.kernels.march_triton`): set by the trainer on a fast path
         # (``NEUSBLEND_MARCH=torch`` keeps the reference march anyway)
         self.triton_march = False
-        self._bounds: tuple | None = None  # see occupied_bounds
+        # what occupied_bounds and coarse_occupancy computed, for the occupancy tensor and version in the key
+        self._cache: dict = {}
+        self._cache_key: int | None = None
+        self._cache_binary: torch.Tensor | None = None
 
     @property
     def cell_size(self) -> float:
@@ -214,7 +217,8 @@ class OccupancyGrid(torch.nn.Module):
             from .kernels import march_triton
 
             n_steps = torch.ceil(span / step_size).to(torch.int32) + hit.to(torch.int32)
-            ray_idx, t = march_triton.march(origins, dirs, start, far, n_steps, offset, self.binary, step_size)
+            ray_idx, t = march_triton.march(origins, dirs, start, far, n_steps, offset, self.binary, step_size,
+                                            self.coarse_occupancy())
         else:
             ray_idx, t = march_dense(origins, dirs, start, far, hit, span, offset, self.occupied, step_size)
         half = 0.5 * step_size
@@ -224,12 +228,22 @@ class OccupancyGrid(torch.nn.Module):
         """(3,) min and max corner of the box around the occupied cells, on the grid's device, without a host sync
         (an empty grid gives an empty box: min > max). Computed again only when the occupancy changed (every
         training step marches, the grid changes every few steps)."""
-        cached = self._bounds  # (the occupancy tensor, its version counter, the bounds)
-        if cached is not None and cached[0] is self.binary and cached[1] == self.binary._version:
-            return cached[2]
-        bounds = self._occupied_bounds()
-        self._bounds = (self.binary, self.binary._version, bounds)
-        return bounds
+        return self._derived("bounds", self._occupied_bounds)
+
+    def coarse_occupancy(self) -> torch.Tensor:
+        """Blocks of 8^3 cells with any occupied cell, for the Triton march's skipping (see
+        :func:`backend.kernels.march_triton.coarse_occupancy`); cached like :meth:`occupied_bounds`."""
+        from .kernels.march_triton import coarse_occupancy
+
+        return self._derived("coarse", lambda: coarse_occupancy(self.binary))
+
+    def _derived(self, name: str, compute):  # noqa: ANN001, ANN202
+        """``compute()``, cached until the occupancy tensor or its version counter changes."""
+        if self._cache_binary is not self.binary or self._cache_key != self.binary._version:
+            self._cache, self._cache_key, self._cache_binary = {}, self.binary._version, self.binary
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]
 
     def _occupied_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.resolution

@@ -6,7 +6,15 @@ elements and three host synchronisations per batch. Here one thread walks one ra
 
 1. count: each ray counts its occupied steps (nothing is written but the count);
 2. the counts' prefix sum gives each ray's first output row (one host synchronisation, for the total);
-3. write: each ray walks again and writes the ray index and distance of its occupied steps from that row on.
+3. write: each ray walks again and writes the ray index and distance (and, if asked, the position) of its occupied
+   steps from that row on.
+
+A walk skips empty space: a step in an empty block of ``COARSE``^3 cells (or in an empty cell) jumps to the last
+step of the lattice before the ray leaves that block (or cell), so a ray costs about one iteration per empty block
+or cell it crosses instead of one per step. Every step that is looked at is computed as the reference computes it,
+and the steps jumped over lie at least one step inside the empty block, far beyond float rounding (only for a ray
+running within about 1e-5 cells of a cell face parallel to it could rounding decide otherwise, as it does for the
+reference itself).
 
 Same samples as the reference, bit for bit: the same float32 operations in the same order (products rounded before
 the following add, as PyTorch's separate kernels do; ``mul.rn`` is never contracted into an fma).
@@ -23,16 +31,34 @@ import triton.language as tl
 from .hashgrid_triton import _ROUNDED_MUL, _mul_rn
 
 # rays per program (one per lane); NEUSBLEND_MARCH_RAYS for measurements
-RAYS_PER_PROGRAM = int(os.environ.get("NEUSBLEND_MARCH_RAYS", "128"))
+RAYS_PER_PROGRAM = int(os.environ.get("NEUSBLEND_MARCH_RAYS", "32"))
+# cells per side of a block of the coarse occupancy that the walk skips at once
+COARSE = 8
 
 
 @triton.jit
-def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_ptr, first_ptr, count_ptr,
-                  ridx_ptr, t_ptr, R, res, half_res, step, WRITE: tl.constexpr, ROUNDED: tl.constexpr,
-                  BLOCK: tl.constexpr):
+def _exit_steps(ox, oy, oz, dx, dy, dz, t, bx, by, bz, size, inv_half_res, step):
+    """Whole steps from distance ``t`` to where the ray leaves the axis-aligned block of ``size`` cells whose lowest
+    cell is (bx, by, bz) (at least 1)."""
+    big = 3.0e38
+    ex = tl.where(dx > 0, bx + size, bx).to(tl.float32) * inv_half_res - 1.0
+    ey = tl.where(dy > 0, by + size, by).to(tl.float32) * inv_half_res - 1.0
+    ez = tl.where(dz > 0, bz + size, bz).to(tl.float32) * inv_half_res - 1.0
+    tx = tl.where(tl.abs(dx) > 1e-9, (ex - ox) / tl.where(tl.abs(dx) > 1e-9, dx, 1.0), big)
+    ty = tl.where(tl.abs(dy) > 1e-9, (ey - oy) / tl.where(tl.abs(dy) > 1e-9, dy, 1.0), big)
+    tz = tl.where(tl.abs(dz) > 1e-9, (ez - oz) / tl.where(tl.abs(dz) > 1e-9, dz, 1.0), big)
+    t_exit = tl.minimum(tl.minimum(tx, ty), tz)
+    m = tl.floor(tl.minimum(t_exit - t, 1.0e6) / step).to(tl.int32)
+    return tl.maximum(m, 1)
+
+
+@triton.jit
+def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_ptr, coarse_ptr, first_ptr,
+                  count_ptr, ridx_ptr, t_ptr, pts_ptr, R, res, cres, half_res, step, WRITE: tl.constexpr,
+                  PTS: tl.constexpr, CF: tl.constexpr, ROUNDED: tl.constexpr, BLOCK: tl.constexpr):
     """Walk BLOCK rays, one per lane: step k sits at ``start + (k + offset) * step`` and counts while it lies before
     ``far`` in an occupied cell. WRITE=False stores each ray's count; WRITE=True writes its samples from row
-    ``first[ray]`` on."""
+    ``first[ray]`` on (and their positions when PTS). CF cells per side of a coarse block."""
     rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rays < R
     ox = tl.load(o_ptr + rays * 3 + 0, mask=rmask, other=0.0)
@@ -48,9 +74,12 @@ def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_
     row = tl.zeros([BLOCK], dtype=tl.int64)
     if WRITE:
         row = tl.load(first_ptr + rays, mask=rmask, other=0)
+    inv_half_res = 1.0 / half_res
     count = tl.zeros([BLOCK], dtype=tl.int32)
-    for k in range(0, tl.max(n, 0)):
-        t = start + _mul_rn(k + off, step, ROUNDED)
+    k = tl.zeros([BLOCK], dtype=tl.int32)
+    active = rmask & (k < n)
+    while tl.max(active.to(tl.int32), 0) > 0:
+        t = start + _mul_rn(k.to(tl.float32) + off, step, ROUNDED)
         px = (ox + _mul_rn(dx, t, ROUNDED) + 1.0) * half_res
         py = (oy + _mul_rn(dy, t, ROUNDED) + 1.0) * half_res
         pz = (oz + _mul_rn(dz, t, ROUNDED) + 1.0) * half_res
@@ -58,51 +87,105 @@ def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_
         iy = tl.floor(py).to(tl.int32)
         iz = tl.floor(pz).to(tl.int32)
         inside = (ix >= 0) & (ix < res) & (iy >= 0) & (iy < res) & (iz >= 0) & (iz < res)
-        live = (k < n) & (t < far) & inside
-        cell = (ix * res + iy) * res + iz
-        occ = tl.load(occ_ptr + cell, mask=live, other=0) != 0
-        occ = occ & live
+        active = active & (t < far)
+        live = active & inside
+        cx = ix // CF
+        cy = iy // CF
+        cz = iz // CF
+        block_occ = tl.load(coarse_ptr + (cx * cres + cy) * cres + cz, mask=live, other=0) != 0
+        occ = tl.load(occ_ptr + (ix * res + iy) * res + iz, mask=live & block_occ, other=0) != 0
+        occ = occ & live & block_occ
         if WRITE:
             at = row + count
             tl.store(ridx_ptr + at, rays.to(tl.int64), mask=occ)
             tl.store(t_ptr + at, t, mask=occ)
+            if PTS:
+                tl.store(pts_ptr + at * 3 + 0, ox + _mul_rn(dx, t, ROUNDED), mask=occ)
+                tl.store(pts_ptr + at * 3 + 1, oy + _mul_rn(dy, t, ROUNDED), mask=occ)
+                tl.store(pts_ptr + at * 3 + 2, oz + _mul_rn(dz, t, ROUNDED), mask=occ)
         count += occ.to(tl.int32)
+        # an empty block (or cell): jump to the last step inside it; otherwise the next step
+        size = tl.where(block_occ, 1, CF)
+        m = _exit_steps(ox, oy, oz, dx, dy, dz, t, tl.where(block_occ, ix, cx * CF), tl.where(block_occ, iy, cy * CF),
+                        tl.where(block_occ, iz, cz * CF), size, inv_half_res, step)
+        k += tl.where(live & ~occ, m, 1)
+        active = active & (k < n)
     if not WRITE:
         tl.store(count_ptr + rays, count, mask=rmask)
 
 
+def coarse_occupancy(occupied: torch.Tensor, factor: int = COARSE) -> torch.Tensor:
+    """(r, r, r) bool -> (ceil(r / factor),) * 3 uint8: 1 where any cell of the factor^3 block is occupied."""
+    r = occupied.shape[0]
+    c = -(-r // factor)
+    pad = c * factor - r
+    occ = occupied.to(torch.uint8)
+    if pad:
+        occ = torch.nn.functional.pad(occ, (0, pad, 0, pad, 0, pad))
+    return occ.view(c, factor, c, factor, c, factor).amax(dim=(1, 3, 5)).contiguous()
+
+
+class Marcher:
+    """The two passes over one batch of rays (see the module docstring); :func:`march` runs both."""
+
+    def __init__(self, origins: torch.Tensor, dirs: torch.Tensor, start: torch.Tensor, far: torch.Tensor,
+                 n_steps: torch.Tensor, offset: torch.Tensor, occupied: torch.Tensor, step_size: float,
+                 coarse: torch.Tensor | None = None) -> None:
+        self.R = origins.shape[0]
+        self.device = origins.device
+        self.res = occupied.shape[0]
+        self.coarse = coarse_occupancy(occupied) if coarse is None else coarse
+        occ = occupied.contiguous().view(torch.uint8).view(-1)
+        self.args = [c.contiguous() for c in (origins, dirs, start, far)] + [
+            n_steps.to(torch.int32).contiguous(), offset.contiguous(), occ, self.coarse.view(-1)]
+        self.step = float(step_size)
+        self.grid = (triton.cdiv(self.R, RAYS_PER_PROGRAM),)
+
+    def _launch(self, first: torch.Tensor, counts: torch.Tensor, ridx: torch.Tensor, t: torch.Tensor,
+                pts: torch.Tensor, write: bool, want_pts: bool) -> None:
+        _march_kernel[self.grid](*self.args, first, counts, ridx, t, pts, self.R, self.res, self.coarse.shape[0],
+                                 0.5 * self.res, self.step, WRITE=write, PTS=want_pts, CF=COARSE,
+                                 ROUNDED=_ROUNDED_MUL, BLOCK=RAYS_PER_PROGRAM, num_warps=max(1, RAYS_PER_PROGRAM // 32))
+
+    def counts(self) -> torch.Tensor:
+        """(R,) int32 occupied steps of each ray (the count pass)."""
+        counts = torch.empty(self.R, dtype=torch.int32, device=self.device)
+        if self.R:
+            dummy = torch.empty(1, dtype=torch.long, device=self.device)
+            self._launch(dummy, counts, dummy, dummy.float(), dummy.float(), False, False)
+        return counts
+
+    def write(self, first: torch.Tensor, total: int, want_pts: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The write pass: ray indices (total,) int64, distances (total,) and positions (total, 3) if asked, each
+        ray's samples from row ``first[ray]`` (int64, the exclusive prefix sum of :meth:`counts`) on."""
+        ridx = torch.empty(total, dtype=torch.long, device=self.device)
+        t = torch.empty(total, device=self.device)
+        pts = torch.empty(total if want_pts else 1, 3, device=self.device)
+        if total:
+            self._launch(first, first, ridx, t, pts, True, want_pts)
+        return ridx, t, pts if want_pts else None
+
+
 def march(origins: torch.Tensor, dirs: torch.Tensor, start: torch.Tensor, far: torch.Tensor, n_steps: torch.Tensor,
-          offset: torch.Tensor, occupied: torch.Tensor, step_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+          offset: torch.Tensor, occupied: torch.Tensor, step_size: float, coarse: torch.Tensor | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Occupied steps of each ray, packed: the same samples as :func:`backend.render.march_dense`.
 
     Args:
         origins, dirs: (R, 3) float32 rays; start, far: (R,) the first step's lattice origin and the exit distance;
         n_steps: (R,) int32 steps to try per ray (0 for rays that miss); offset: (R,) fraction of a step of the
-        first sample; occupied: (r, r, r) bool occupancy over [-1, 1]^3; step_size: distance between samples.
+        first sample; occupied: (r, r, r) bool occupancy over [-1, 1]^3; step_size: distance between samples;
+        coarse: :func:`coarse_occupancy` of ``occupied`` if the caller keeps it (computed otherwise).
 
     Returns:
         ray_indices (S,) int64 sorted, t (S,) float32 sample distances.
     """
-    R = origins.shape[0]
-    dev = origins.device
-    if R == 0:
-        return torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, device=dev)
-    res = occupied.shape[0]
-    occ = occupied.contiguous().view(torch.uint8).view(-1)
-    args = [c.contiguous() for c in (origins, dirs, start, far)] + [n_steps.to(torch.int32).contiguous(),
-                                                                    offset.contiguous(), occ]
-    grid = (triton.cdiv(R, RAYS_PER_PROGRAM),)
-    counts = torch.empty(R, dtype=torch.int32, device=dev)
-    dummy_i64 = torch.empty(1, dtype=torch.long, device=dev)
-    dummy_f = torch.empty(1, device=dev)
-    _march_kernel[grid](*args, dummy_i64, counts, dummy_i64, dummy_f, R, res, 0.5 * res, step_size, WRITE=False,
-                        ROUNDED=_ROUNDED_MUL, BLOCK=RAYS_PER_PROGRAM)
+    m = Marcher(origins, dirs, start, far, n_steps, offset, occupied, step_size, coarse)
+    counts = m.counts()
+    if m.R == 0:
+        return torch.zeros(0, dtype=torch.long, device=m.device), torch.zeros(0, device=m.device)
     ends = torch.cumsum(counts, 0, dtype=torch.long)
     total = int(ends[-1])  # the one host synchronisation: the output's size
-    first = ends - counts
-    ridx = torch.empty(total, dtype=torch.long, device=dev)
-    t = torch.empty(total, device=dev)
-    if total:
-        _march_kernel[grid](*args, first, counts, ridx, t, R, res, 0.5 * res, step_size, WRITE=True,
-                            ROUNDED=_ROUNDED_MUL, BLOCK=RAYS_PER_PROGRAM)
+    ridx, t, _ = m.write(ends - counts, total)
     return ridx, t
