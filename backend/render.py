@@ -188,13 +188,14 @@ class OccupancyGrid(torch.nn.Module):
 
     @torch.no_grad()
     def sample(self, origins: torch.Tensor, dirs: torch.Tensor, step_size: float, perturb: bool = True,
-               radius: float = 1.0) -> PackedSamples:
+               radius: float = 1.0, offset: torch.Tensor | None = None) -> PackedSamples:
         """March every ray through the unit sphere in steps of ``step_size``, keeping occupied steps.
 
         Args:
             origins, dirs: (R, 3) rays (unit directions), normalized frame.
             step_size: distance between samples.
             perturb: jitter the first sample by a random fraction of a step (training).
+            offset: (R,) that fraction of each ray, drawn already (overrides ``perturb``).
 
         Returns:
             :class:`PackedSamples` sorted by ray and distance.
@@ -212,7 +213,8 @@ class OccupancyGrid(torch.nn.Module):
         hit = hit & (far > start)
         span = torch.where(hit, far - start, torch.zeros_like(far))
         device = origins.device
-        offset = torch.rand(n_rays, device=device) if perturb else torch.full((n_rays,), 0.5, device=device)
+        if offset is None:
+            offset = torch.rand(n_rays, device=device) if perturb else torch.full((n_rays,), 0.5, device=device)
         if self.triton_march and os.environ.get("NEUSBLEND_MARCH", "triton") != "torch":
             from .kernels import march_triton
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TypeVar
 
 import torch
@@ -135,20 +135,36 @@ class GraphStep:
         self.R, self.S, self.E = int(max_rays), int(sample_capacity), int(eik_points)
         self.has_masks = has_masks
         self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss}
-        S, R1 = self.S, self.R + 1
-        z = torch.zeros
-        self.buf = StepInputs(
-            pts=z(S, 3, device=dev), dirs=z(S, 3, device=dev), deltas=z(S, device=dev),
-            ray_indices=torch.full((S,), self.R, dtype=torch.long, device=dev), sample_valid=z(S, device=dev),
-            ray_dirs=z(R1, 3, device=dev), gt=z(R1, 3, device=dev), bg=z(R1, 3, device=dev) if has_masks else None,
-            mask=z(R1, device=dev) if has_masks else None, ray_valid=z(R1, device=dev), inv_n_rays=z((), device=dev),
-            rand_pts=z(self.E, 3, device=dev), cos_anneal=z((), device=dev))
-        self.buf.dirs[:, 2] = 1.0
-        self.buf.ray_dirs[:, 2] = 1.0
+        self.device = dev
+        self.buf = self.new_inputs()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.key: object = None
         self.out: dict[str, torch.Tensor] = {}
         self.captures = 0
+
+    def new_inputs(self) -> StepInputs:
+        """Empty step inputs of the graph's shapes (what :meth:`load` leaves in unused rows)."""
+        S, R1, dev = self.S, self.R + 1, self.device
+        z = torch.zeros
+        x = StepInputs(
+            pts=z(S, 3, device=dev), dirs=z(S, 3, device=dev), deltas=z(S, device=dev),
+            ray_indices=torch.full((S,), self.R, dtype=torch.long, device=dev), sample_valid=z(S, device=dev),
+            ray_dirs=z(R1, 3, device=dev), gt=z(R1, 3, device=dev),
+            bg=z(R1, 3, device=dev) if self.has_masks else None, mask=z(R1, device=dev) if self.has_masks else None,
+            ray_valid=z(R1, device=dev), inv_n_rays=z((), device=dev), rand_pts=z(self.E, 3, device=dev),
+            cos_anneal=z((), device=dev))
+        x.dirs[:, 2] = 1.0
+        x.ray_dirs[:, 2] = 1.0
+        return x
+
+    def load_inputs(self, x: StepInputs, cos_anneal: float) -> None:
+        """Copy step inputs of the graph's shapes (made by :meth:`new_inputs`, filled by
+        :func:`backend.kernels.batch_triton.pack`) into the static buffers."""
+        for f in fields(StepInputs):
+            dst = getattr(self.buf, f.name)
+            if dst is not None and f.name != "cos_anneal":
+                dst.copy_(getattr(x, f.name))
+        self.buf.cos_anneal.fill_(cos_anneal)
 
     def load(self, pts: torch.Tensor, dirs: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor,
              ray_dirs: torch.Tensor, gt: torch.Tensor, bg: torch.Tensor | None, mask: torch.Tensor | None,

@@ -299,6 +299,7 @@ class Trainer:
                                         rgb_loss=cfg.rgb_loss)
         self._side = torch.cuda.Stream(self.device) if self.graph_step is not None else None
         self._pending: dict[str, Any] | None = None  # the next step's batch, marched on the side stream
+        self._staging = None  # the fused batch's StepInputs (see _batch_fused)
         self.step = 0
         self.n_rays = cfg.init_rays
         self._upload(self.train_scene)
@@ -328,21 +329,27 @@ class Trainer:
         self.c2w = torch.from_numpy(scene.normalized_c2w()).float().to(self.device)
         self.n_pixels = int(counts.sum())
 
-    def sample_rays(self, n: int) -> dict[str, Any]:
-        """A random batch of ``n`` training rays: origins, dirs (n, 3), rgb (n, 3) in [0, 1], mask (n,) or None."""
+    def draw(self, n: int) -> tuple[Any, Any]:
+        """Random draws of a batch of ``n`` rays: pixels (n,) int64 in the flat pixel list, and (n, 6) uniform
+        numbers: row and column jitter, march offset, background colour (see :meth:`sample_rays`, :meth:`_batch`)."""
         torch = self.torch
+        return (torch.randint(0, self.n_pixels, (n,), device=self.device), torch.rand(n, 6, device=self.device))
+
+    def sample_rays(self, n: int, draws: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """A random batch of ``n`` training rays (or the rays of ``draws``, see :meth:`draw`): origins, dirs (n, 3),
+        rgb (n, 3) in [0, 1], mask (n,) or None, and the draws' uniform numbers ``u`` (n, 6)."""
         from .render import rays_from_pixels
 
-        gid = torch.randint(0, self.n_pixels, (n,), device=self.device)
-        img = torch.searchsorted(self.pix_offsets[1:], gid, right=True)
+        gid, u = draws if draws is not None else self.draw(n)
+        img = self.torch.searchsorted(self.pix_offsets[1:], gid, right=True)
         local = gid - self.pix_offsets[img]
         w = self.widths[img]
-        rows = (local // w).float() + torch.rand(n, device=self.device) - 0.5
-        cols = (local % w).float() + torch.rand(n, device=self.device) - 0.5
+        rows = (local // w).float() + u[:, 0] - 0.5
+        cols = (local % w).float() + u[:, 1] - 0.5
         o, d = rays_from_pixels(self.K_inv[img], self.c2w[img], cols, rows)
         rgb = self.pixels[gid].float() / 255.0
         mask = self.masks[gid].float() / 255.0 if self.masks is not None else None
-        return {"origins": o, "dirs": d, "rgb": rgb, "mask": mask}
+        return {"origins": o, "dirs": d, "rgb": rgb, "mask": mask, "u": u}
 
     # ------------------------------------------------------------------ schedules
 
@@ -375,25 +382,26 @@ class Trainer:
         cfg = self.cfg
         if step == 0 or step % cfg.grid_update_every != 0:  # the first step starts at once (a cancel stays quick)
             return
-        inv_s = float(self.field.inv_s().item())
+        inv_s = self.field.inv_s().detach()  # a tensor: no host synchronisation
         n_cells = None if step < cfg.grid_warmup_steps else self.grid.resolution**3 // 4
         self.grid.update(self.sdf_fn_torch, inv_s, cfg.step_size, n_cells=n_cells)
 
-    def _batch(self) -> dict[str, Any]:
-        """Rays of one step, their samples marched through the occupancy grid, and random eikonal points.
+    def _batch(self, draws: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """Rays of one step (random, or those of ``draws``: see :meth:`draw`), their samples marched through the
+        occupancy grid, and random eikonal points.
 
         Synchronises the current stream with the host (the number of samples is data-dependent). With a CUDA graph,
         rays whose samples would not fit its capacity are left out (the leading rays whose samples all fit stay).
         """
         torch = self.torch
         cfg = self.cfg
-        batch = self.sample_rays(int(self.n_rays))
-        origins, dirs, gt, mask = batch["origins"], batch["dirs"], batch["rgb"], batch["mask"]
+        batch = self.sample_rays(int(self.n_rays), draws)
+        origins, dirs, gt, mask, u = batch["origins"], batch["dirs"], batch["rgb"], batch["mask"], batch["u"]
         bg = None
         if mask is not None:
-            bg = torch.rand_like(gt)  # a random background forces the opacity to follow the mask
+            bg = u[:, 3:6]  # a random background forces the opacity to follow the mask
             gt = gt * mask[:, None] + bg * (1 - mask[:, None])
-        samples = self.grid.sample(origins, dirs, cfg.step_size, perturb=True)
+        samples = self.grid.sample(origins, dirs, cfg.step_size, offset=u[:, 2])
         n_marched = n_samples = len(samples)
         ridx, t = samples.ray_indices, samples.t_mid
         n_rays = origins.shape[0]
@@ -425,6 +433,58 @@ class Trainer:
                 "rand_pts": torch.rand(n_eik, 3, device=self.device) * 2 - 1, "n_samples": n_samples,
                 "n_marched": n_marched, "n_rays": n_rays}
 
+    def fused_batch(self) -> bool:
+        """Whether batches come from :meth:`_batch_fused`: with the CUDA graph and the Triton march, unless
+        ``NEUSBLEND_BATCH=torch`` (or ``NEUSBLEND_MARCH=torch``) asks for the PyTorch chain of :meth:`_batch`, or
+        the culling pre-pass is strided (a CPU option)."""
+        return (self.graph_step is not None and self.grid.triton_march and self.cfg.cull_stride <= 1
+                and os.environ.get("NEUSBLEND_BATCH", "triton") != "torch"
+                and os.environ.get("NEUSBLEND_MARCH", "triton") != "torch")
+
+    def _batch_fused(self) -> dict[str, Any]:
+        """:meth:`_batch` in a few Triton kernels and one host synchronisation (:mod:`backend.kernels.batch_triton`),
+        written into a staging copy of the CUDA graph's inputs (padded as the graph needs). Its counts reach the
+        host through pinned memory: read them after ``done``."""
+        if self._staging is None:
+            self._staging = self.graph_step.new_inputs()
+        return self._batch_fused_from(self.draw(int(self.n_rays)), self._staging)
+
+    def _batch_fused_from(self, draws: tuple[Any, Any], out) -> dict[str, Any]:  # noqa: ANN001
+        """:meth:`_batch_fused` for given ``draws`` (see :meth:`draw`) into ``out``, step inputs of the graph's
+        shapes. Runs on the CPU too, in Triton's interpreter (for tests)."""
+        torch = self.torch
+        gid, u = draws
+        from .kernels import batch_triton, march_triton
+
+        cfg = self.cfg
+        lo, hi = self.grid.occupied_bounds()
+        rays = batch_triton.draw_rays(gid, u, self.pix_offsets, self.widths, self.K_inv, self.c2w, self.pixels,
+                                      self.masks, lo, hi, cfg.step_size)
+        m = march_triton.Marcher(rays.origins, rays.dirs, rays.start, rays.far, rays.n_steps, rays.offset,
+                                 self.grid.binary, cfg.step_size, self.grid.coarse_occupancy())
+        counts = m.counts()
+        ends = torch.cumsum(counts, 0, dtype=torch.long)
+        total = int(ends[-1])  # the batch's one host synchronisation: how many samples the march writes
+        first = ends - counts
+        ridx, _, pts = m.write(first, total, want_pts=True)
+        kept = counts
+        if cfg.cull_transmittance > 0 and total:
+            with torch.no_grad():
+                sdf = self.field.sdf(pts)
+                kept = batch_triton.visible_counts(sdf, first, counts, self.field.inv_s(), cfg.cull_transmittance)
+        stats = batch_triton.pack(out, rays, ridx, pts, first, kept, cfg.step_size)
+        out.rand_pts.uniform_(-1.0, 1.0)
+        if self.device.type != "cuda":
+            return {"inputs": out, "stats": stats, "done": None, "n_marched": total, "rays": rays}
+        host = torch.empty(3, dtype=torch.long, pin_memory=True)
+        host.copy_(stats, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return {"inputs": out, "stats": host, "done": done, "n_marched": total, "rays": rays}
+
+    def _next_batch(self) -> dict[str, Any]:
+        return self._batch_fused() if self.fused_batch() else self._batch()
+
     def train_step(self) -> dict[str, Any]:
         """One optimisation step on a fresh random batch of rays (see :mod:`backend.step`).
 
@@ -449,16 +509,24 @@ class Trainer:
         cos = self.cos_anneal_ratio(step)
         if gs is not None:
             main = torch.cuda.current_stream(self.device)
-            b, self._pending = self._pending or self._batch(), None
+            b, self._pending = self._pending or self._next_batch(), None
             main.wait_stream(self._side)  # the batch is marched; the grid may change now
             self.update_grid(step)
-            gs.load(b["pts"], b["dirs"], b["deltas"], b["ray_indices"], b["ray_dirs"], b["gt"], b["bg"], b["mask"],
-                    b["rand_pts"], cos)
+            if "inputs" in b:  # fused: already in the graph's layout
+                gs.load_inputs(b["inputs"], cos)
+            else:
+                gs.load(b["pts"], b["dirs"], b["deltas"], b["ray_indices"], b["ray_dirs"], b["gt"], b["bg"],
+                        b["mask"], b["rand_pts"], cos)
             loaded = torch.cuda.Event()
             loaded.record(main)
             out = gs.run(key=levels)
-            n_samples, n_marched, n_rays = b["n_samples"], b["n_marched"], b["n_rays"]
-            has_mask = b["mask"] is not None
+            if "inputs" in b:
+                b["done"].synchronize()  # its counts (long done by now: the graph is already queued)
+                n_samples, n_rays = int(b["stats"][2]), int(b["stats"][1])
+                n_marched, has_mask = b["n_marched"], gs.has_masks
+            else:
+                n_samples, n_marched, n_rays = b["n_samples"], b["n_marched"], b["n_rays"]
+                has_mask = b["mask"] is not None
             del b
         else:
             self.update_grid(step)
@@ -490,7 +558,7 @@ class Trainer:
         if gs is not None:  # march the next batch while the graph runs (after the copies that read this one)
             self._side.wait_event(loaded)
             with torch.cuda.stream(self._side):
-                self._pending = self._batch()
+                self._pending = self._next_batch()
         # tensors stay on the device: reading them would stall the pipeline; see `report_stats`
         return {"loss": out["loss"], "mse": out["mse"], "n_samples": n_samples, "n_marched": n_marched,
                 "n_rays": n_rays, "eikonal": out["eikonal"], "mask": out["mask"] if has_mask else None,
