@@ -1,5 +1,6 @@
 """Where a training step's time goes on CUDA: the whole step, the CUDA-graph replay alone, and preparing one batch
-(drawing rays, the march, the culling pre-pass) alone, after a warm-up. Prints milliseconds.
+(drawing rays, the march, the culling pre-pass) alone, fused in Triton kernels and as the PyTorch chain, after a
+warm-up. Prints milliseconds.
 
 Usage: ``python bench/step_split.py [--data DIR] [--warmup 3000] [--set KEY=VALUE ...]``
 """
@@ -53,15 +54,29 @@ def main() -> None:
     print(f"path {tr.path}, step {tr.step}, rays {tr.n_rays}, settings {args.set}")
     print(f"whole step {timed(tr.train_step):.2f} ms")
     print(f"graph replay alone {timed(tr.graph_step.graph.replay):.2f} ms")
-    print(f"one batch alone {timed(tr._batch):.2f} ms")
     cull = tr.cfg.cull_transmittance
-    tr.cfg.cull_transmittance = 0.0
-    print(f"one batch alone, no culling {timed(tr._batch):.2f} ms")
-    tr.cfg.cull_transmittance = cull
+    batches = [("PyTorch chain", tr._batch)]
+    if tr.fused_batch():
+        batches.insert(0, ("fused Triton", tr._batch_fused))
+    for name, fn in batches:
+        print(f"one batch alone, {name} {timed(fn):.2f} ms")
+        tr.cfg.cull_transmittance = 0.0
+        print(f"one batch alone, {name}, no culling {timed(fn):.2f} ms")
+        tr.cfg.cull_transmittance = cull
     rays = tr.sample_rays(int(tr.n_rays))
-    print(f"drawing rays {timed(lambda: tr.sample_rays(int(tr.n_rays))):.2f} ms")
-    print(f"march {timed(lambda: tr.grid.sample(rays['origins'], rays['dirs'], tr.cfg.step_size)):.2f} ms")
+    print(f"drawing rays, PyTorch {timed(lambda: tr.sample_rays(int(tr.n_rays))):.2f} ms")
+    if tr.fused_batch():
+        from backend.kernels import batch_triton
 
+        lo, hi = tr.grid.occupied_bounds()
+
+        def draw() -> object:
+            gid, u = tr.draw(int(tr.n_rays))
+            return batch_triton.draw_rays(gid, u, tr.pix_offsets, tr.widths, tr.K_inv, tr.c2w, tr.pixels, tr.masks,
+                                          lo, hi, tr.cfg.step_size)
+
+        print(f"drawing rays and their spans, Triton {timed(draw):.2f} ms")
+    print(f"march {timed(lambda: tr.grid.sample(rays['origins'], rays['dirs'], tr.cfg.step_size)):.2f} ms")
 
 if __name__ == "__main__":
     main()
