@@ -462,11 +462,11 @@ class Trainer:
                                       self.masks, lo, hi, cfg.step_size)
         m = march_triton.Marcher(rays.origins, rays.dirs, rays.start, rays.far, rays.n_steps, rays.offset,
                                  self.grid.binary, cfg.step_size, self.grid.coarse_occupancy())
-        counts = m.counts()
-        ends = torch.cumsum(counts, 0, dtype=torch.long)
+        lane_counts = m.counts()
+        ends = torch.cumsum(lane_counts, 0, dtype=torch.long)
         total = int(ends[-1])  # the batch's one host synchronisation: how many samples the march writes
-        first = ends - counts
-        ridx, _, pts = m.write(first, total, want_pts=True)
+        ridx, _, pts = m.write(ends - lane_counts, total, want_pts=True)
+        counts, first = m.per_ray(lane_counts, ends - lane_counts)
         kept = counts
         if cfg.cull_transmittance > 0 and total:
             with torch.no_grad():

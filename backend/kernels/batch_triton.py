@@ -289,7 +289,8 @@ def pack(out, rays: Rays, ray_indices: torch.Tensor, pts: torch.Tensor, first: t
     has_mask = out.mask is not None and rays.mask is not None
     rows = max(M, S, R1)
     _pack_kernel[(triton.cdiv(rows, ROWS),)](
-        ray_indices, pts, first, kept, kends, stats, rays.dirs, rays.gt, rays.bg if has_mask else rays.gt,
+        ray_indices.contiguous(), pts.contiguous(), first.contiguous(), kept.contiguous(), kends, stats, rays.dirs,
+        rays.gt, rays.bg if has_mask else rays.gt,
         rays.mask if has_mask else rays.start, out.pts, out.dirs, out.deltas, out.ray_indices, out.sample_valid,
         out.ray_dirs, out.gt, out.bg if has_mask else out.gt, out.mask if has_mask else out.deltas, out.ray_valid,
         out.inv_n_rays, M, S, R, R1 - 1, float(step_size), HAS_MASK=has_mask, BLOCK=ROWS)

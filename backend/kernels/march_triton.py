@@ -2,12 +2,16 @@
 
 The reference (:func:`backend.render.march_dense`) lays every ray's steps out as one dense (R, T) array, keeps the
 steps before each ray's exit, looks up their cells and compacts the occupied ones: about ten kernels over R x T
-elements and three host synchronisations per batch. Here one thread walks one ray:
+elements and three host synchronisations per batch. Here threads walk the rays:
 
 1. count: each ray counts its occupied steps (nothing is written but the count);
 2. the counts' prefix sum gives each ray's first output row (one host synchronisation, for the total);
 3. write: each ray walks again and writes the ray index and distance (and, if asked, the position) of its occupied
    steps from that row on.
+
+A ray is walked by ``SEGMENTS`` threads, each over an equal stretch of its steps, counted and written apart (in
+order, so the samples stay sorted by ray and distance): a batch has only some thousands of rays, and more threads
+hide more of the walk's memory latency.
 
 A walk skips empty space: a step in an empty block of ``COARSE``^3 cells (or in an empty cell) jumps to the last
 step of the lattice before the ray leaves that block (or cell), so a ray costs about one iteration per empty block
@@ -30,8 +34,11 @@ import triton.language as tl
 
 from .hashgrid_triton import _ROUNDED_MUL, _mul_rn
 
-# rays per program (one per lane); NEUSBLEND_MARCH_RAYS for measurements
+# lanes per program; NEUSBLEND_MARCH_RAYS for measurements
 RAYS_PER_PROGRAM = int(os.environ.get("NEUSBLEND_MARCH_RAYS", "32"))
+# lanes per ray, each walking one stretch of its steps (more lanes hide more memory latency);
+# NEUSBLEND_MARCH_SEGMENTS for measurements (a power of two)
+SEGMENTS = int(os.environ.get("NEUSBLEND_MARCH_SEGMENTS", "4"))
 # cells per side of a block of the coarse occupancy that the walk skips at once
 COARSE = 8
 
@@ -55,11 +62,13 @@ def _exit_steps(ox, oy, oz, dx, dy, dz, t, bx, by, bz, size, inv_half_res, step)
 @triton.jit
 def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_ptr, coarse_ptr, first_ptr,
                   count_ptr, ridx_ptr, t_ptr, pts_ptr, R, res, cres, half_res, step, WRITE: tl.constexpr,
-                  PTS: tl.constexpr, CF: tl.constexpr, ROUNDED: tl.constexpr, BLOCK: tl.constexpr):
-    """Walk BLOCK rays, one per lane: step k sits at ``start + (k + offset) * step`` and counts while it lies before
-    ``far`` in an occupied cell. WRITE=False stores each ray's count; WRITE=True writes its samples from row
-    ``first[ray]`` on (and their positions when PTS). CF cells per side of a coarse block."""
-    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+                  PTS: tl.constexpr, CF: tl.constexpr, G: tl.constexpr, ROUNDED: tl.constexpr, BLOCK: tl.constexpr):
+    """Walk BLOCK lanes, G per ray (lane l walks the l % G-th of G equal stretches of ray l // G's steps): step k
+    sits at ``start + (k + offset) * step`` and counts while it lies before ``far`` in an occupied cell.
+    WRITE=False stores each lane's count; WRITE=True writes its samples from row ``first[lane]`` on (and their
+    positions when PTS). CF cells per side of a coarse block."""
+    lanes = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rays = lanes // G
     rmask = rays < R
     ox = tl.load(o_ptr + rays * 3 + 0, mask=rmask, other=0.0)
     oy = tl.load(o_ptr + rays * 3 + 1, mask=rmask, other=0.0)
@@ -73,10 +82,12 @@ def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_
     off = tl.load(offset_ptr + rays, mask=rmask, other=0.0)
     row = tl.zeros([BLOCK], dtype=tl.int64)
     if WRITE:
-        row = tl.load(first_ptr + rays, mask=rmask, other=0)
+        row = tl.load(first_ptr + lanes, mask=rmask, other=0)
     inv_half_res = 1.0 / half_res
     count = tl.zeros([BLOCK], dtype=tl.int32)
-    k = tl.zeros([BLOCK], dtype=tl.int32)
+    stretch = (n + G - 1) // G
+    k = (lanes % G) * stretch
+    n = tl.minimum(k + stretch, n)  # this lane's steps end here
     active = rmask & (k < n)
     while tl.max(active.to(tl.int32), 0) > 0:
         t = start + _mul_rn(k.to(tl.float32) + off, step, ROUNDED)
@@ -111,7 +122,7 @@ def _march_kernel(o_ptr, d_ptr, start_ptr, far_ptr, nsteps_ptr, offset_ptr, occ_
         k += tl.where(live & ~occ, m, 1)
         active = active & (k < n)
     if not WRITE:
-        tl.store(count_ptr + rays, count, mask=rmask)
+        tl.store(count_ptr + lanes, count, mask=rmask)
 
 
 def coarse_occupancy(occupied: torch.Tensor, factor: int = COARSE) -> torch.Tensor:
@@ -139,17 +150,18 @@ class Marcher:
         self.args = [c.contiguous() for c in (origins, dirs, start, far)] + [
             n_steps.to(torch.int32).contiguous(), offset.contiguous(), occ, self.coarse.view(-1)]
         self.step = float(step_size)
-        self.grid = (triton.cdiv(self.R, RAYS_PER_PROGRAM),)
+        self.lanes = self.R * SEGMENTS
+        self.grid = (triton.cdiv(self.lanes, RAYS_PER_PROGRAM),)
 
     def _launch(self, first: torch.Tensor, counts: torch.Tensor, ridx: torch.Tensor, t: torch.Tensor,
                 pts: torch.Tensor, write: bool, want_pts: bool) -> None:
         _march_kernel[self.grid](*self.args, first, counts, ridx, t, pts, self.R, self.res, self.coarse.shape[0],
-                                 0.5 * self.res, self.step, WRITE=write, PTS=want_pts, CF=COARSE,
+                                 0.5 * self.res, self.step, WRITE=write, PTS=want_pts, CF=COARSE, G=SEGMENTS,
                                  ROUNDED=_ROUNDED_MUL, BLOCK=RAYS_PER_PROGRAM, num_warps=max(1, RAYS_PER_PROGRAM // 32))
 
     def counts(self) -> torch.Tensor:
-        """(R,) int32 occupied steps of each ray (the count pass)."""
-        counts = torch.empty(self.R, dtype=torch.int32, device=self.device)
+        """(R * SEGMENTS,) int32 occupied steps of each lane, ray-major (the count pass; see :meth:`per_ray`)."""
+        counts = torch.empty(self.lanes, dtype=torch.int32, device=self.device)
         if self.R:
             dummy = torch.empty(1, dtype=torch.long, device=self.device)
             self._launch(dummy, counts, dummy, dummy.float(), dummy.float(), False, False)
@@ -158,13 +170,17 @@ class Marcher:
     def write(self, first: torch.Tensor, total: int, want_pts: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The write pass: ray indices (total,) int64, distances (total,) and positions (total, 3) if asked, each
-        ray's samples from row ``first[ray]`` (int64, the exclusive prefix sum of :meth:`counts`) on."""
+        lane's samples from row ``first[lane]`` (int64, the exclusive prefix sum of :meth:`counts`) on."""
         ridx = torch.empty(total, dtype=torch.long, device=self.device)
         t = torch.empty(total, device=self.device)
         pts = torch.empty(total if want_pts else 1, 3, device=self.device)
         if total:
             self._launch(first, first, ridx, t, pts, True, want_pts)
         return ridx, t, pts if want_pts else None
+
+    def per_ray(self, counts: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lane counts and first rows -> (R,) int32 samples of each ray and (R,) int64 its first row."""
+        return counts.view(self.R, SEGMENTS).sum(1, dtype=torch.int32), first.view(self.R, SEGMENTS)[:, 0].contiguous()
 
 
 def march(origins: torch.Tensor, dirs: torch.Tensor, start: torch.Tensor, far: torch.Tensor, n_steps: torch.Tensor,
