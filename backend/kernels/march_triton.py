@@ -38,7 +38,7 @@ from .hashgrid_triton import _ROUNDED_MUL, _mul_rn
 RAYS_PER_PROGRAM = int(os.environ.get("NEUSBLEND_MARCH_RAYS", "32"))
 # lanes per ray, each walking one stretch of its steps (more lanes hide more memory latency);
 # NEUSBLEND_MARCH_SEGMENTS for measurements (a power of two)
-SEGMENTS = int(os.environ.get("NEUSBLEND_MARCH_SEGMENTS", "4"))
+SEGMENTS = int(os.environ.get("NEUSBLEND_MARCH_SEGMENTS", "16"))
 # cells per side of a block of the coarse occupancy that the walk skips at once
 COARSE = 8
 
