@@ -162,7 +162,10 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     data_path = resolve_data_path(data)
     device = resolve_device(args.device)
     if device.startswith("cuda"):  # where set-up time shows beside a minute of training
+        from .kernels import start_self_check
+
         prewarm_imports()
+        start_self_check(device)  # the kernels' check runs while the capture loads
 
     from .data import load_scene_with_info
 

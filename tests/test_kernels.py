@@ -538,6 +538,19 @@ def test_gpu_select_path_picks_triton() -> None:
 
 
 @pytest.mark.gpu
+def test_gpu_self_check_started_early_is_taken_once() -> None:
+    """A self-check started in the background (as training does before loading) answers the next path selection
+    for its device, and only that one."""
+    from backend import kernels
+
+    kernels.start_self_check("cuda")
+    early = kernels._early_checks["cuda"]
+    assert select_path("cuda") == "triton" and early.done() and "cuda" not in kernels._early_checks
+    kernels.start_self_check("cpu")  # nothing to check ahead of time off CUDA
+    assert "cpu" not in kernels._early_checks
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("active", [None, 9])
 def test_gpu_full_size_kernels(active: int | None) -> None:
     from backend.kernels.hashgrid_triton import encode, encode_backward, encode_backward2, jac_t_vec, jac_vec

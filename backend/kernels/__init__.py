@@ -3,6 +3,8 @@
 - :func:`select_path` picks the compute path for a device: ``"triton"`` when Triton imports, the device is CUDA
   and a quick self-check against the reference passes; ``"reference"`` otherwise. It never raises; the reason of
   the choice is in :func:`path_reason` (and logged).
+- :func:`start_self_check` runs that self-check in the background ahead of time (training starts it before loading
+  the capture).
 - :func:`use_fast_path` switches a :class:`~backend.field.NeuSField` (or its encoding) to a path in place; the
   parameters are the same objects, so checkpoints and optimisers are unaffected.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -165,6 +168,26 @@ def self_check(device: str | torch.device, tol: float = 1e-4, n_points: int = 50
     return "; ".join(bad)
 
 
+_early_checks: dict[str, Future] = {}  # self-checks started by start_self_check, by device
+
+
+def start_self_check(device: str | torch.device) -> None:
+    """Start :func:`self_check` for a CUDA ``device`` in a background thread; the next :func:`select_path` for it
+    takes that answer instead of checking again. Training starts it before loading the capture, so that the
+    kernels load and run while the images decode. Does nothing where :func:`select_path` would not check."""
+    dev = torch.device(device)
+    if (dev.type != "cuda" or str(dev) in _early_checks or not triton_available()[0]
+            or os.environ.get("NEUSBLEND_PATH", "").strip().lower() == "reference"):
+        return
+    from .hashgrid_triton import interpreting
+
+    if interpreting():
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="self-check")
+    _early_checks[str(dev)] = pool.submit(self_check, dev)
+    pool.shutdown(wait=False)
+
+
 def select_path(device: str | torch.device, field: torch.nn.Module | None = None) -> str:
     """``"triton"`` or ``"reference"`` for ``device`` (and, if given, ``field``'s encoding layout); never raises.
 
@@ -200,7 +223,8 @@ def select_path(device: str | torch.device, field: torch.nn.Module | None = None
                 _reason = f"the field's encoding layout is not supported by the kernels: {exc}"
                 log.warning("compute path: reference (%s)", _reason)
                 return "reference"
-        bad = self_check(dev)
+        early = _early_checks.pop(str(dev), None)
+        bad = early.result() if early is not None else self_check(dev)  # its exception lands below too
         if bad:
             _reason = f"triton self-check failed: {bad}"
             log.warning("compute path: reference (%s)", _reason)
