@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib
 import json
 import logging
 import math
 import os
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -126,23 +124,6 @@ def resolve_data_path(data: str | None) -> Path:
     return path
 
 
-def prewarm_imports() -> threading.Thread:
-    """Import in a background thread what setting up the trainer would import lazily and slowly, while the capture
-    loads (image decoding and the visual hull leave the interpreter free much of the time): PyTorch's optimisers
-    import ``torch._dynamo`` when the first one is made (with torch 2.11, about a second from a bytecode cache and
-    several without one, measured on the GPU machine)."""
-
-    def work() -> None:
-        try:
-            importlib.import_module("torch._dynamo")
-        except Exception:  # noqa: BLE001 - only a head start: the real import reports any problem
-            log.debug("background import of torch._dynamo failed", exc_info=True)
-
-    thread = threading.Thread(target=work, name="prewarm-imports", daemon=True)
-    thread.start()
-    return thread
-
-
 def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     job = prepare_job_folder(args.out)
     checkpoint = None
@@ -164,7 +145,6 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     if device.startswith("cuda"):  # where set-up time shows beside a minute of training
         from .kernels import start_self_check
 
-        prewarm_imports()
         start_self_check(device)  # the kernels' check runs while the capture loads
 
     from .data import load_scene_with_info
@@ -293,6 +273,7 @@ class Trainer:
                            background="none" if self.has_masks else "env")
         self.field = NeuSField(fcfg).to(self.device)
         from .kernels import path_reason, select_path, use_fast_path
+        from .optim import Adam
 
         self.path = select_path(self.device, self.field)  # NEUSBLEND_PATH=reference|triton forces one
         self.path_reason = path_reason()
@@ -303,11 +284,11 @@ class Trainer:
         enc_params = [self.field.encoding.embeddings]
         var_params = [self.field.variance]
         other = [p for n, p in self.field.named_parameters() if n not in ("encoding.embeddings", "variance")]
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = Adam(
             [{"params": enc_params, "lr": cfg.lr, "base_lr": cfg.lr},
              {"params": other, "lr": cfg.lr_mlp, "base_lr": cfg.lr_mlp},
              {"params": var_params, "lr": cfg.lr_variance, "base_lr": cfg.lr_variance}],
-            betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")
+            betas=(0.9, 0.99), eps=1e-15)  # not torch.optim's: see backend/optim.py
         self.params = [p for p in self.field.parameters() if p.requires_grad]
         self.graph_step = None
         if cfg.cuda_graph and self.device.type == "cuda" and self.path != "reference":

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from backend.field import FieldConfig, HashGridConfig, NeuSField
+from backend.optim import Adam
 from backend.step import GraphStep, StepInputs, step_losses
 
 
@@ -86,7 +87,7 @@ def test_cuda_graph_replay_matches_eager_steps() -> None:
         field = make_field(1, "none").to(dev)
         use_fast_path(field, "triton")
         params = list(field.parameters())
-        opt = torch.optim.Adam(params, lr=torch.tensor(1e-2, device=dev), fused=True, capturable=True)
+        opt = Adam([{"params": params, "lr": torch.tensor(1e-2, device=dev)}])  # the trainer's, capturable
         gs = GraphStep(field, opt, params, max_rays=400, sample_capacity=4000, eik_points=40, has_masks=True, **kw)
         sequence = batches if graphed else [batches[0], *batches]
         for b in sequence:
