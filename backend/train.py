@@ -457,11 +457,10 @@ class Trainer:
     def _batch_fused_from(self, draws: tuple[Any, Any], out) -> dict[str, Any]:  # noqa: ANN001
         """:meth:`_batch_fused` for given ``draws`` (see :meth:`draw`) into ``out``, step inputs of the graph's
         shapes. Runs on the CPU too, in Triton's interpreter (for tests)."""
-        torch = self.torch
-        gid, u = draws
         from .kernels import batch_triton, march_triton
 
-        cfg = self.cfg
+        torch, cfg = self.torch, self.cfg
+        gid, u = draws
         lo, hi = self.grid.occupied_bounds()
         rays = batch_triton.draw_rays(gid, u, self.pix_offsets, self.widths, self.K_inv, self.c2w, self.pixels,
                                       self.masks, lo, hi, cfg.step_size)
@@ -470,8 +469,9 @@ class Trainer:
         lane_counts = m.counts()
         ends = torch.cumsum(lane_counts, 0, dtype=torch.long)
         total = int(ends[-1])  # the batch's one host synchronisation: how many samples the march writes
-        ridx, _, pts = m.write(ends - lane_counts, total, want_pts=True)
-        counts, first = m.per_ray(lane_counts, ends - lane_counts)
+        lane_first = ends - lane_counts
+        ridx, _, pts = m.write(lane_first, total, want_pts=True)
+        counts, first = m.per_ray(lane_counts, lane_first)
         kept = counts
         if cfg.cull_transmittance > 0 and total:
             with torch.no_grad():
@@ -480,12 +480,12 @@ class Trainer:
         stats = batch_triton.pack(out, rays, ridx, pts, first, kept, cfg.step_size)
         out.rand_pts.uniform_(-1.0, 1.0)
         if self.device.type != "cuda":
-            return {"inputs": out, "stats": stats, "done": None, "n_marched": total, "rays": rays}
+            return {"inputs": out, "stats": stats, "done": None, "n_marched": total}
         host = torch.empty(3, dtype=torch.long, pin_memory=True)
         host.copy_(stats, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return {"inputs": out, "stats": host, "done": done, "n_marched": total, "rays": rays}
+        return {"inputs": out, "stats": host, "done": done, "n_marched": total}
 
     def _next_batch(self) -> dict[str, Any]:
         return self._batch_fused() if self.fused_batch() else self._batch()
@@ -527,7 +527,7 @@ class Trainer:
             out = gs.run(key=levels)
             if "inputs" in b:
                 b["done"].synchronize()  # its counts (long done by now: the graph is already queued)
-                n_samples, n_rays = int(b["stats"][2]), int(b["stats"][1])
+                _, n_rays, n_samples = (int(v) for v in b["stats"])  # rays that fit; samples kept before the cut
                 n_marched, has_mask = b["n_marched"], gs.has_masks
             else:
                 n_samples, n_marched, n_rays = b["n_samples"], b["n_marched"], b["n_rays"]
