@@ -79,7 +79,8 @@ class Adam:
             try:
                 torch._fused_adam_(params, grads, m, v, [], steps, lr=lr, beta1=beta1, beta2=beta2,
                                    weight_decay=0.0, eps=g["eps"], amsgrad=False, maximize=False)
-            except (AttributeError, NotImplementedError):  # no fused kernel for this device (or this torch)
+            except (AttributeError, NotImplementedError, TypeError):  # no fused kernel for this device, or a torch
+                # without it (before 2.0) or without its tensor-rate form (before 2.2; torch>=2.1 is supported)
                 _plain_adam(params, grads, m, v, steps, lr, beta1, beta2, g["eps"])
 
     def state_dict(self) -> dict[str, Any]:

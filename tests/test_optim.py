@@ -47,6 +47,23 @@ def test_adam_matches_torch(tensor_lr: bool) -> None:
     assert float(ours.state[ours_p[0]]["step"]) == 12 and float(ours.state[ours_p[3]]["step"]) == 4
 
 
+def test_falls_back_where_the_fused_kernel_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older torch (no fused kernel for the device, or none taking a tensor rate): the same updates."""
+    ours_p, ref_p = make_params(5), make_params(5)
+
+    def missing(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise TypeError("_fused_adam_() received an invalid combination of arguments")
+
+    monkeypatch.setattr(torch, "_fused_adam_", missing)
+    ours = Adam(groups(ours_p, torch.tensor(1e-2)), betas=(0.9, 0.99), eps=1e-15)
+    run(ours, ours_p, 6, seed=2)
+    monkeypatch.undo()
+    ref = torch.optim.Adam(groups(ref_p, 1e-2), betas=(0.9, 0.99), eps=1e-15)
+    run(ref, ref_p, 6, seed=2)
+    for a, b in zip(ours_p, ref_p):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_plain_update_matches_the_fused_kernel() -> None:
     """The fallback for devices without the fused kernel computes the same update."""
     a, b = make_params(2), make_params(2)
