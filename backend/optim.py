@@ -40,6 +40,7 @@ class Adam:
             group.setdefault("eps", float(eps))
             self.param_groups.append(group)
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        self._plain_on: set[str] = set()  # device types where the fused kernel turned out missing
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
@@ -76,12 +77,16 @@ class Adam:
             lr = g["lr"]
             for s in steps:
                 s.add_(1)
-            try:
-                torch._fused_adam_(params, grads, m, v, [], steps, lr=lr, beta1=beta1, beta2=beta2,
-                                   weight_decay=0.0, eps=g["eps"], amsgrad=False, maximize=False)
-            except (AttributeError, NotImplementedError, TypeError):  # no fused kernel for this device, or a torch
-                # without it (before 2.0) or without its tensor-rate form (before 2.2; torch>=2.1 is supported)
-                _plain_adam(params, grads, m, v, steps, lr, beta1, beta2, g["eps"])
+            device = params[0].device.type
+            if device not in self._plain_on:
+                try:
+                    torch._fused_adam_(params, grads, m, v, [], steps, lr=lr, beta1=beta1, beta2=beta2,
+                                       weight_decay=0.0, eps=g["eps"], amsgrad=False, maximize=False)
+                    continue
+                except (AttributeError, NotImplementedError, TypeError):  # no fused kernel for this device, or a
+                    # torch without it (before 2.0) or its tensor-rate form (before 2.2; torch>=2.1 is supported)
+                    self._plain_on.add(device)
+            _plain_adam(params, grads, m, v, steps, lr, beta1, beta2, g["eps"])
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim.Adam``'s layout: parameters numbered in group order."""

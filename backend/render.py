@@ -130,13 +130,13 @@ class OccupancyGrid(torch.nn.Module):
         return g.reshape(-1, 3)
 
     @torch.no_grad()
-    def update(self, sdf_fn, inv_s: float, step_size: float, n_cells: int | None = None,  # noqa: ANN001
+    def update(self, sdf_fn, inv_s: float | torch.Tensor, step_size: float, n_cells: int | None = None,  # noqa: ANN001
                chunk: int = 2**18) -> None:
         """Refresh the occupancy from the SDF.
 
         Args:
             sdf_fn: callable (P, 3) -> (P,) signed distance in the normalized frame.
-            inv_s: current NeuS sharpness.
+            inv_s: current NeuS sharpness (a number, or a scalar tensor on the grid's device: no host sync).
             step_size: the ray-marching step (length of the interval whose opacity is estimated).
             n_cells: update only this many random cells (None: all of them).
             chunk: points per SDF call.
