@@ -278,6 +278,10 @@ class NeuSField(nn.Module):
         Returns:
             (N, 3) colour in [0, 1].
         """
+        fused = getattr(self.encoding, "fused_color", None)  # fast paths: one autograd node, same values
+        fast = fused(self, x, normal, view_dir, feat) if fused is not None else None
+        if fast is not None:
+            return fast
         parts = [feat, x, normal, sh_encode(view_dir, self.cfg.sh_degree)]
         # on CUDA, rows of a multiple of 4 floats (zero columns: same values): cuBLAS then takes aligned kernels
         pad = -self.color_layers[0].in_features % 4 if x.is_cuda else 0

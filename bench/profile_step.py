@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=600)
     ap.add_argument("--max-image-size", type=int, default=0)
+    ap.add_argument("--shapes", action="store_true", help="also group device time by operator and input shape")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,7 +51,7 @@ def main() -> None:
     print(f"path {tr.path}: {dt * 1e3:.1f} ms/step, {n / args.steps:,.0f} samples/step, "
           f"{n / args.steps / dt / 1e6:.1f} M samples/s, rays {tr.n_rays}")
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
-    with torch.profiler.profile(activities=acts) as prof:
+    with torch.profiler.profile(activities=acts, record_shapes=args.shapes) as prof:
         for _ in range(5):
             tr.train_step()
         if device == "cuda":
@@ -58,6 +59,9 @@ def main() -> None:
     key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=30))
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    if args.shapes:
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=40, max_name_column_width=40,
+                                                                 max_shapes_column_width=60))
 
 
 if __name__ == "__main__":

@@ -404,6 +404,68 @@ def test_fused_mlp_backward_sums_several_tiles_per_program(monkeypatch: pytest.M
             assert rel(got[k], w) < TOL, (k, rel(got[k], w), _seed)
 
 
+def color_grads(field: NeuSField, inputs: tuple[torch.Tensor, ...], weight: torch.Tensor, x_grad: bool = False
+                ) -> tuple[str, torch.Tensor, dict[str, torch.Tensor | None]]:
+    """Colour, its autograd node and the gradients of ``(rgb * weight).sum()`` w.r.t. features, normals and the
+    colour network's parameters (``x_grad``: the positions require a gradient too)."""
+    x, n, d, feat = (t.detach().clone() for t in inputs)
+    x.requires_grad_(x_grad)
+    n.requires_grad_(True)
+    feat.requires_grad_(True)
+    field.zero_grad(set_to_none=True)
+    rgb = field.color(x, n, d, feat)
+    (rgb * weight).sum().backward()
+    grads = {k: None if p.grad is None else p.grad.clone() for k, p in field.color_layers.named_parameters()}
+    grads.update(feat=feat.grad, normal=n.grad)
+    return type(rgb.grad_fn).__name__, rgb.detach(), grads
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # interpreter: exp(-z) = inf
+@pytest.mark.parametrize("sh_degree,feature_dim,hidden,tiles,reduce", [
+    (4, 15, 64, 4, "partial"), (4, 15, 64, 1, "atomic"), (2, 7, 32, 3, "partial"), (3, 12, 16, 2, "atomic")])
+def test_fused_color_matches_reference(sh_degree: int, feature_dim: int, hidden: int, tiles: int, reduce: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The colour network in one kernel each way against the reference modules: colour, the gradients w.r.t.
+    features and normals and every parameter gradient, with several tiles per program (the last partly past N) and
+    both ways of summing the weight gradients; positions or view directions that need a gradient go to the
+    reference."""
+    from backend.kernels import fused_color
+
+    monkeypatch.setattr(fused_color, "COLOR_TILES_PER_PROGRAM", tiles)
+    monkeypatch.setattr(fused_color, "COLOR_REDUCE", reduce)
+    grid = HashGridConfig(n_levels=4, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=64)
+    gen = fresh_generator()
+    cfg = FieldConfig(grid=grid, sdf_hidden=32, feature_dim=feature_dim, color_hidden=hidden, sh_degree=sh_degree,
+                      background="none")
+    ref, fast = field_pair(cfg, gen)
+    with torch.no_grad():  # biases that switch some ReLUs off, outputs away from the sigmoid's flat ends
+        for a, b in zip(ref.color_layers, fast.color_layers):
+            a.bias.copy_(torch.randn(a.bias.shape, generator=gen).to(DEV) * 0.3)
+            b.bias.copy_(a.bias)
+    n_pts = 7 * fused_color.COLOR_ROWS + 5
+    x, d = points_and_dirs(n_pts, gen)
+    normal = torch.nn.functional.normalize(torch.randn(n_pts, 3, generator=gen), dim=-1).to(DEV)
+    head = torch.randn(n_pts, feature_dim + 1, generator=gen).to(DEV)
+    feat = head[:, 1:]  # a strided view, as the SDF head's features are
+    weight = torch.randn(n_pts, 3, generator=gen).to(DEV)
+    node, got_rgb, got = color_grads(fast, (x, normal, d, feat), weight)
+    _, want_rgb, want = color_grads(ref, (x, normal, d, feat), weight)
+    assert node == "ColorFunctionBackward", node
+    assert rel(got_rgb, want_rgb) < TOL, _seed
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        assert got[k] is not None and got[k].shape == w.shape, k
+        assert rel(got[k], w) < TOL, (k, rel(got[k], w), _seed)
+    with torch.no_grad():  # outside autograd (re-extraction's vertex colours) too
+        assert rel(fast.color(x, normal, d, feat), want_rgb) < TOL
+    node, _, _ = color_grads(fast, (x, normal, d, feat), weight, x_grad=True)
+    assert node != "ColorFunctionBackward", node  # a gradient w.r.t. the positions: the reference
+    monkeypatch.setenv("NEUSBLEND_FUSED_COLOR", "0")
+    node, _, _ = color_grads(fast, (x, normal, d, feat), weight)
+    assert node != "ColorFunctionBackward", node
+
+
 @needs_triton
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 @pytest.mark.parametrize("layers,activation", [(1, "softplus"), (1, "relu"), (2, "softplus")])

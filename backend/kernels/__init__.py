@@ -79,6 +79,14 @@ class TritonHashGridEncoding(HashGridEncoding):
 
         return fused_geometry.sdf_only(field, x)
 
+    def fused_color(self, field: torch.nn.Module, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor,
+                    feat: torch.Tensor) -> torch.Tensor | None:
+        """``field``'s colour (N, 3) as one autograd node over one Triton kernel each way (:mod:`.fused_color`), or
+        None when that path does not take this field or input."""
+        from . import fused_color
+
+        return fused_color.color(field, x, normal, view_dir, feat)
+
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         """Encode positions: (N, 3) in [0, 1]^3 (clamped) -> (N, L * F), zero for inactive levels."""
         if not self._triton_ok(x01):
