@@ -59,8 +59,14 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int64), persistent=False)
         self.register_buffer("level_sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
         self.register_buffer("level_offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
-        self.register_buffer("dense_levels", torch.tensor([(r + 1) ** 3 <= s for r, s in zip(resolutions, sizes)]),
+        dense = [(r + 1) ** 3 <= s for r, s in zip(resolutions, sizes)]
+        self.register_buffer("dense_levels", torch.tensor(dense), persistent=False)
+        # the two groups' level indices, kept as tensors: selecting them per call by the boolean mask would
+        # synchronise with the host (and break CUDA-graph capture of a reference step)
+        self.register_buffer("_dense_idx", torch.tensor([i for i, d in enumerate(dense) if d], dtype=torch.int64),
                              persistent=False)
+        self.register_buffer("_hashed_idx", torch.tensor([i for i, d in enumerate(dense) if not d],
+                                                         dtype=torch.int64), persistent=False)
         self.embeddings = nn.Parameter(torch.empty(offsets[-1], cfg.n_features).uniform_(-cfg.init_scale,
                                                                                          cfg.init_scale))
         corners = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.int64)
@@ -79,8 +85,7 @@ class HashGridEncoding(nn.Module):
 
     def _level_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(dense level indices, hashed level indices), int64 on the encoding's device."""
-        levels = torch.arange(self.cfg.n_levels, device=self.dense_levels.device)
-        return levels[self.dense_levels], levels[~self.dense_levels]
+        return self._dense_idx, self._hashed_idx
 
     def corner_indices(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Table rows and interpolation weights of the 8 corners at every level.

@@ -55,18 +55,18 @@ def main() -> None:
     rows.append(("reference (cuBLAS + autograd)", *ref))
     os.environ["NEUSBLEND_FUSED_COLOR"] = "1"
     best = None
-    for warps, tiles, reduce in itertools.product((4, 8), (1, 2, 4, 8), ("atomic", "partial")):
-        if reduce == "partial" and tiles == 1:
-            continue  # one row per tile: a buffer of 34 KB a tile
-        fused_color.COLOR_WARPS, fused_color.COLOR_TILES_PER_PROGRAM, fused_color.COLOR_REDUCE = warps, tiles, reduce
+    for tiles, stages, reduce in itertools.product((1, 2, 4, 8), (1, 3), ("atomic", "partial")):
+        if (reduce == "partial" or stages > 1) and tiles == 1:
+            continue  # one row per tile: a buffer of 34 KB a tile; no loop to pipeline
+        fused_color.COLOR_TILES_PER_PROGRAM, fused_color.COLOR_STAGES, fused_color.COLOR_REDUCE = tiles, stages, reduce
         try:
             t = (triton.testing.do_bench(fwd), triton.testing.do_bench(fwd_bwd))
         except Exception as exc:  # noqa: BLE001 - a configuration that does not compile is reported, not fatal
-            print(f"warps {warps} tiles {tiles} {reduce}: {type(exc).__name__}: {exc}")
+            print(f"tiles {tiles} stages {stages} {reduce}: {type(exc).__name__}: {str(exc)[:200]}")
             continue
-        rows.append((f"fused, {warps} warps, {tiles} tiles/program, {reduce}", *t))
+        rows.append((f"fused, {tiles} tiles/program, {stages} stages, {reduce}", *t))
         if best is None or t[1] < best[1]:
-            best = (f"NEUSBLEND_COLOR_WARPS={warps} NEUSBLEND_COLOR_TILES={tiles} NEUSBLEND_COLOR_REDUCE={reduce}",
+            best = (f"NEUSBLEND_COLOR_TILES={tiles} NEUSBLEND_COLOR_STAGES={stages} NEUSBLEND_COLOR_REDUCE={reduce}",
                     t[1])
     print(f"colour network, {n:,} points, {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print("| path | forward ms | forward + backward ms | vs reference (fwd + bwd) |")

@@ -71,8 +71,10 @@ def test_padded_step_equals_unpadded(masks: bool) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_graph_replay_matches_eager_steps() -> None:
-    """Replaying the captured step moves the parameters exactly as the same eager steps do.
+@pytest.mark.parametrize("path", ["triton", "reference"])
+def test_cuda_graph_replay_matches_eager_steps(path: str) -> None:
+    """Replaying the captured step moves the parameters exactly as the same eager steps do, on the fast path and on
+    the reference (whose step must not synchronise with the host either, or capture fails).
 
     Capturing runs one real warm-up step on the loaded batch and the first replay runs it again, so the graphed
     sequence b1, b2, b3 equals the eager sequence b1, b1, b2, b3.
@@ -85,7 +87,7 @@ def test_cuda_graph_replay_matches_eager_steps() -> None:
     results = []
     for graphed in (False, True):
         field = make_field(1, "none").to(dev)
-        use_fast_path(field, "triton")
+        use_fast_path(field, path)
         params = list(field.parameters())
         opt = Adam([{"params": params, "lr": torch.tensor(1e-2, device=dev)}])  # the trainer's, capturable
         gs = GraphStep(field, opt, params, max_rays=400, sample_capacity=4000, eik_points=40, has_masks=True, **kw)

@@ -41,9 +41,10 @@ if TYPE_CHECKING:
     from ..field import NeuSField
 
 COLOR_ROWS = 64
-COLOR_WARPS = int(os.environ.get("NEUSBLEND_COLOR_WARPS", "4"))
-COLOR_TILES_PER_PROGRAM = int(os.environ.get("NEUSBLEND_COLOR_TILES", "4"))
-COLOR_REDUCE = os.environ.get("NEUSBLEND_COLOR_REDUCE", "partial")
+COLOR_WARPS = 4
+COLOR_TILES_PER_PROGRAM = int(os.environ.get("NEUSBLEND_COLOR_TILES", "1"))
+COLOR_STAGES = int(os.environ.get("NEUSBLEND_COLOR_STAGES", "1"))  # software pipelining of the backward's tile loop
+COLOR_REDUCE = os.environ.get("NEUSBLEND_COLOR_REDUCE", "atomic")
 COLOR_PRECISION = "tf32x3"
 SP = 16  # spherical-harmonic columns of the input tile (degree <= 4)
 OP = 16  # output columns of the last product (3 used)
@@ -264,7 +265,7 @@ class ColorFunction(torch.autograd.Function):
             _color_bwd_kernel[(programs,)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, d_rgb.contiguous(), d_feat, d_normal, part, n,
                 per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=COLOR_PRECISION, BLOCK=COLOR_ROWS,
-                num_warps=COLOR_WARPS)
+                num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
         else:
             part.zero_()
         sums = part if atomic else part.sum(0)
