@@ -45,7 +45,7 @@ COLOR_WARPS = 4
 COLOR_TILES_PER_PROGRAM = int(os.environ.get("NEUSBLEND_COLOR_TILES", "1"))
 COLOR_STAGES = int(os.environ.get("NEUSBLEND_COLOR_STAGES", "1"))  # software pipelining of the backward's tile loop
 COLOR_REDUCE = os.environ.get("NEUSBLEND_COLOR_REDUCE", "atomic")
-COLOR_PRECISION = "tf32x3"
+COLOR_PRECISION = os.environ.get("NEUSBLEND_COLOR_PRECISION", "tf32x3")  # "tf32": one TF32 product (10-bit inputs)
 SP = 16  # spherical-harmonic columns of the input tile (degree <= 4)
 OP = 16  # output columns of the last product (3 used)
 
