@@ -35,6 +35,11 @@ class TrainConfig:
     color_layers: int = 2
     activation: str = "softplus"
     sphere_init_radius: float = 0.5
+    # normals (the SDF's gradient, for rendering, the colour network and the eikonal loss): "analytic" (exact, with
+    # the eikonal loss's second-order terms) or "finite_difference" (central differences of six more SDF values,
+    # first-order derivatives only; smoother across hash-grid cells)
+    normals: str = "analytic"
+    normal_step: float = 0.0  # finite-difference step (normalized frame); 0 = one cell of the finest active level
     # progressive levels: start with this many, add one every level_every steps
     start_levels: int = 4
     level_every: int = 1000

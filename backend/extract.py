@@ -153,16 +153,10 @@ class Frame:
 def field_from_checkpoint(ckpt: dict[str, Any], device: Any):  # noqa: ANN201
     """Rebuild the :class:`~backend.field.NeuSField` stored in a checkpoint."""
     from .config import TrainConfig
-    from .field import FieldConfig, HashGridConfig, NeuSField
+    from .field import FieldConfig, NeuSField
 
     cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint")
-    grid_cfg = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features, log2_table_size=cfg.log2_table_size,
-                              base_resolution=cfg.base_resolution, finest_resolution=cfg.finest_resolution)
-    fcfg = FieldConfig(grid=grid_cfg, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers,
-                       feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden, color_layers=cfg.color_layers,
-                       activation=cfg.activation, sphere_init_radius=cfg.sphere_init_radius,
-                       background="none" if ckpt.get("has_masks") else "env")
-    field = NeuSField(fcfg)
+    field = NeuSField(FieldConfig.from_train(cfg, bool(ckpt.get("has_masks"))))
     field.load_state_dict(ckpt["field"])
     field.encoding.active_levels = cfg.n_levels
     field = field.to(device)

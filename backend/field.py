@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .errors import BackendError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 # Spatial hash primes of Teschner et al. (2003), as used by Instant-NGP (Mueller et al. 2022).
 _PRIMES = (1, 2654435761, 805459861)
@@ -56,6 +62,7 @@ class HashGridEncoding(nn.Module):
             sizes.append(size)
             offsets.append(offsets[-1] + size)
         self.growth = growth
+        self.level_resolutions = tuple(resolutions)  # the same as ``resolutions``, on the host
         self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int64), persistent=False)
         self.register_buffer("level_sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
         self.register_buffer("level_offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
@@ -183,6 +190,27 @@ class FieldConfig:
     init_variance: float = 0.3
     sh_degree: int = 4
     background: str = "env"  # "env": direction-only environment field; "none": constant colour
+    normals: str = "analytic"  # or "finite_difference" (see NeuSField.sdf_with_gradient)
+    normal_step: float = 0.0  # finite-difference step; 0 = one cell of the finest active level
+
+    @classmethod
+    def from_train(cls, cfg: TrainConfig, has_masks: bool) -> FieldConfig:
+        """The field of a training configuration (with masks there is no background model: the masks say what is
+        not the object)."""
+        if cfg.normals not in NORMALS:
+            raise BackendError(f"unknown normals {cfg.normals!r}", hint=f"Choose one of {', '.join(NORMALS)}.")
+        if cfg.normal_step < 0:
+            raise BackendError(f"normal_step must be >= 0, got {cfg.normal_step}",
+                               hint="0 takes one cell of the finest active level; a positive value is a fixed step.")
+        grid = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features, log2_table_size=cfg.log2_table_size,
+                              base_resolution=cfg.base_resolution, finest_resolution=cfg.finest_resolution)
+        return cls(grid=grid, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers, feature_dim=cfg.feature_dim,
+                   color_hidden=cfg.color_hidden, color_layers=cfg.color_layers, activation=cfg.activation,
+                   sphere_init_radius=cfg.sphere_init_radius, background="none" if has_masks else "env",
+                   normals=cfg.normals, normal_step=cfg.normal_step)
+
+
+NORMALS = ("analytic", "finite_difference")
 
 
 class NeuSField(nn.Module):
@@ -250,8 +278,18 @@ class NeuSField(nn.Module):
         fast = fused(self, x) if fused is not None else None
         return fast if fast is not None else self.geometry(x)[0]
 
+    def normal_step(self) -> float:
+        """The finite-difference step in the normalized frame: ``cfg.normal_step``, or one cell of the finest active
+        hash-grid level (``2 / resolution``: it shrinks as training adds levels, as in Neuralangelo)."""
+        if self.cfg.normal_step > 0:
+            return float(self.cfg.normal_step)
+        enc = self.encoding
+        level = max(1, min(int(enc.active_levels), enc.cfg.n_levels)) - 1
+        return 2.0 / enc.level_resolutions[level]
+
     def sdf_with_gradient(self, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """SDF, features and the SDF's spatial gradient (analytic, by autograd).
+        """SDF, features and the SDF's spatial gradient: analytic (by autograd, or a fast path's fused node), or by
+        central differences when ``cfg.normals == "finite_difference"``.
 
         Args:
             x: (N, 3) positions.
@@ -260,6 +298,8 @@ class NeuSField(nn.Module):
         Returns:
             sdf (N,), feat (N, feature_dim), grad (N, 3).
         """
+        if self.cfg.normals == "finite_difference":
+            return self._sdf_with_difference_gradient(x, create_graph)
         fused = getattr(self.encoding, "fused_geometry", None)  # fast paths: one autograd node, same values
         fast = fused(self, x) if fused is not None else None
         if fast is not None:
@@ -270,6 +310,27 @@ class NeuSField(nn.Module):
             sdf, feat = self.geometry(x)
             (grad,) = torch.autograd.grad(sdf.sum(), x, create_graph=create_graph)
         return sdf, feat, grad
+
+    def _sdf_with_difference_gradient(self, x: torch.Tensor, create_graph: bool
+                                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``grad_i = (sdf(x + h e_i) - sdf(x - h e_i)) / 2h`` with ``h = normal_step()``: the SDF at 7N points in one
+        call of :meth:`geometry`, so the fast path's encoding kernels see one batch. The gradient's derivatives are
+        first order (through the six SDF values), so the eikonal loss needs no double backward; positions outside
+        the grid's cube are clamped by the encoding as in :meth:`geometry`.
+
+        Args:
+            x: (N, 3) positions. Returns: sdf (N,), feat (N, feature_dim), grad (N, 3).
+        """
+        n, h = x.shape[0], self.normal_step()
+        offsets = torch.zeros(7, 1, 3, dtype=x.dtype, device=x.device)
+        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        offsets[1:4, 0] = eye * h
+        offsets[4:7, 0] = -eye * h
+        pts = (x.detach()[None] + offsets).reshape(7 * n, 3)  # (7N, 3): x, then +h and -h along each axis
+        sdf, feat = self.geometry(pts)
+        sdf = sdf.view(7, n)
+        grad = (sdf[1:4] - sdf[4:7]).T / (2.0 * h)  # (N, 3)
+        return sdf[0], feat[:n], grad if create_graph else grad.detach()
 
     # ------------------------------------------------------------------ appearance
 

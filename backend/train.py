@@ -85,6 +85,17 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def _set_value(text: str) -> Any:
+    """A ``--set`` value: JSON where it reads as JSON (numbers, true/false, lists), else the text itself
+    (``normals=finite_difference``, ``rgb_loss=huber``)."""
+    if text[:1] in "-0123456789[{tf" and text != "":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
 def build_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     cfg = base if base is not None else load_preset(args.preset or "default")
     overrides: dict[str, Any] = {}
@@ -92,7 +103,7 @@ def build_config(args: argparse.Namespace, base: TrainConfig | None = None) -> T
         if "=" not in item:
             raise BackendError(f"--set expects KEY=VALUE, got {item!r}", hint="Example: --set eikonal_weight=0.05")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = json.loads(value) if value[:1] in "-0123456789[{tf" and value != "" else value
+        overrides[key.strip()] = _set_value(value)
     for key, attr in (("steps", "steps"), ("mesh_every", "mesh_every_s"), ("mesh_resolution", "snapshot_resolution"),
                       ("final_resolution", "final_resolution"), ("max_image_size", "max_image_size"),
                       ("holdout_every", "holdout_every"), ("seed", "seed")):
@@ -238,7 +249,7 @@ class Trainer:
                  normalization_info: dict[str, Any] | None = None) -> None:
         import torch
 
-        from .field import FieldConfig, HashGridConfig, NeuSField
+        from .field import FieldConfig, NeuSField
         from .render import OccupancyGrid
 
         self.torch = torch
@@ -264,14 +275,7 @@ class Trainer:
         self.train_scene = scene.subset(train_idx) if len(self.holdout) else scene
         self.has_masks = scene.has_masks
 
-        grid_cfg = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features,
-                                  log2_table_size=cfg.log2_table_size, base_resolution=cfg.base_resolution,
-                                  finest_resolution=cfg.finest_resolution)
-        fcfg = FieldConfig(grid=grid_cfg, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers,
-                           feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden, color_layers=cfg.color_layers,
-                           activation=cfg.activation, sphere_init_radius=cfg.sphere_init_radius,
-                           background="none" if self.has_masks else "env")
-        self.field = NeuSField(fcfg).to(self.device)
+        self.field = NeuSField(FieldConfig.from_train(cfg, self.has_masks)).to(self.device)
         from .kernels import path_reason, select_path, use_fast_path
         from .optim import Adam
 

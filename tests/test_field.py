@@ -105,6 +105,52 @@ def test_sphere_initialisation() -> None:
     assert 0.7 < float(grad.norm(dim=-1).mean()) < 1.3
 
 
+def test_difference_normals() -> None:
+    """Central-difference normals: on the initial (smooth) field they match the analytic gradient; the step is one
+    cell of the finest active level unless set; the gradient is differentiable (first order) w.r.t. the table and
+    the MLP, as the same differences taken one axis at a time; with create_graph=False it is detached; a mode that
+    does not exist is a clear error."""
+    from backend.config import TrainConfig
+    from backend.errors import BackendError
+
+    torch.manual_seed(0)
+    analytic = small_field()
+    fd = small_field(normals="finite_difference", normal_step=1e-3)
+    fd.load_state_dict(analytic.state_dict())
+    x = torch.rand(2000, 3) * 1.6 - 0.8
+    s_a, f_a, g_a = analytic.sdf_with_gradient(x, create_graph=False)
+    s_f, f_f, g_f = fd.sdf_with_gradient(x, create_graph=False)
+    torch.testing.assert_close(s_f, s_a.detach())
+    torch.testing.assert_close(f_f, f_a.detach())
+    assert float((g_f - g_a).norm() / g_a.norm()) < 1e-3
+    assert not g_f.requires_grad
+
+    auto = small_field(normals="finite_difference")
+    res = auto.encoding.level_resolutions
+    for levels in (3, 8):
+        auto.encoding.active_levels = levels
+        assert auto.normal_step() == pytest.approx(2.0 / res[levels - 1])
+
+    with torch.no_grad():  # a field whose grid matters, so that the table gets gradients
+        auto.encoding.embeddings.normal_(0.0, 0.1)
+        auto.sdf_layers[0].weight.normal_(0.0, 0.3)
+    h = auto.normal_step()
+    _, _, grad = auto.sdf_with_gradient(x, create_graph=True)
+    ((grad.norm(dim=-1) - 1) ** 2).mean().backward()
+    got = {k: p.grad.clone() for k, p in auto.named_parameters() if p.grad is not None}
+    auto.zero_grad(set_to_none=True)
+    axes = [(auto.geometry(x + h * e)[0] - auto.geometry(x - h * e)[0]) / (2 * h) for e in torch.eye(3)]
+    ((torch.stack(axes, -1).norm(dim=-1) - 1) ** 2).mean().backward()
+    want = {k: p.grad for k, p in auto.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and "encoding.embeddings" in got
+    for k in want:  # the same sums in another order (the head's bias gets +1 and -1 per point: about zero)
+        assert float((got[k] - want[k]).norm()) < 1e-5 * max(float(want[k].norm()), 1.0), k
+
+    cfg = TrainConfig(normals="sobel")
+    with pytest.raises(BackendError, match="normals"):
+        FieldConfig.from_train(cfg, has_masks=False)
+
+
 def test_color_and_background_shapes_and_ranges() -> None:
     field = small_field()
     x = torch.rand(50, 3) - 0.5

@@ -302,9 +302,10 @@ def points_and_dirs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.T
     return x, torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(DEV)
 
 
-def check_field_step(grid: HashGridConfig, n: int, active: int | None = None, tol: float = TOL) -> None:
+def check_field_step(grid: HashGridConfig, n: int, active: int | None = None, tol: float = TOL,
+                     **field_kw: object) -> None:
     gen = fresh_generator()
-    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=64, background="none"), gen)
+    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=64, background="none", **field_kw), gen)  # type: ignore[arg-type]
     if active is not None:
         ref.encoding.active_levels = fast.encoding.active_levels = active
     x, d = points_and_dirs(n, gen)
@@ -327,6 +328,15 @@ def test_field_eikonal_step_matches_reference(mode: str, fuse: str, monkeypatch:
     monkeypatch.setenv("NEUSBLEND_HASHGRID_FUSE", fuse)
     check_field_step(HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4,
                                     finest_resolution=512), 300, active=5)
+
+
+@needs_triton
+def test_field_step_with_difference_normals_matches_reference() -> None:
+    """Finite-difference normals (six more SDF values, first-order derivatives) on the fast path: values and every
+    parameter gradient of the field loss as the reference's."""
+    check_field_step(HashGridConfig(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4,
+                                    finest_resolution=512), 300, active=5, normals="finite_difference",
+                     normal_step=0.02)
 
 
 def geometry_grads(field: NeuSField, x: torch.Tensor, d: torch.Tensor, loss_terms: str

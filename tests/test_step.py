@@ -10,10 +10,10 @@ from backend.optim import Adam
 from backend.step import GraphStep, StepInputs, step_losses
 
 
-def make_field(seed: int, background: str) -> NeuSField:
+def make_field(seed: int, background: str, normals: str = "analytic") -> NeuSField:
     torch.manual_seed(seed)
     field = NeuSField(FieldConfig(grid=HashGridConfig(n_levels=6, log2_table_size=12, finest_resolution=128),
-                                  background=background))
+                                  background=background, normals=normals))
     with torch.no_grad():
         torch.nn.init.normal_(field.sdf_layers[0].weight, 0, 0.3)  # let the grid features matter
         field.encoding.embeddings.normal_(0, 0.1)
@@ -71,10 +71,12 @@ def test_padded_step_equals_unpadded(masks: bool) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("path", ["triton", "reference"])
-def test_cuda_graph_replay_matches_eager_steps(path: str) -> None:
+@pytest.mark.parametrize("path,normals", [("triton", "analytic"), ("reference", "analytic"),
+                                          ("triton", "finite_difference")])
+def test_cuda_graph_replay_matches_eager_steps(path: str, normals: str) -> None:
     """Replaying the captured step moves the parameters exactly as the same eager steps do, on the fast path and on
-    the reference (whose step must not synchronise with the host either, or capture fails).
+    the reference (whose step must not synchronise with the host either, or capture fails), with analytic or
+    finite-difference normals.
 
     Capturing runs one real warm-up step on the loaded batch and the first replay runs it again, so the graphed
     sequence b1, b2, b3 equals the eager sequence b1, b1, b2, b3.
@@ -86,7 +88,7 @@ def test_cuda_graph_replay_matches_eager_steps(path: str) -> None:
     batches = [random_batch(300, seed=s, masks=True) for s in (5, 6, 7)]
     results = []
     for graphed in (False, True):
-        field = make_field(1, "none").to(dev)
+        field = make_field(1, "none", normals).to(dev)
         use_fast_path(field, path)
         params = list(field.parameters())
         opt = Adam([{"params": params, "lr": torch.tensor(1e-2, device=dev)}])  # the trainer's, capturable
