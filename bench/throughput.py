@@ -54,12 +54,13 @@ PATH_HELP = ("reference (PyTorch), triton (Triton hash grid + the SDF MLP and it
              "triton-autograd (Triton hash grid, the MLP's double backward by autograd)")
 
 
-def make_field(device: str, path: str) -> NeuSField:
+def make_field(device: str, path: str, normals: str = "analytic") -> NeuSField:
     """The issue's field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path`` (both triton
     paths use the Triton encoding; which geometry node runs is :func:`field_step_rate`'s environment)."""
     torch.manual_seed(0)
     grid = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
-    field = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, sdf_layers=1, background="none")).to(device)
+    field = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, sdf_layers=1, background="none",
+                                  normals=normals)).to(device)
     if path != "reference":
         from backend.kernels import use_fast_path
 
@@ -68,7 +69,7 @@ def make_field(device: str, path: str) -> NeuSField:
 
 
 def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference",
-                    graph: bool = False) -> float:
+                    graph: bool = False, normals: str = "analytic") -> float:
     """Samples/s of forward + normals + eikonal + backward + Adam on random points.
 
     ``graph``: the step (inputs drawn on the device included) captured once as a CUDA graph and replayed, i.e.
@@ -76,13 +77,13 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
     """
     os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"  # read at every call
     try:
-        return _field_step_rate(device, n_points, iters, path, graph)
+        return _field_step_rate(device, n_points, iters, path, graph, normals)
     finally:
         os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
 
 
-def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool) -> float:
-    field = make_field(device, path)
+def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool, normals: str) -> float:
+    field = make_field(device, path, normals)
     params = list(field.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, capturable=graph)
 
@@ -113,7 +114,8 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
     return n_points * iters / (time.perf_counter() - t0)
 
 
-def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -> tuple[float, str] | None:
+def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, normals: str = "analytic"
+                    ) -> tuple[float, str] | None:
     """Samples/s of whole trainer steps on DTU scan 65 (None when the data is absent)."""
     data = shared_data("dtu_scan65")
     if not data.is_dir():
@@ -126,6 +128,7 @@ def train_step_rate(device: str, steps: int, preset: str, max_image_size: int) -
     scene = load_scene(data, max_image_size=max_image_size)
     cfg = load_preset(preset)
     cfg.steps = 10**9
+    cfg.normals = normals
     trainer = Trainer(scene, cfg, device=device, job=protocol.JobLayout("/tmp/neusblend_bench_job"),
                       emitter=protocol.Emitter(io.StringIO()))
     for _ in range(cfg.grid_warmup_steps + 20):  # past the warm-up, so the grid culls as in a real run
@@ -148,6 +151,8 @@ def main() -> None:
     ap.add_argument("--paths", default="reference", help="comma-separated compute paths to compare: " + PATH_HELP)
     ap.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph replays of the field step")
     ap.add_argument("--no-train", action="store_true", help="skip the trainer steps")
+    ap.add_argument("--normals", default="analytic", choices=("analytic", "finite_difference"),
+                    help="how the field's normals are computed (every row)")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
     dev = args.device
@@ -157,13 +162,14 @@ def main() -> None:
     rows = []
     ref_rate: dict[bool, float] = {}
     paths = args.paths.split(",")
+    fd_note = ", finite-difference normals" if args.normals == "finite_difference" else ""
     for path in paths:
         for graph in ([False, True] if cuda and not args.no_graph else [False]):
-            rate = field_step_rate(dev, n_points, iters * (5 if graph else 1), path, graph)
+            rate = field_step_rate(dev, n_points, iters * (5 if graph else 1), path, graph, args.normals)
             if path == "reference":
                 ref_rate[graph] = rate
             ratio = f"{rate / ref_rate[graph]:.1f}x" if graph in ref_rate else "-"
-            what = "field step (random points, eikonal)" + (", CUDA graph" if graph else "")
+            what = "field step (random points, eikonal" + fd_note + ")" + (", CUDA graph" if graph else "")
             rows.append((path, what, f"{n_points:,} points", rate, ratio))
             print(f"{path:16s} field{' graph' if graph else '      '} {rate / 1e6:9.3f} M samples/s  {ratio}",
                   flush=True)
@@ -171,7 +177,7 @@ def main() -> None:
     for path in [p for p in paths if p != "triton-autograd" and not args.no_train]:
         os.environ["NEUSBLEND_PATH"] = path  # also for the reference: the trainer would pick triton on CUDA
         res = train_step_rate(dev, args.train_steps or (30 if cuda else 10), "default" if cuda else "preview",
-                              0 if cuda else 200)
+                              0 if cuda else 200, args.normals)
         os.environ.pop("NEUSBLEND_PATH", None)
         if res is None:
             print("(no ../shared/data: skipping the trainer step)")
@@ -179,7 +185,7 @@ def main() -> None:
         rate, what = res
         ref_train = rate if path == "reference" else ref_train
         ratio = f"{rate / ref_train:.1f}x" if ref_train else "-"
-        rows.append((path, "training step", what, rate, ratio))
+        rows.append((path, "training step" + fd_note, what, rate, ratio))
         print(f"{path:10s} train  {rate / 1e6:9.3f} M samples/s  {ratio}", flush=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Throughput, {dev}: {device_name(dev)}", "",
