@@ -227,6 +227,25 @@ def _carve(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int, i
     return keep & (seen >= min_views)
 
 
+CARVE_CHUNK = 32768  # points per thread of :func:`_carve_threaded`
+
+
+def _carve_threaded(scene: Scene, pts: np.ndarray, voxel_radius: float, min_views: int,
+                    indices: list[_MaskIndex]) -> np.ndarray:
+    """:func:`_carve` over chunks of ``pts`` in threads (a voxel's fate depends on the views only, so the chunks
+    are independent; numpy releases the GIL in the large array operations). Same (M,) result."""
+    workers = min(8, os.cpu_count() or 1)
+    n_chunks = min(workers * 2, max(1, len(pts) // CARVE_CHUNK))
+    if n_chunks <= 1:
+        return _carve(scene, pts, voxel_radius, min_views, indices)
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = np.array_split(pts, n_chunks)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda c: _carve(scene, c, voxel_radius, min_views, indices), chunks))
+    return np.concatenate(parts)
+
+
 def visual_hull_bounds(scene: Scene, resolution: int = 96) -> dict[str, Any] | None:
     """Bounds of the visual hull of the masks, in input coordinates.
 
@@ -245,14 +264,14 @@ def visual_hull_bounds(scene: Scene, resolution: int = 96) -> dict[str, Any] | N
     pts, vox = _grid(c0 - d_min, c0 + d_min, 64)
     pts = pts[np.linalg.norm(pts - c0, axis=1) <= d_min]
     indices = _mask_indices(scene)  # shared by both passes
-    keep = _carve(scene, pts, vox * math.sqrt(3) / 2, min_views, indices)
+    keep = _carve_threaded(scene, pts, vox * math.sqrt(3) / 2, min_views, indices)
     if not keep.any():
         return None
     # pass 2: a finer grid over what survived
     lo = pts[keep].min(0) - vox
     hi = pts[keep].max(0) + vox
     pts, vox = _grid(lo, hi, resolution)
-    keep = _carve(scene, pts, vox * math.sqrt(3) / 2, min_views, indices)
+    keep = _carve_threaded(scene, pts, vox * math.sqrt(3) / 2, min_views, indices)
     if not keep.any():
         return None
     kept = pts[keep]

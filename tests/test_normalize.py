@@ -174,6 +174,20 @@ def dtu(data_dir: Path) -> Scene:
     return load_scene(data_dir / "dtu_scan65", max_image_size=400, normalize=False)
 
 
+def test_threaded_carving_keeps_the_same_voxels(dtu: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The visual hull's carving split over threads (small chunks here, so there are several) keeps exactly the
+    voxels that one pass over all of them keeps."""
+    from backend import normalize
+
+    c0 = normalize.camera_focus(dtu.c2w)
+    pts, vox = normalize._grid(c0 - 300.0, c0 + 300.0, 40)
+    indices = normalize._mask_indices(dtu)
+    want = normalize._carve(dtu, pts, vox, 10, indices)
+    monkeypatch.setattr(normalize, "CARVE_CHUNK", 4000)
+    got = normalize._carve_threaded(dtu, pts, vox, 10, indices)
+    assert 0 < want.sum() < len(pts) and np.array_equal(got, want)
+
+
 @pytest.fixture(scope="module")
 def temple(data_dir: Path) -> Scene:
     return load_scene(data_dir / "middlebury" / "templeSparseRing", normalize=False)
