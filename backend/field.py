@@ -322,11 +322,9 @@ class NeuSField(nn.Module):
             x: (N, 3) positions. Returns: sdf (N,), feat (N, feature_dim), grad (N, 3).
         """
         n, h = x.shape[0], self.normal_step()
-        offsets = torch.zeros(7, 1, 3, dtype=x.dtype, device=x.device)
-        eye = torch.eye(3, dtype=x.dtype, device=x.device)
-        offsets[1:4, 0] = eye * h
-        offsets[4:7, 0] = -eye * h
-        pts = (x.detach()[None] + offsets).reshape(7 * n, 3)  # (7N, 3): x, then +h and -h along each axis
+        eye = torch.eye(3, dtype=x.dtype, device=x.device) * h
+        offsets = torch.cat([torch.zeros_like(eye[:1]), eye, -eye])[:, None]  # (7, 1, 3): 0, then +h, -h per axis
+        pts = (x.detach()[None] + offsets).reshape(7 * n, 3)  # (7N, 3)
         sdf, feat = self.geometry(pts)
         sdf = sdf.view(7, n)
         grad = (sdf[1:4] - sdf[4:7]).T / (2.0 * h)  # (N, 3)

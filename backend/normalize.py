@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -177,7 +176,9 @@ def _mask_indices(scene: Scene) -> list[_MaskIndex]:
     assert scene.masks is not None
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    from .data.images import default_workers
+
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
         return list(pool.map(_MaskIndex, scene.masks))
 
 
@@ -234,7 +235,9 @@ def _carve_threaded(scene: Scene, pts: np.ndarray, voxel_radius: float, min_view
                     indices: list[_MaskIndex]) -> np.ndarray:
     """:func:`_carve` over chunks of ``pts`` in threads (a voxel's fate depends on the views only, so the chunks
     are independent; numpy releases the GIL in the large array operations). Same (M,) result."""
-    workers = min(8, os.cpu_count() or 1)
+    from .data.images import default_workers
+
+    workers = default_workers()
     n_chunks = min(workers * 2, max(1, len(pts) // CARVE_CHUNK))
     if n_chunks <= 1:
         return _carve(scene, pts, voxel_radius, min_views, indices)

@@ -254,7 +254,8 @@ class ColorFunction(torch.autograd.Function):
         n, nf = feat.shape
         w1a = padded[0]
         H, AP = w1a.shape
-        total = H * AP + H * H + 34 * H + 16
+        sizes = (H * AP, H * 16, H, H * H, H, 16 * H, 16)  # the kernel's layout of the sums (its docstring)
+        total = sum(sizes)
         d_feat = feat.new_empty(n, nf)
         d_normal = feat.new_empty(n, 3)
         per_prog = max(1, COLOR_TILES_PER_PROGRAM)
@@ -269,12 +270,7 @@ class ColorFunction(torch.autograd.Function):
         else:
             part.zero_()
         sums = part if atomic else part.sum(0)
-        o = 0
-        parts = []
-        for size in (H * AP, H * 16, H, H * H, H, 16 * H, 16):
-            parts.append(sums[o:o + size])
-            o += size
-        dw1a, dw1s, db1, dw2, db2, dw3, db3 = parts
+        dw1a, dw1s, db1, dw2, db2, dw3, db3 = torch.split(sums, sizes)
         dW1 = torch.cat([dw1a.view(H, AP)[:, :nf + 6], dw1s.view(H, 16)[:, :ctx.n_sh]], 1)
         need = ctx.needs_input_grad
         return (d_feat if need[0] else None, None, d_normal if need[2] else None, None, None, None,
