@@ -192,6 +192,9 @@ class FieldConfig:
     background: str = "env"  # "env": direction-only environment field; "none": constant colour
     normals: str = "analytic"  # or "finite_difference" (see NeuSField.sdf_with_gradient)
     normal_step: float = 0.0  # finite-difference step; 0 = one cell of the finest active level
+    # the fused networks' products on CUDA: float32 here (a bare field is exact); training sets "tf32" by default
+    # (TrainConfig.precision)
+    precision: str = "float32"
 
     @classmethod
     def from_train(cls, cfg: TrainConfig, has_masks: bool) -> FieldConfig:
@@ -202,15 +205,18 @@ class FieldConfig:
         if cfg.normal_step < 0:
             raise BackendError(f"normal_step must be >= 0, got {cfg.normal_step}",
                                hint="0 takes one cell of the finest active level; a positive value is a fixed step.")
+        if cfg.precision not in PRECISIONS:
+            raise BackendError(f"unknown precision {cfg.precision!r}", hint=f"Choose one of {', '.join(PRECISIONS)}.")
         grid = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features, log2_table_size=cfg.log2_table_size,
                               base_resolution=cfg.base_resolution, finest_resolution=cfg.finest_resolution)
         return cls(grid=grid, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers, feature_dim=cfg.feature_dim,
                    color_hidden=cfg.color_hidden, color_layers=cfg.color_layers, activation=cfg.activation,
                    sphere_init_radius=cfg.sphere_init_radius, background="none" if has_masks else "env",
-                   normals=cfg.normals, normal_step=cfg.normal_step)
+                   normals=cfg.normals, normal_step=cfg.normal_step, precision=cfg.precision)
 
 
 NORMALS = ("analytic", "finite_difference")
+PRECISIONS = ("float32", "tf32")
 
 
 class NeuSField(nn.Module):

@@ -77,7 +77,7 @@ def main() -> None:
     configs.append((1, 1, "atomic", "tf32"))
     for tiles, stages, reduce, prec in configs:
         fused_color.COLOR_TILES_PER_PROGRAM, fused_color.COLOR_STAGES, fused_color.COLOR_REDUCE = tiles, stages, reduce
-        fused_color.COLOR_PRECISION = prec
+        field.cfg.precision = "tf32" if prec == "tf32" else "float32"
         try:
             t = timed()
         except Exception as exc:  # noqa: BLE001 - a configuration that does not compile is reported, not fatal

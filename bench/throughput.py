@@ -2,12 +2,15 @@
 
 Two figures per path:
 - ``field``: the field step alone on random points (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF
-  MLP, colour MLP): forward, analytic normals, eikonal loss and backward, i.e. the double backward;
+  MLP, and with ``--heads sdf+color``, the default, the colour MLP): forward, analytic normals, eikonal loss and
+  backward, i.e. the double backward, and Adam. ``--heads sdf`` is the issue's definition (no colour network: SDF and
+  eikonal losses);
 - ``train``: whole training steps of the trainer (ray sampling, occupancy culling, NeuS rendering, losses,
   optimiser) on a real capture (DTU scan 65 with masks when ../shared/data is present).
 
-Usage: ``python bench/throughput.py [--device cpu|cuda] [--points N] [--write]``; ``--write`` appends the table
-to docs/BENCHMARKS.md with device, commit and date. Compare paths only within one run (same machine, same load).
+Usage: ``python bench/throughput.py [--device cpu|cuda] [--points N] [--heads sdf|sdf+color]
+[--precision float32|tf32] [--write]``; ``--write`` appends the table to docs/BENCHMARKS.md with device, commit and
+date. Compare paths only within one run (same machine, same load).
 """
 
 from __future__ import annotations
@@ -54,13 +57,13 @@ PATH_HELP = ("reference (PyTorch), triton (Triton hash grid + the SDF MLP and it
              "triton-autograd (Triton hash grid, the MLP's double backward by autograd)")
 
 
-def make_field(device: str, path: str, normals: str = "analytic") -> NeuSField:
+def make_field(device: str, path: str, normals: str = "analytic", precision: str = "float32") -> NeuSField:
     """The issue's field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path`` (both triton
     paths use the Triton encoding; which geometry node runs is :func:`field_step_rate`'s environment)."""
     torch.manual_seed(0)
     grid = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
     field = NeuSField(FieldConfig(grid=grid, sdf_hidden=64, sdf_layers=1, background="none",
-                                  normals=normals)).to(device)
+                                  normals=normals, precision=precision)).to(device)
     if path != "reference":
         from backend.kernels import use_fast_path
 
@@ -68,22 +71,24 @@ def make_field(device: str, path: str, normals: str = "analytic") -> NeuSField:
     return field
 
 
-def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference",
-                    graph: bool = False, normals: str = "analytic") -> float:
+def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference", graph: bool = False,
+                    normals: str = "analytic", color: bool = True, precision: str = "float32") -> float:
     """Samples/s of forward + normals + eikonal + backward + Adam on random points.
 
     ``graph``: the step (inputs drawn on the device included) captured once as a CUDA graph and replayed, i.e.
-    device time without the host's launch overhead, as the trainer runs it on CUDA (``GraphStep``).
+    device time without the host's launch overhead, as the trainer runs it on CUDA (``GraphStep``). ``color``:
+    the colour network and a loss on its output are part of the step.
     """
     os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"  # read at every call
     try:
-        return _field_step_rate(device, n_points, iters, path, graph, normals)
+        return _field_step_rate(device, n_points, iters, path, graph, normals, color, precision)
     finally:
         os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
 
 
-def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool, normals: str) -> float:
-    field = make_field(device, path, normals)
+def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool, normals: str, color: bool,
+                     precision: str) -> float:
+    field = make_field(device, path, normals, precision)
     params = list(field.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, capturable=graph)
 
@@ -91,9 +96,10 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
         x = torch.rand(n_points, 3, device=device) * 1.6 - 0.8
         d = torch.nn.functional.normalize(torch.randn(n_points, 3, device=device), dim=-1)
         sdf, feat, grad = field.sdf_with_gradient(x, create_graph=True)
-        n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        rgb = field.color(x, n, d, feat)
-        loss = rgb.mean() + sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+        loss = sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+        if color:
+            n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            loss = loss + field.color(x, n, d, feat).mean()
         if not graph:
             opt.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
@@ -114,8 +120,8 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
     return n_points * iters / (time.perf_counter() - t0)
 
 
-def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, normals: str = "analytic"
-                    ) -> tuple[float, str] | None:
+def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, normals: str = "analytic",
+                    precision: str = "float32") -> tuple[float, str] | None:
     """Samples/s of whole trainer steps on DTU scan 65 (None when the data is absent)."""
     data = shared_data("dtu_scan65")
     if not data.is_dir():
@@ -129,6 +135,7 @@ def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, n
     cfg = load_preset(preset)
     cfg.steps = 10**9
     cfg.normals = normals
+    cfg.precision = precision
     trainer = Trainer(scene, cfg, device=device, job=protocol.JobLayout("/tmp/neusblend_bench_job"),
                       emitter=protocol.Emitter(io.StringIO()))
     for _ in range(cfg.grid_warmup_steps + 20):  # past the warm-up, so the grid culls as in a real run
@@ -153,6 +160,10 @@ def main() -> None:
     ap.add_argument("--no-train", action="store_true", help="skip the trainer steps")
     ap.add_argument("--normals", default="analytic", choices=("analytic", "finite_difference"),
                     help="how the field's normals are computed (every row)")
+    ap.add_argument("--heads", default="sdf+color", choices=("sdf", "sdf+color"),
+                    help="networks in the field step: sdf (the issue's definition) or sdf and colour")
+    ap.add_argument("--precision", default="float32", choices=("float32", "tf32"),
+                    help="products of the fused networks on the fast paths (every row; the reference is float32)")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
     dev = args.device
@@ -163,13 +174,16 @@ def main() -> None:
     ref_rate: dict[bool, float] = {}
     paths = args.paths.split(",")
     fd_note = ", finite-difference normals" if args.normals == "finite_difference" else ""
+    fd_note += ", TF32 products" if args.precision == "tf32" else ""
+    heads_note = "SDF" if args.heads == "sdf" else "SDF + colour"
     for path in paths:
         for graph in ([False, True] if cuda and not args.no_graph else [False]):
-            rate = field_step_rate(dev, n_points, iters * (5 if graph else 1), path, graph, args.normals)
+            rate = field_step_rate(dev, n_points, iters * (5 if graph else 1), path, graph, args.normals,
+                                   args.heads == "sdf+color", args.precision)
             if path == "reference":
                 ref_rate[graph] = rate
             ratio = f"{rate / ref_rate[graph]:.1f}x" if graph in ref_rate else "-"
-            what = "field step (random points, eikonal" + fd_note + ")" + (", CUDA graph" if graph else "")
+            what = f"field step ({heads_note}, random points, eikonal{fd_note})" + (", CUDA graph" if graph else "")
             rows.append((path, what, f"{n_points:,} points", rate, ratio))
             print(f"{path:16s} field{' graph' if graph else '      '} {rate / 1e6:9.3f} M samples/s  {ratio}",
                   flush=True)
@@ -177,7 +191,7 @@ def main() -> None:
     for path in [p for p in paths if p != "triton-autograd" and not args.no_train]:
         os.environ["NEUSBLEND_PATH"] = path  # also for the reference: the trainer would pick triton on CUDA
         res = train_step_rate(dev, args.train_steps or (30 if cuda else 10), "default" if cuda else "preview",
-                              0 if cuda else 200, args.normals)
+                              0 if cuda else 200, args.normals, args.precision)
         os.environ.pop("NEUSBLEND_PATH", None)
         if res is None:
             print("(no ../shared/data: skipping the trainer step)")

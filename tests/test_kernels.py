@@ -653,6 +653,32 @@ def test_gpu_full_size_kernels(active: int | None) -> None:
     assert rel(fused, ref_t + ref_dt) < TOL, _seed
 
 
+# Mixed precision (one TF32 product: inputs with 10-bit mantissas, float32 sums): relative error of values and
+# gradients against the float32 reference.
+TF32_TOL = 1e-2
+
+
+@pytest.mark.gpu
+def test_gpu_tf32_precision_within_mixed_precision_tolerance() -> None:
+    """``precision="tf32"`` (the fused SDF and colour networks in one TF32 product each): the full-size field step
+    (values, every parameter gradient of SDF, colour and eikonal losses) against the float32 reference within
+    ``TF32_TOL``; and the option takes effect: its values differ from the float32 fast path's by more than that
+    path's own error."""
+    check_field_step(FULL, 65536, tol=TF32_TOL, precision="tf32")
+    gen = fresh_generator()
+    ref, fast = field_pair(FieldConfig(grid=FULL, sdf_hidden=64, background="none", precision="tf32"), gen)
+    x, d = points_and_dirs(65536, gen)
+    with torch.no_grad():
+        want = ref.sdf_with_gradient(x, create_graph=False)[2]
+        got = {}
+        for prec in ("float32", "tf32"):
+            fast.cfg.precision = prec
+            got[prec] = fast.sdf_with_gradient(x, create_graph=False)[2]
+    err32, err_tf32 = rel(got["float32"], want), rel(got["tf32"], want)
+    print(f"SDF gradient, relative error: float32 {err32:.2e}, tf32 {err_tf32:.2e}")
+    assert err32 < TOL and err_tf32 > 10 * err32 and err_tf32 < TF32_TOL
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode,fuse", [("jac", "1"), ("gather", "1"), ("jac", "0")])
 def test_gpu_field_eikonal_step_full_size(mode: str, fuse: str, monkeypatch: pytest.MonkeyPatch) -> None:

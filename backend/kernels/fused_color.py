@@ -4,9 +4,10 @@ The reference concatenates the colour network's input ``[feat, x, normal, SH(vie
 hidden layers and the output through cuBLAS, each layer's pre-activation and activation an (N, 64) array in memory,
 and autograd adds the bias gradients as column sums over (N, 64) (two ~90 us reductions a training step on an H200)
 and the transposed products. Here a tile of ``COLOR_ROWS`` points goes through the whole network in registers
-(``tl.dot``, float32 accuracy from three TF32 products): the forward reads the inputs and writes the colour (N, 3);
-the backward recomputes the forward from the same inputs (nothing (N, 64)-sized is stored), back-propagates, writes
-``dL/d feat`` (N, F) and ``dL/d normal`` (N, 3) and sums the weight gradients of its tiles in registers.
+(``tl.dot``, float32 accuracy from three TF32 products, or one with ``FieldConfig.precision = "tf32"``): the
+forward reads the inputs and writes the colour (N, 3); the backward recomputes the forward from the same inputs
+(nothing (N, 64)-sized is stored), back-propagates, writes ``dL/d feat`` (N, F) and ``dL/d normal`` (N, 3) and sums
+the weight gradients of its tiles in registers.
 
 Notation (F features, S = sh_degree**2 spherical-harmonic columns, H hidden units, ReLU hidden layers, sigmoid out):
 
@@ -35,6 +36,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
+from .fused_geometry import input_precision
 from .hashgrid_triton import interpreting
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ COLOR_WARPS = 4
 COLOR_TILES_PER_PROGRAM = int(os.environ.get("NEUSBLEND_COLOR_TILES", "1"))
 COLOR_STAGES = int(os.environ.get("NEUSBLEND_COLOR_STAGES", "1"))  # software pipelining of the backward's tile loop
 COLOR_REDUCE = os.environ.get("NEUSBLEND_COLOR_REDUCE", "atomic")
-COLOR_PRECISION = os.environ.get("NEUSBLEND_COLOR_PRECISION", "tf32x3")  # "tf32": one TF32 product (10-bit inputs)
 SP = 16  # spherical-harmonic columns of the input tile (degree <= 4)
 OP = 16  # output columns of the last product (3 used)
 
@@ -231,8 +232,8 @@ class ColorFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feat: torch.Tensor, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor,  # noqa: ANN001
-                deg: int, padded: tuple[torch.Tensor, ...], W1: torch.Tensor, b1: torch.Tensor, W2: torch.Tensor,
-                b2: torch.Tensor, W3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
+                deg: int, prec: str, padded: tuple[torch.Tensor, ...], W1: torch.Tensor, b1: torch.Tensor,
+                W2: torch.Tensor, b2: torch.Tensor, W3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
         n, nf = feat.shape[0], feat.shape[1]
         H = W2.shape[0]
         w1a = padded[0]
@@ -240,9 +241,9 @@ class ColorFunction(torch.autograd.Function):
         if n:
             _color_fwd_kernel[(triton.cdiv(n, COLOR_ROWS),)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, out, n, F=nf, DEG=deg, H=H, AP=w1a.shape[1],
-                PREC=COLOR_PRECISION, BLOCK=COLOR_ROWS, num_warps=COLOR_WARPS)
+                PREC=prec, BLOCK=COLOR_ROWS, num_warps=COLOR_WARPS)
         ctx.save_for_backward(feat, x, normal, view_dir, *padded)
-        ctx.deg, ctx.n_sh = deg, W1.shape[1] - nf - 6
+        ctx.deg, ctx.n_sh, ctx.prec = deg, W1.shape[1] - nf - 6, prec
         ctx.set_materialize_grads(False)
         return out
 
@@ -250,7 +251,7 @@ class ColorFunction(torch.autograd.Function):
     def backward(ctx, d_rgb: torch.Tensor | None):  # noqa: ANN001, ANN205
         feat, x, normal, view_dir, *padded = ctx.saved_tensors
         if d_rgb is None:
-            return (None,) * 12
+            return (None,) * 13
         n, nf = feat.shape
         w1a = padded[0]
         H, AP = w1a.shape
@@ -265,7 +266,7 @@ class ColorFunction(torch.autograd.Function):
         if n:
             _color_bwd_kernel[(programs,)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, d_rgb.contiguous(), d_feat, d_normal, part, n,
-                per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=COLOR_PRECISION, BLOCK=COLOR_ROWS,
+                per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=ctx.prec, BLOCK=COLOR_ROWS,
                 num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
         else:
             part.zero_()
@@ -273,9 +274,9 @@ class ColorFunction(torch.autograd.Function):
         dw1a, dw1s, db1, dw2, db2, dw3, db3 = torch.split(sums, sizes)
         dW1 = torch.cat([dw1a.view(H, AP)[:, :nf + 6], dw1s.view(H, 16)[:, :ctx.n_sh]], 1)
         need = ctx.needs_input_grad
-        return (d_feat if need[0] else None, None, d_normal if need[2] else None, None, None, None,
-                dW1 if need[6] else None, db1 if need[7] else None, dw2.view(H, H) if need[8] else None,
-                db2 if need[9] else None, dw3.view(16, H)[:3] if need[10] else None, db3[:3] if need[11] else None)
+        return (d_feat if need[0] else None, None, d_normal if need[2] else None, None, None, None, None,
+                dW1 if need[7] else None, db1 if need[8] else None, dw2.view(H, H) if need[9] else None,
+                db2 if need[10] else None, dw3.view(16, H)[:3] if need[11] else None, db3[:3] if need[12] else None)
 
 
 def supports(field: NeuSField, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor, feat: torch.Tensor
@@ -305,4 +306,5 @@ def color(field: NeuSField, x: torch.Tensor, normal: torch.Tensor, view_dir: tor
         feat = feat.contiguous()
     l1, l2, l3 = field.color_layers
     return ColorFunction.apply(feat, x.contiguous(), normal.contiguous(), view_dir.contiguous(), field.cfg.sh_degree,
-                               _padded_weights(field), l1.weight, l1.bias, l2.weight, l2.bias, l3.weight, l3.bias)
+                               input_precision(field), _padded_weights(field), l1.weight, l1.bias, l2.weight, l2.bias,
+                               l3.weight, l3.bias)

@@ -169,12 +169,17 @@ def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N,
 
 # ------------------------------------------------------------- one hidden layer: whole MLP in one kernel each way
 
-# Tile shape and product precision of the whole-MLP kernels, from a sweep on the H200 (N = 2^18, E 32, H 64;
-# docs/KERNELS.md): 64 points, 4 warps, one tile per program, "tf32x3" (three TF32 tensor-core products per float32
-# product: float32 accuracy; "ieee" runs them on the CUDA cores). The interpreter ignores the precision.
+# Tile shape of the whole-MLP kernels, from a sweep on the H200 (N = 2^18, E 32, H 64; docs/KERNELS.md): 64 points,
+# 4 warps, one tile per program. Their products are "tf32x3" by default (see input_precision).
 MLP_ROWS = 64
-MLP_PRECISION = "tf32x3"
 MLP_TILES_PER_PROGRAM = 1
+
+
+def input_precision(field: NeuSField) -> str:
+    """Triton's ``input_precision`` for ``field``'s fused products (``FieldConfig.precision``): "tf32x3" for
+    "float32" (three TF32 tensor-core products per product, float32 accuracy), "tf32" for "tf32" (one product,
+    inputs rounded to 10-bit mantissas, float32 sums). The interpreter computes in float32 either way."""
+    return "tf32" if field.cfg.precision == "tf32" else "tf32x3"
 
 
 @triton.jit
@@ -318,7 +323,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
-                relu: bool, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
+                relu: bool, prec: str, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         x, x01, enc, jac = _encode(x, table, meta, n_active)
         n, H, O = x.shape[0], W1.shape[0], Wo.shape[0]
@@ -330,10 +335,10 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         if n:
             _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
                 enc, x, We, Wx, b1, Wo, bo, out, g0e, g0x, n, E, O, H=H, EP=_pow2(E), OP=_pow2(O),
-                BETA=SOFTPLUS_BETA, RELU=relu, PREC=MLP_PRECISION, BLOCK=MLP_ROWS, num_warps=4)
+                BETA=SOFTPLUS_BETA, RELU=relu, PREC=prec, BLOCK=MLP_ROWS, num_warps=4)
         grad = g0x.add_(jac_t_vec(jac, g0e, meta.n_levels), alpha=0.5)  # (N, 3)
         ctx.save_for_backward(x, x01, table, jac, enc, g0e, We, Wx, b1, Wo)
-        ctx.meta, ctx.n_active, ctx.relu = meta, n_active, relu
+        ctx.meta, ctx.n_active, ctx.relu, ctx.prec = meta, n_active, relu, prec
         ctx.set_materialize_grads(False)
         return out, grad
 
@@ -342,7 +347,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         x, x01, table, jac, enc, g0e, We, Wx, b1, Wo = ctx.saved_tensors
         meta, relu = ctx.meta, ctx.relu
         if d_out is None and d_grad is None:
-            return (None,) * 9
+            return (None,) * 10
         n, E = enc.shape
         H, O = We.shape[0], Wo.shape[0]
         dWe, dWx, db1 = torch.zeros_like(We), torch.zeros_like(Wx), torch.zeros_like(b1)
@@ -361,12 +366,12 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
                 ju if ju is not None else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, per_prog, H=H,
                 EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
-                HAS_GRAD=d_grad is not None, PREC=MLP_PRECISION, BLOCK=MLP_ROWS, num_warps=4)
+                HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, num_warps=4)
         d_table = _table_grad(ctx, x01, table, denc, u_half, g0e) if ctx.needs_input_grad[1] else None
         need = ctx.needs_input_grad
-        return (None, d_table, None, None, None, torch.cat([dWx, dWe], 1) if need[5] else None,
-                db1 if need[6] else None, dWo if need[7] else None,
-                dbo if need[8] and d_out is not None else None)
+        return (None, d_table, None, None, None, None, torch.cat([dWx, dWe], 1) if need[6] else None,
+                db1 if need[7] else None, dWo if need[8] else None,
+                dbo if need[9] and d_out is not None else None)
 
 
 def _rows_grid(n: int) -> tuple[int]:
@@ -584,7 +589,7 @@ def sdf_only(field: NeuSField, x: torch.Tensor) -> torch.Tensor | None:
         _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
             enc, x, W1[:, 3:].contiguous(), W1[:, :3].contiguous(), b1.contiguous(), Wo, bo, out, out, out, n, E, 1,
             H=W1.shape[0], EP=_pow2(E), OP=_pow2(1), BETA=SOFTPLUS_BETA, RELU=field.cfg.activation == "relu",
-            PREC=MLP_PRECISION, BLOCK=MLP_ROWS, WITH_GRAD=False, num_warps=4)
+            PREC=input_precision(field), BLOCK=MLP_ROWS, WITH_GRAD=False, num_warps=4)
     return out[:, 0]
 
 
@@ -603,9 +608,10 @@ def sdf_with_gradient(field: NeuSField, x: torch.Tensor) -> tuple[torch.Tensor, 
     params: list[torch.Tensor] = []
     for layer in field.sdf_layers:
         params += [layer.weight, layer.bias]
-    fn = GeometryFunction
-    if _one_hidden_layer(field):
-        fn = FusedMLPGeometryFunction if fused_mlp_enabled() else OneLayerGeometryFunction
-    out, grad = fn.apply(x, enc.embeddings, enc.level_meta(x.device), _n_active(field),
-                         field.cfg.activation == "relu", *params)
+    args = (x, enc.embeddings, enc.level_meta(x.device), _n_active(field), field.cfg.activation == "relu")
+    if _one_hidden_layer(field) and fused_mlp_enabled():
+        out, grad = FusedMLPGeometryFunction.apply(*args, input_precision(field), *params)
+    else:
+        fn = OneLayerGeometryFunction if _one_hidden_layer(field) else GeometryFunction
+        out, grad = fn.apply(*args, *params)
     return out[:, 0], out[:, 1:], grad
