@@ -40,11 +40,12 @@ class TrainConfig:
     # first-order derivatives only; smoother across hash-grid cells)
     normals: str = "analytic"
     normal_step: float = 0.0  # finite-difference step (normalized frame); 0 = one cell of the finest active level
-    # products of the fast path's fused SDF and colour networks on CUDA: "tf32" (one TF32 tensor-core product:
-    # inputs rounded to 10-bit mantissas, float32 sums; mixed precision, as tiny-cuda-nn's half-precision networks)
-    # or "float32" (three TF32 products each, float32 accuracy). The hash grid, its gradients, the losses and Adam
-    # stay float32; the reference path and the CPU compute in float32 either way.
-    precision: str = "tf32"
+    # products of the fast path's fused SDF and colour networks on CUDA: "float32" (three TF32 tensor-core products
+    # each, float32 accuracy) or "tf32" (one TF32 product: inputs rounded to 10-bit mantissas, float32 sums; mixed
+    # precision, about 11% less time to a DTU 65 mesh for about 0.2 dB of held-out PSNR, docs/BENCHMARKS.md). The
+    # hash grid, its gradients, the losses and Adam stay float32; the reference path and the CPU compute in float32
+    # either way.
+    precision: str = "float32"
     # progressive levels: start with this many, add one every level_every steps
     start_levels: int = 4
     level_every: int = 1000

@@ -192,9 +192,7 @@ class FieldConfig:
     background: str = "env"  # "env": direction-only environment field; "none": constant colour
     normals: str = "analytic"  # or "finite_difference" (see NeuSField.sdf_with_gradient)
     normal_step: float = 0.0  # finite-difference step; 0 = one cell of the finest active level
-    # the fused networks' products on CUDA: float32 here (a bare field is exact); training sets "tf32" by default
-    # (TrainConfig.precision)
-    precision: str = "float32"
+    precision: str = "float32"  # or "tf32": the fused networks' products on CUDA (TrainConfig.precision)
 
     @classmethod
     def from_train(cls, cfg: TrainConfig, has_masks: bool) -> FieldConfig:
