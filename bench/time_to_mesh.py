@@ -5,7 +5,12 @@ every 8th view, at equal steps for every path, and reads the ``done`` message: w
 (loading, training, final extraction), training time, held-out PSNR and mask IoU.
 
 Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000,20000] [--paths triton,reference]
-[--preset NAME] [--json FILE] [--write] [-- more train arguments]``
+[--preset NAME] [--warmup 300] [--json FILE] [--write] [-- more train arguments]``
+
+Before a path's timed runs, an untimed run of ``--warmup`` steps with the same arguments (final mesh at 128^3) fills
+the Triton kernel cache: a cold cache adds the kernels' compilation (several seconds, more for a configuration whose
+kernels differ, such as another ``precision``) to the first timed run. ``--warmup 0`` times a cold first run (the
+default without CUDA).
 
 ``--json`` appends one line per finished run (so a run cut short keeps what it finished), with the median rays and
 marched samples a step over the second half of training; ``--write`` adds the table at the end of the "Time to mesh"
@@ -75,14 +80,26 @@ def main() -> None:
     ap.add_argument("--paths", default="triton,reference")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--work", default="/tmp/neusblend_time_to_mesh")
+    ap.add_argument("--warmup", type=int,
+                    help="untimed steps per path before its timed runs, with the same arguments (0: none; default "
+                    "300 with CUDA, 0 without: the CPU compiles no kernels)")
     ap.add_argument("--json", help="append each finished run to this file as one JSON line")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("extra", nargs="*", help="more train arguments after --")
     args = ap.parse_args()
     rows = []
     sha = commit()
+    warm: set[str] = set()
+    if args.warmup is None:
+        import torch
+
+        args.warmup = 300 if torch.cuda.is_available() else 0
     for steps in [int(s) for s in args.steps.split(",")]:
         for path in args.paths.split(","):
+            if args.warmup > 0 and path not in warm:
+                run_once(Path(args.data), Path(args.work) / f"warmup_{path}", args.warmup, path, args.preset,
+                         [*args.extra, "--final-resolution", "128"])
+                warm.add(path)
             r = run_once(Path(args.data), Path(args.work) / f"{path}_{steps}", steps, path, args.preset, args.extra)
             r.update(commit=sha, date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
             rows.append(r)
