@@ -173,8 +173,8 @@ def main() -> None:
     rows = []
     ref_rate: dict[bool, float] = {}
     paths = args.paths.split(",")
-    fd_note = ", finite-difference normals" if args.normals == "finite_difference" else ""
-    fd_note += ", TF32 products" if args.precision == "tf32" else ""
+    notes = ", finite-difference normals" if args.normals == "finite_difference" else ""
+    notes += ", TF32 products" if args.precision == "tf32" else ""
     heads_note = "SDF" if args.heads == "sdf" else "SDF + colour"
     for path in paths:
         for graph in ([False, True] if cuda and not args.no_graph else [False]):
@@ -183,7 +183,7 @@ def main() -> None:
             if path == "reference":
                 ref_rate[graph] = rate
             ratio = f"{rate / ref_rate[graph]:.1f}x" if graph in ref_rate else "-"
-            what = f"field step ({heads_note}, random points, eikonal{fd_note})" + (", CUDA graph" if graph else "")
+            what = f"field step ({heads_note}, random points, eikonal{notes})" + (", CUDA graph" if graph else "")
             rows.append((path, what, f"{n_points:,} points", rate, ratio))
             print(f"{path:16s} field{' graph' if graph else '      '} {rate / 1e6:9.3f} M samples/s  {ratio}",
                   flush=True)
@@ -199,7 +199,7 @@ def main() -> None:
         rate, what = res
         ref_train = rate if path == "reference" else ref_train
         ratio = f"{rate / ref_train:.1f}x" if ref_train else "-"
-        rows.append((path, "training step" + fd_note, what, rate, ratio))
+        rows.append((path, "training step" + notes, what, rate, ratio))
         print(f"{path:10s} train  {rate / 1e6:9.3f} M samples/s  {ratio}", flush=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Throughput, {dev}: {device_name(dev)}", "",
