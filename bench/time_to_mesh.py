@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,18 +41,24 @@ def run_once(data: Path, job: Path, steps: int, path: str, preset: str, extra: l
     cmd = [sys.executable, "-m", "backend", "train", "--data", str(data), "--out", str(job), "--preset", preset,
            "--steps", str(steps), "--holdout-every", "8", "--mesh-every", "0", "--json", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate()
+    finally:  # interrupted (Ctrl-C, SIGTERM): the training process goes too
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     wall = time.perf_counter() - t0
-    msgs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    msgs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not msgs or msgs[-1]["type"] != "done":
-        sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.write(stderr[-4000:])
         raise SystemExit(f"training failed with {proc.returncode}: {msgs[-1] if msgs else 'no output'}")
     start = next(m for m in msgs if m["type"] == "start")
     progress = [m for m in msgs if m["type"] == "progress"][1:]
     rates = [m["samples_per_s"] for m in progress]
     late = progress[len(progress) // 2:]  # the second half of training: rays per step once the surface is sharp
     job.parent.mkdir(parents=True, exist_ok=True)
-    (job.parent / f"{job.name}.messages.jsonl").write_text(proc.stdout)
+    (job.parent / f"{job.name}.messages.jsonl").write_text(stdout)
     done = msgs[-1]
     return {"path": start["path"], "preset": preset, "steps": steps, "wall_s": wall,
             "train_s": done["metrics"]["train_time_s"], "mesh_s": done["metrics"]["mesh_ready_s"],
@@ -87,6 +94,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     ap.add_argument("extra", nargs="*", help="more train arguments after --")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_once's cleanup runs
     rows = []
     sha = commit()
     warm: set[str] = set()
