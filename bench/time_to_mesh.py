@@ -7,9 +7,9 @@ every 8th view, at equal steps for every path, and reads the ``done`` message: w
 Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000,20000] [--paths triton,reference]
 [--preset NAME] [--warmup 300] [--json FILE] [--write] [-- more train arguments]``
 
-Before a path's timed runs, an untimed run of ``--warmup`` steps with the same arguments (final mesh at 128^3) fills
-the Triton kernel cache: a cold cache adds the kernels' compilation (several seconds, more for a configuration whose
-kernels differ, such as another ``precision``) to the first timed run. ``--warmup 0`` times a cold first run (the
+Before the timed runs, an untimed run per path of ``--warmup`` steps with the same arguments (final mesh at 128^3)
+fills the Triton kernel cache: a cold cache adds the kernels' compilation (several seconds, more for a configuration
+whose kernels differ, such as another ``precision``) to the first timed run. ``--warmup 0`` times a cold first run (the
 default without CUDA).
 
 ``--json`` appends one line per finished run (so a run cut short keeps what it finished), with the median rays and
@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
 
 from bench import shared_data  # noqa: E402
 from bench.throughput import commit, device_name  # noqa: E402
@@ -97,17 +99,14 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_once's cleanup runs
     rows = []
     sha = commit()
-    warm: set[str] = set()
-    if args.warmup is None:
-        import torch
-
-        args.warmup = 300 if torch.cuda.is_available() else 0
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    warmup = args.warmup if args.warmup is not None else (300 if dev == "cuda" else 0)
+    paths = args.paths.split(",")
+    for path in paths if warmup > 0 else []:
+        run_once(Path(args.data), Path(args.work) / f"warmup_{path}", warmup, path, args.preset,
+                 [*args.extra, "--final-resolution", "128"])
     for steps in [int(s) for s in args.steps.split(",")]:
-        for path in args.paths.split(","):
-            if args.warmup > 0 and path not in warm:
-                run_once(Path(args.data), Path(args.work) / f"warmup_{path}", args.warmup, path, args.preset,
-                         [*args.extra, "--final-resolution", "128"])
-                warm.add(path)
+        for path in paths:
             r = run_once(Path(args.data), Path(args.work) / f"{path}_{steps}", steps, path, args.preset, args.extra)
             r.update(commit=sha, date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
             rows.append(r)
@@ -115,9 +114,6 @@ def main() -> None:
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
-    import torch
-
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
     stamp = rows[-1]["date"]
     lines = [f"### Time to mesh, DTU scan 65 (masks, every 8th view held out), {device_name(dev)}", "",
              f"commit {sha}, {stamp}, preset {args.preset}", "",

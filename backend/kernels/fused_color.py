@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
-from .fused_geometry import input_precision
+from .fused_geometry import _pow2, input_precision
 from .hashgrid_triton import interpreting
 
 if TYPE_CHECKING:
@@ -203,10 +203,6 @@ def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_pt
     _put(base, o + c16[:, None] * H + hc[None, :], acc_w3, c16[:, None] < 16, ATOMIC)
     o += 16 * H
     _put(base, o + c16, acc_b3, c16 < 16, ATOMIC)
-
-
-def _pow2(n: int) -> int:
-    return max(16, 1 << (int(n) - 1).bit_length())
 
 
 def _padded_weights(field: NeuSField) -> tuple[torch.Tensor, ...]:
