@@ -52,7 +52,8 @@ def copy_bandwidth() -> float:
 
 @triton.jit
 def _probe_kernel(t_ptr, out_ptr, rows_mask, N, PER: tl.constexpr, BLOCK: tl.constexpr, RED: tl.constexpr):
-    """PER random 8-byte gathers (or vector reductions) per point into a table of rows_mask + 1 int64 rows."""
+    """PER random accesses per point into a table of rows_mask + 1 rows: RED 0, 8-byte gathers (int64 rows);
+    1, 8-byte vector reductions (two float32); 2, 4-byte f16x2 reductions (two float16)."""
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     h = n.to(tl.uint32) * 2654435761
@@ -60,32 +61,41 @@ def _probe_kernel(t_ptr, out_ptr, rows_mask, N, PER: tl.constexpr, BLOCK: tl.con
     for _ in range(PER):
         h = h * 1664525 + 1013904223
         row = ((h >> 5) & rows_mask).to(tl.int64)
-        if RED:
+        if RED == 1:
             _red_add2(out_ptr + row * 2, acc + 1.0, acc + 2.0, mask, True)
+        elif RED == 2:
+            tl.inline_asm_elementwise(
+                asm="{ .reg .pred p; setp.ne.s32 p, $3, 0; @p red.global.add.noftz.f16x2 [$1], $2; mov.u32 $0, 0; }",
+                constraints="=r,l,r,r", args=[(out_ptr + row * 2).to(tl.int64), (acc + 1.0).to(tl.int32) * 0x3C003C00,
+                                              mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
         else:
             acc += tl.load(t_ptr + row, mask=mask, other=0).to(tl.int32).to(tl.float32, bitcast=True)
-    if not RED:
+    if RED == 0:
         tl.store(out_ptr + n, acc, mask=mask)
 
 
-def _probe(tab: torch.Tensor, dst: torch.Tensor, rows_mask: int, n: int, red: bool) -> Callable[[], object]:
+def _probe(tab: torch.Tensor, dst: torch.Tensor, rows_mask: int, n: int, red: int) -> Callable[[], object]:
     grid = (triton.cdiv(n, 512),)
     return lambda: _probe_kernel[grid](tab, dst, rows_mask, n, PER=128, BLOCK=512, RED=red, num_warps=4)
 
 
-def ceilings(n: int) -> None:
-    """The L2 ceilings the hash-grid kernels live under: random 8-byte gathers and vector reductions per second,
-    128 per point (a level-free stand-in for one pass over 16 levels x 8 corners)."""
-    print(f"\nceilings: 128 random 8-byte accesses per point, N = {n:,} (no hashing, no interpolation)")
-    for log2_rows in (22, 23, 25):  # 32 MiB (fits L2), 64 MiB (about the 48.8 MB table), 256 MiB (DRAM)
+def ceilings(n: int, sizes: tuple[int, ...] = (22, 23, 25)) -> None:
+    """The L2 ceilings the hash-grid kernels live under: random 8-byte gathers, 8-byte (two float32) and 4-byte
+    (two float16) reductions per second, 128 per point (a level-free stand-in for one pass over 16 levels x 8
+    corners), for tables of 2^size 8-byte rows."""
+    print(f"\nceilings: 128 random accesses per point, N = {n:,} (no hashing, no interpolation)")
+    for log2_rows in sizes:  # default: 32 MiB (fits L2), 64 MiB (about the 48.8 MB table), 256 MiB (DRAM)
         tab = torch.randint(0, 2**30, (2**log2_rows,), device=DEV, dtype=torch.int64)
         out = torch.empty(n, device=DEV)
         acc = torch.zeros(2**log2_rows, 2, device=DEV)
-        g_ms = bench(_probe(tab, out, 2**log2_rows - 1, n, False))
-        r_ms = bench(_probe(tab, acc, 2**log2_rows - 1, n, True))
+        acc16 = torch.zeros(2**log2_rows, 2, device=DEV, dtype=torch.float16)
+        g_ms = bench(_probe(tab, out, 2**log2_rows - 1, n, 0))
+        r_ms = bench(_probe(tab, acc, 2**log2_rows - 1, n, 1))
+        h_ms = bench(_probe(tab, acc16, 2**log2_rows - 1, n, 2))
         k = n * 128
         print(f"  table {8 * 2**log2_rows / 2**20:5.0f} MiB: gathers {g_ms:.3f} ms = {k / g_ms / 1e6:6.1f} G/s; "
-              f"v2 reductions {r_ms:.3f} ms = {k / r_ms / 1e6:6.1f} G/s", flush=True)
+              f"v2.f32 reductions {r_ms:.3f} ms = {k / r_ms / 1e6:6.1f} G/s; "
+              f"f16x2 reductions {h_ms:.3f} ms = {k / h_ms / 1e6:6.1f} G/s", flush=True)
 
 
 def kernel_table(n: int, sweep: bool) -> None:
