@@ -200,11 +200,26 @@ def _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_pt
 
 
 @triton.jit
-def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_ptr, g0e_ptr, g0x_ptr, N, E, O,
-                    H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
-                    PREC: tl.constexpr, BLOCK: tl.constexpr, WITH_GRAD: tl.constexpr = True):
-    """out = act(z) Wo^T + bo; g0 = (Wo[0] act'(z)) [We, Wx]: the SDF head and the gradient's first factor
-    (``WITH_GRAD=False``: the head only; g0e_ptr and g0x_ptr are not touched)."""
+def _jac_tile(jac_ptr, rows, rmask, ecols, N, n_active):
+    """The Jacobian of a tile's encoding, one (BLOCK, EP) tile per axis: ``J_d[r, 2 l + f] = jac[l, d, row r, f]``
+    from the level-major (n_active, 3, N, 2) layout of the hash-grid forward (512 contiguous bytes per level and
+    axis for 64 rows); zero for inactive levels and padding columns."""
+    lvl = ecols // 2
+    m = rmask[:, None] & (lvl[None, :] < n_active)
+    p = jac_ptr + (lvl[None, :] * 3).to(tl.int64) * N * 2 + rows[:, None].to(tl.int64) * 2 + (ecols % 2)[None, :]
+    jx = tl.load(p, mask=m, other=0.0)
+    jy = tl.load(p + N * 2, mask=m, other=0.0)
+    jz = tl.load(p + N * 4, mask=m, other=0.0)
+    return jx, jy, jz
+
+
+@triton.jit
+def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_ptr, g0e_ptr, grad_ptr, jac_ptr,
+                    N, E, O, n_active, H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr,
+                    RELU: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr, WITH_GRAD: tl.constexpr = True):
+    """out = act(z) Wo^T + bo; g0 = (Wo[0] act'(z)) [We, Wx], the gradient's first factor, and the SDF's gradient
+    ``grad = g0x + J^T g0e / 2`` (J: the encoding's Jacobian w.r.t. x01 = (x + 1) / 2, from ``jac_ptr``).
+    ``WITH_GRAD=False``: the head only; g0e_ptr, grad_ptr and jac_ptr are not touched."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rows < N
     ecols = tl.arange(0, EP)
@@ -226,18 +241,22 @@ def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_
         gz = tl.load(wo_ptr + hcols)[None, :] * s  # (BLOCK, H): Wo[0] act'(z)
         g0e = tl.dot(gz, we, input_precision=PREC)  # (BLOCK, EP)
         tl.store(g0e_ptr + rows[:, None] * E + ecols[None, :], g0e, mask=rmask[:, None] & (ecols[None, :] < E))
-        tl.store(g0x_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1), mask=rmask)
-        tl.store(g0x_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1), mask=rmask)
-        tl.store(g0x_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1), mask=rmask)
+        jx, jy, jz = _jac_tile(jac_ptr, rows, rmask, ecols, N, n_active)
+        tl.store(grad_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1) + 0.5 * tl.sum(jx * g0e, 1), mask=rmask)
+        tl.store(grad_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1) + 0.5 * tl.sum(jy * g0e, 1), mask=rmask)
+        tl.store(grad_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1) + 0.5 * tl.sum(jz * g0e, 1), mask=rmask)
 
 
 @triton.jit
 def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dgrad_ptr, ju_ptr, denc_ptr,
-                    dwe_ptr, dwx_ptr, db1_ptr, dwo_ptr, dbo_ptr, N, E, O, TILES_PER_PROG,
+                    dwe_ptr, dwx_ptr, db1_ptr, dwo_ptr, dbo_ptr, N, E, O, n_active, TILES_PER_PROG,
                     H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
-                    HAS_OUT: tl.constexpr, HAS_GRAD: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr):
+                    HAS_OUT: tl.constexpr, HAS_GRAD: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr,
+                    PARTIALS: tl.constexpr = False):
     """Backward of :func:`_mlp_fwd_kernel` and of the gradient ``grad = g0x + J^T g0e / 2`` (second order), over
-    ``TILES_PER_PROG`` tiles per program; weight gradients are summed in registers and added once per program."""
+    ``TILES_PER_PROG`` tiles per program; weight gradients are summed in registers and added once per program
+    (atomics), or with ``PARTIALS`` stored as the program's row of partial sums at ``dwe_ptr``, laid out
+    ``[dWe (H x E), dWx (H x 3), db1 (H), dWo (O x H), dbo (O), dWo[0] through the gradient (H)]``."""
     ecols = tl.arange(0, EP)
     hcols = tl.arange(0, H)
     ocols = tl.arange(0, OP)
@@ -272,7 +291,9 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
             acc_bo += tl.sum(dout, 0)
             dz += tl.dot(dout, wo, input_precision=PREC) * s
         if HAS_GRAD:
-            ju = tl.load(ju_ptr + rows[:, None] * E + ecols[None, :], mask=rmask[:, None] & (ecols[None, :] < E),
+            lvl = ecols // 2  # ju: level-major (n_active, N, 2): 512 contiguous bytes a level for 64 rows
+            ju = tl.load(ju_ptr + lvl[None, :].to(tl.int64) * N * 2 + rows[:, None].to(tl.int64) * 2
+                         + (ecols % 2)[None, :], mask=rmask[:, None] & (lvl[None, :] < n_active),
                          other=0.0)  # (BLOCK, EP): J (dL/dgrad) / 2
             u0 = tl.load(dgrad_ptr + rows * 3 + 0, mask=rmask, other=0.0)
             u1 = tl.load(dgrad_ptr + rows * 3 + 1, mask=rmask, other=0.0)
@@ -294,20 +315,40 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
         acc_x2 += tl.sum(dz * x2[:, None], 0)
         denc = tl.dot(dz, we, input_precision=PREC)  # (BLOCK, EP): dL/d enc
         tl.store(denc_ptr + rows[:, None] * E + ecols[None, :], denc, mask=rmask[:, None] & (ecols[None, :] < E))
-    tl.atomic_add(dwe_ptr + hcols[:, None] * E + ecols[None, :], acc_we, mask=ecols[None, :] < E)
-    tl.atomic_add(dwx_ptr + hcols * 3 + 0, acc_x0)
-    tl.atomic_add(dwx_ptr + hcols * 3 + 1, acc_x1)
-    tl.atomic_add(dwx_ptr + hcols * 3 + 2, acc_x2)
-    tl.atomic_add(db1_ptr + hcols, acc_b1)
-    if HAS_OUT:
-        tl.atomic_add(dwo_ptr + ocols[:, None] * H + hcols[None, :], acc_wo, mask=ocols[:, None] < O)
-        tl.atomic_add(dbo_ptr + ocols, acc_bo, mask=ocols < O)
-    if HAS_GRAD:
-        tl.atomic_add(dwo_ptr + hcols, acc_v)  # the head's SDF row, through the gradient
+    if PARTIALS:
+        base = dwe_ptr + tl.program_id(0).to(tl.int64) * (H * E + 5 * H + O * H + O)
+        tl.store(base + hcols[:, None] * E + ecols[None, :], acc_we, mask=ecols[None, :] < E)
+        base += H * E
+        tl.store(base + hcols * 3 + 0, acc_x0)
+        tl.store(base + hcols * 3 + 1, acc_x1)
+        tl.store(base + hcols * 3 + 2, acc_x2)
+        tl.store(base + 3 * H + hcols, acc_b1)
+        base += 4 * H
+        tl.store(base + ocols[:, None] * H + hcols[None, :], acc_wo, mask=ocols[:, None] < O)
+        tl.store(base + O * H + ocols, acc_bo, mask=ocols < O)
+        tl.store(base + O * H + O + hcols, acc_v)
+    else:
+        tl.atomic_add(dwe_ptr + hcols[:, None] * E + ecols[None, :], acc_we, mask=ecols[None, :] < E)
+        tl.atomic_add(dwx_ptr + hcols * 3 + 0, acc_x0)
+        tl.atomic_add(dwx_ptr + hcols * 3 + 1, acc_x1)
+        tl.atomic_add(dwx_ptr + hcols * 3 + 2, acc_x2)
+        tl.atomic_add(db1_ptr + hcols, acc_b1)
+        if HAS_OUT:
+            tl.atomic_add(dwo_ptr + ocols[:, None] * H + hcols[None, :], acc_wo, mask=ocols[:, None] < O)
+            tl.atomic_add(dbo_ptr + ocols, acc_bo, mask=ocols < O)
+        if HAS_GRAD:
+            tl.atomic_add(dwo_ptr + hcols, acc_v)  # the head's SDF row, through the gradient
 
 
 def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def mlp_partial_sums() -> bool:
+    """Whether the fused MLP backward writes per-program partial sums of the weight gradients and sums them in one
+    pass (default; deterministic) instead of adding them with atomics (``NEUSBLEND_MLP_PARTIALS=0``). The atomics
+    alone took 0.116 ms for 2^18 points against 0.062 ms for writing the rows and summing them (H100)."""
+    return os.environ.get("NEUSBLEND_MLP_PARTIALS", "1") != "0"
 
 
 def fused_mlp_enabled() -> bool:
@@ -331,12 +372,11 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         We, Wx = W1[:, 3:].contiguous(), W1[:, :3].contiguous()
         Wo, b1, bo = Wo.contiguous(), b1.contiguous(), bo.contiguous()
         out = x.new_empty(n, O)
-        g0e, g0x = x.new_empty(n, E), x.new_empty(n, 3)
+        g0e, grad = x.new_empty(n, E), x.new_empty(n, 3)
         if n:
             _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
-                enc, x, We, Wx, b1, Wo, bo, out, g0e, g0x, n, E, O, H=H, EP=_pow2(E), OP=_pow2(O),
-                BETA=SOFTPLUS_BETA, RELU=relu, PREC=prec, BLOCK=MLP_ROWS, num_warps=4)
-        grad = g0x.add_(jac_t_vec(jac, g0e, meta.n_levels), alpha=0.5)  # (N, 3)
+                enc, x, We, Wx, b1, Wo, bo, out, g0e, grad, jac if jac.numel() else enc, n, E, O, n_active, H=H,
+                EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, PREC=prec, BLOCK=MLP_ROWS, num_warps=4)
         ctx.save_for_backward(x, x01, table, jac, enc, g0e, We, Wx, b1, Wo)
         ctx.meta, ctx.n_active, ctx.relu, ctx.prec = meta, n_active, relu, prec
         ctx.set_materialize_grads(False)
@@ -345,28 +385,44 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out: torch.Tensor | None, d_grad: torch.Tensor | None):  # noqa: ANN001, ANN205
         x, x01, table, jac, enc, g0e, We, Wx, b1, Wo = ctx.saved_tensors
-        meta, relu = ctx.meta, ctx.relu
+        relu = ctx.relu
         if d_out is None and d_grad is None:
             return (None,) * 10
         n, E = enc.shape
         H, O = We.shape[0], Wo.shape[0]
-        dWe, dWx, db1 = torch.zeros_like(We), torch.zeros_like(Wx), torch.zeros_like(b1)
-        dWo, dbo = torch.zeros_like(Wo), torch.zeros(O, device=x.device)
         denc = x.new_empty(n, E)
         u_half = ju = None
         if d_grad is not None:
             d_grad = d_grad.contiguous()
             u_half = 0.5 * d_grad
-            ju = jac_vec(jac, u_half, meta.n_levels)  # (N, E)
+            # J u in its own streaming kernel: inside the backward kernel (three more (64, E) tiles live at once) it
+            # took 0.95 instead of 0.61 + 0.14 ms (H100, 2^18 points)
+            ju = jac_vec(jac, u_half, ctx.meta.n_levels, level_major=True)  # (n_active, N, 2)
         if d_out is not None:
             d_out = d_out.contiguous()
+        per_prog = MLP_TILES_PER_PROGRAM
+        programs = triton.cdiv(triton.cdiv(n, MLP_ROWS), per_prog)
+        partials = n > 0 and mlp_partial_sums()
+        if partials:  # a row of partial sums per program (every element written), then one column sum
+            part = x.new_empty(programs, H * E + 5 * H + O * H + O)
+            dWe = dWx = db1 = dWo = dbo = part
+        else:  # atomics into zeroed gradients
+            dWe, dWx, db1 = torch.zeros_like(We), torch.zeros_like(Wx), torch.zeros_like(b1)
+            dWo, dbo = torch.zeros_like(Wo), torch.zeros(O, device=x.device)
         if n:
-            per_prog = MLP_TILES_PER_PROGRAM
-            _mlp_bwd_kernel[(triton.cdiv(triton.cdiv(n, MLP_ROWS), per_prog),)](
+            _mlp_bwd_kernel[(programs,)](
                 enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
-                ju if ju is not None else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, per_prog, H=H,
-                EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
-                HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, num_warps=4)
+                ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
+                per_prog, H=H, EP=_pow2(E),
+                OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None, HAS_GRAD=d_grad is not None,
+                PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials, num_warps=4)
+        if partials:  # the row's layout: see _mlp_bwd_kernel
+            tot = part.sum(0)
+            k = H * E + 4 * H
+            dWe, dWx, db1 = tot[:H * E].view(H, E), tot[H * E:k - H].view(H, 3), tot[k - H:k]
+            dWo, dbo = tot[k:k + O * H].view(O, H), tot[k + O * H:k + O * H + O]  # zeros without d_out
+            if d_grad is not None:
+                dWo[0] += tot[k + O * H + O:]  # the head's SDF row, through the gradient
         d_table = _table_grad(ctx, x01, table, denc, u_half, g0e) if ctx.needs_input_grad[1] else None
         need = ctx.needs_input_grad
         return (None, d_table, None, None, None, None, torch.cat([dWx, dWe], 1) if need[6] else None,
@@ -587,8 +643,8 @@ def sdf_only(field: NeuSField, x: torch.Tensor) -> torch.Tensor | None:
     out = x.new_empty(n, 1)
     if n:
         _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
-            enc, x, W1[:, 3:].contiguous(), W1[:, :3].contiguous(), b1.contiguous(), Wo, bo, out, out, out, n, E, 1,
-            H=W1.shape[0], EP=_pow2(E), OP=_pow2(1), BETA=SOFTPLUS_BETA, RELU=field.cfg.activation == "relu",
+            enc, x, W1[:, 3:].contiguous(), W1[:, :3].contiguous(), b1.contiguous(), Wo, bo, out, out, out, out, n,
+            E, 1, 0, H=W1.shape[0], EP=_pow2(E), OP=_pow2(1), BETA=SOFTPLUS_BETA, RELU=field.cfg.activation == "relu",
             PREC=input_precision(field), BLOCK=MLP_ROWS, WITH_GRAD=False, num_warps=4)
     return out[:, 0]
 

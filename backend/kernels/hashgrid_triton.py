@@ -47,6 +47,10 @@ BLOCK = int(os.environ.get("NEUSBLEND_HASHGRID_BLOCK", "512"))
 NUM_WARPS = int(os.environ.get("NEUSBLEND_HASHGRID_WARPS", "4"))
 # One 8-byte vector reduction (red.global.add.v2.f32, sm_90) per corner instead of two scalar atomics.
 VEC_RED = not _INTERPRET and os.environ.get("NEUSBLEND_HASHGRID_VECRED", "1") != "0"
+# Levels per program of the forward and table-gradient kernels: the grid's second axis runs over groups of levels,
+# launched after one another, so that the programs in flight at a time touch only a few levels' rows of the table
+# and its gradient (a smaller random-access footprint in the L2) instead of all of them.
+LEVEL_GROUP = int(os.environ.get("NEUSBLEND_HASHGRID_GROUP", "2"))
 # Points per program of the streaming Jacobian kernels (measured: see docs/KERNELS.md).
 JAC_BLOCK = 256 if _INTERPRET else 128
 # The compiler contracts x * res - floor(x * res) into one fma, which changes the cell fraction by up to an ulp of
@@ -185,12 +189,14 @@ def _red_add2(ptr, a, b, mask, VEC: tl.constexpr):
 
 @triton.jit(do_not_specialize=["N", "L", "n_active"])
 def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_ptr, dense_ptr, N, L, n_active,
-                BLOCK: tl.constexpr, WITH_JAC: tl.constexpr):
-    """t_ptr: (T,) int64 (feature pairs); out_ptr: (N, L) int64; jac_ptr: (n_active, 3, N) int64."""
+                BLOCK: tl.constexpr, WITH_JAC: tl.constexpr, GROUP: tl.constexpr):
+    """t_ptr: (T,) int64 (feature pairs); out_ptr: (N, L) int64; jac_ptr: (n_active, 3, N) int64. Program
+    (i, k) does levels [k GROUP, (k + 1) GROUP) of points [i BLOCK, (i + 1) BLOCK)."""
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
+    lo = tl.program_id(1) * GROUP
     x, y, z, inx, iny, inz = _load_x(x_ptr, n, mask)
-    for lvl in range(0, n_active):
+    for lvl in range(lo, tl.minimum(lo + GROUP, n_active)):
         res, r1, size, off, dense, fx, fy, fz, ix, iy, iz = _level(x, y, z, res_ptr, r1_ptr, size_ptr, off_ptr,
                                                                    dense_ptr, lvl)
         a0 = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -223,7 +229,7 @@ def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_p
             tl.store(jrow, _pack(jx0 * sx, jx1 * sx), mask=mask)
             tl.store(jrow + N, _pack(jy0 * sy, jy1 * sy), mask=mask)
             tl.store(jrow + 2 * N, _pack(jz0 * sz, jz1 * sz), mask=mask)
-    for lvl in range(n_active, L):
+    for lvl in range(tl.maximum(lo, n_active), tl.minimum(lo + GROUP, L)):
         tl.store(out_ptr + n * L + lvl, tl.zeros((BLOCK,), dtype=tl.int64), mask=mask)
 
 
@@ -250,8 +256,9 @@ def _jac_t_kernel(jac_ptr, g_ptr, gx_ptr, N, L, n_active, BLOCK: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["N", "L", "n_active"])
-def _jac_u_kernel(jac_ptr, u_ptr, dg_ptr, N, L, n_active, BLOCK: tl.constexpr):
-    """dg[n, l] = sum_d J[l, d, n] u[n, d] (pairs; zero for inactive levels)."""
+def _jac_u_kernel(jac_ptr, u_ptr, dg_ptr, N, L, n_active, BLOCK: tl.constexpr, LEVEL_MAJOR: tl.constexpr):
+    """dg[n, l] = sum_d J[l, d, n] u[n, d] (pairs; zero for inactive levels); ``LEVEL_MAJOR``: dg[l, n] instead,
+    active levels only (coalesced stores)."""
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     ux = tl.load(u_ptr + n * 3 + 0, mask=mask, other=0.0)
@@ -262,18 +269,25 @@ def _jac_u_kernel(jac_ptr, u_ptr, dg_ptr, N, L, n_active, BLOCK: tl.constexpr):
         x0, x1 = _unpack(tl.load(jrow, mask=mask, other=0))
         y0, y1 = _unpack(tl.load(jrow + N, mask=mask, other=0))
         z0, z1 = _unpack(tl.load(jrow + 2 * N, mask=mask, other=0))
-        tl.store(dg_ptr + n * L + lvl, _pack(x0 * ux + y0 * uy + z0 * uz, x1 * ux + y1 * uy + z1 * uz), mask=mask)
-    for lvl in range(n_active, L):
-        tl.store(dg_ptr + n * L + lvl, tl.zeros((BLOCK,), dtype=tl.int64), mask=mask)
+        v = _pack(x0 * ux + y0 * uy + z0 * uz, x1 * ux + y1 * uy + z1 * uz)
+        if LEVEL_MAJOR:
+            tl.store(dg_ptr + lvl * N.to(tl.int64) + n, v, mask=mask)
+        else:
+            tl.store(dg_ptr + n * L + lvl, v, mask=mask)
+    if not LEVEL_MAJOR:
+        for lvl in range(n_active, L):
+            tl.store(dg_ptr + n * L + lvl, tl.zeros((BLOCK,), dtype=tl.int64), mask=mask)
 
 
 @triton.jit(do_not_specialize=["N", "L", "n_active"])
 def _bwd_kernel(g_ptr, x_ptr, t_ptr, gx_ptr, gt_ptr, u_ptr, g2_ptr, res_ptr, r1_ptr, size_ptr, off_ptr, dense_ptr,
                 N, L, n_active, BLOCK: tl.constexpr, NEED_X: tl.constexpr, NEED_T: tl.constexpr,
-                WITH_U: tl.constexpr, VEC: tl.constexpr):
-    """g, g2: (N, L) pairs; gt: (2 T,) float32 accumulated; WITH_U adds the eikonal term g2 a_c (u: (N, 3))."""
+                WITH_U: tl.constexpr, VEC: tl.constexpr, GROUP: tl.constexpr):
+    """g, g2: (N, L) pairs; gt: (2 T,) float32 accumulated; WITH_U adds the eikonal term g2 a_c (u: (N, 3)).
+    Program (i, k) does levels [k GROUP, (k + 1) GROUP) (NEED_X: all levels in one group)."""
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
+    lo = tl.program_id(1) * GROUP
     x, y, z, inx, iny, inz = _load_x(x_ptr, n, mask)
     if WITH_U:
         ux = tl.load(u_ptr + n * 3 + 0, mask=mask, other=0.0) * inx
@@ -282,7 +296,7 @@ def _bwd_kernel(g_ptr, x_ptr, t_ptr, gx_ptr, gt_ptr, u_ptr, g2_ptr, res_ptr, r1_
     gx = tl.zeros((BLOCK,), dtype=tl.float32)
     gy = tl.zeros((BLOCK,), dtype=tl.float32)
     gz = tl.zeros((BLOCK,), dtype=tl.float32)
-    for lvl in range(0, n_active):
+    for lvl in range(lo, tl.minimum(lo + GROUP, n_active)):
         res, r1, size, off, dense, fx, fy, fz, ix, iy, iz = _level(x, y, z, res_ptr, r1_ptr, size_ptr, off_ptr,
                                                                    dense_ptr, lvl)
         g0, g1 = _unpack(tl.load(g_ptr + n * L + lvl, mask=mask, other=0))
@@ -399,6 +413,11 @@ def _grid(n: int, block: int | None = None) -> tuple[int]:
     return (max(1, triton.cdiv(n, block or BLOCK)),)
 
 
+def _level_grid(n: int, n_levels: int, group: int) -> tuple[int, int]:
+    """Programs of the level-grouped kernels: point blocks (fast axis) x groups of ``group`` levels."""
+    return (max(1, triton.cdiv(n, BLOCK)), max(1, triton.cdiv(n_levels, group)))
+
+
 def _pairs(t: torch.Tensor) -> torch.Tensor:
     """A contiguous float32 (..., 2k) tensor seen as int64 pairs (one 8-byte load or store per pair)."""
     return t.view(torch.int64)
@@ -439,9 +458,11 @@ def encode(x01: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: in
     elif jac:
         j = torch.empty(n_active, 3, n, 2, device=x01.device)
     if n:
-        _fwd_kernel[_grid(n)](x01, _pairs(table), _pairs(out), _pairs(out) if j is None or j.numel() == 0
-                              else _pairs(j), *meta.args(), n, L, n_active, BLOCK=BLOCK, WITH_JAC=j is not None,
-                              num_warps=NUM_WARPS)
+        group = min(LEVEL_GROUP, L)
+        _fwd_kernel[_level_grid(n, L, group)](x01, _pairs(table), _pairs(out), _pairs(out) if j is None or
+                                              j.numel() == 0 else _pairs(j), *meta.args(), n, L, n_active,
+                                              BLOCK=BLOCK, WITH_JAC=j is not None, GROUP=group,
+                                              num_warps=NUM_WARPS)
     return out, j
 
 
@@ -455,13 +476,16 @@ def jac_t_vec(jac: torch.Tensor, g: torch.Tensor, n_levels: int, out: torch.Tens
     return out
 
 
-def jac_vec(jac: torch.Tensor, u: torch.Tensor, n_levels: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Jacobian (n_active, 3, N, 2), u (N, 3) -> (N, 2 L): ``d<u, J^T g>/dg``, the second-order term to the MLP."""
+def jac_vec(jac: torch.Tensor, u: torch.Tensor, n_levels: int, out: torch.Tensor | None = None,
+            level_major: bool = False) -> torch.Tensor:
+    """Jacobian (n_active, 3, N, 2), u (N, 3) -> (N, 2 L): ``d<u, J^T g>/dg``, the second-order term to the MLP;
+    ``level_major``: (n_active, N, 2) instead (active levels only; the fused MLP backward reads it so)."""
     n_active, _, n, _ = jac.shape
-    out = out if out is not None else torch.empty(n, 2 * n_levels, device=jac.device)
-    if n:
+    if out is None:
+        out = torch.empty((n_active, n, 2) if level_major else (n, 2 * n_levels), device=jac.device)
+    if n and out.numel():
         _jac_u_kernel[_grid(n, JAC_BLOCK)](_pairs(jac) if jac.numel() else u, u, _pairs(out), n, n_levels,
-                                           n_active, BLOCK=JAC_BLOCK, num_warps=4)
+                                           n_active, BLOCK=JAC_BLOCK, LEVEL_MAJOR=level_major, num_warps=4)
     return out
 
 
@@ -492,10 +516,11 @@ def encode_backward(g: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, met
         gt = grad_table if grad_table is not None else torch.zeros(table.shape, device=table.device)
     with_u = need_table and u is not None
     if n and (need_x or need_table):
-        _bwd_kernel[_grid(n)](_pairs(g), x01, _pairs(table), gx if need_x else x01, gt if need_table else x01,
-                              u if with_u else x01, _pairs(g2) if with_u else _pairs(g), *meta.args(), n,
-                              meta.n_levels, n_active, BLOCK=BLOCK, NEED_X=need_x, NEED_T=need_table,
-                              WITH_U=with_u, VEC=VEC_RED, num_warps=NUM_WARPS)
+        group = meta.n_levels if need_x else min(LEVEL_GROUP, meta.n_levels)  # grad_x sums over all levels
+        _bwd_kernel[_level_grid(n, n_active, group)](
+            _pairs(g), x01, _pairs(table), gx if need_x else x01, gt if need_table else x01, u if with_u else x01,
+            _pairs(g2) if with_u else _pairs(g), *meta.args(), n, meta.n_levels, n_active, BLOCK=BLOCK,
+            NEED_X=need_x, NEED_T=need_table, WITH_U=with_u, VEC=VEC_RED, GROUP=group, num_warps=NUM_WARPS)
     elif need_x:
         gx.zero_()
     return gx, gt
