@@ -73,7 +73,8 @@ def make_field(device: str, path: str, normals: str = "analytic", precision: str
 
 def field_step_rate(device: str, n_points: int, iters: int, path: str = "reference", graph: bool = False,
                     normals: str = "analytic", color: bool = True, precision: str = "float32") -> float:
-    """Samples/s of forward + normals + eikonal + backward + Adam on random points.
+    """Samples/s of forward + normals + eikonal + backward + Adam (the trainer's, :class:`backend.optim.Adam`) on
+    random points.
 
     ``graph``: the step (inputs drawn on the device included) captured once as a CUDA graph and replayed, i.e.
     device time without the host's launch overhead, as the trainer runs it on CUDA (``GraphStep``). ``color``:
@@ -88,16 +89,19 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
 
 def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool, normals: str, color: bool,
                      precision: str) -> float:
+    from backend.optim import Adam
+
     field = make_field(device, path, normals, precision)
     params = list(field.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3, capturable=graph)
+    # the trainer's optimiser (PyTorch's fused Adam kernel), with a device-tensor learning rate for the graph
+    opt = Adam([{"params": params, "lr": torch.tensor(1e-3, device=device) if graph else 1e-3}])
 
     def step() -> None:
         x = torch.rand(n_points, 3, device=device) * 1.6 - 0.8
-        d = torch.nn.functional.normalize(torch.randn(n_points, 3, device=device), dim=-1)
         sdf, feat, grad = field.sdf_with_gradient(x, create_graph=True)
         loss = sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
         if color:
+            d = torch.nn.functional.normalize(torch.randn(n_points, 3, device=device), dim=-1)
             n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
             loss = loss + field.color(x, n, d, feat).mean()
         if not graph:
