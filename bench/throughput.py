@@ -9,8 +9,9 @@ Two figures per path:
   optimiser) on a real capture (DTU scan 65 with masks when ../shared/data is present).
 
 Usage: ``python bench/throughput.py [--device cpu|cuda] [--points N] [--heads sdf|sdf+color]
-[--precision float32|tf32] [--write]``; ``--write`` appends the table to docs/BENCHMARKS.md with device, commit and
-date. Compare paths only within one run (same machine, same load).
+[--precision float32|tf32] [--profile] [--write]``; ``--write`` appends the table to docs/BENCHMARKS.md with
+device, commit and date; ``--profile`` prints the device time of each fast path's field step by kernel. Compare paths
+only within one run (same machine, same load).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from backend.field import FieldConfig, HashGridConfig, NeuSField  # noqa: E402
+from backend.optim import Adam  # noqa: E402
 from bench import shared_data  # noqa: E402
 from bench.gitinfo import commit  # noqa: E402
 
@@ -87,10 +90,9 @@ def field_step_rate(device: str, n_points: int, iters: int, path: str = "referen
         os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
 
 
-def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool, normals: str, color: bool,
-                     precision: str) -> float:
-    from backend.optim import Adam
-
+def _field_step(device: str, n_points: int, path: str, graph: bool, normals: str, color: bool, precision: str
+                ) -> tuple[Callable[[], None], Adam]:
+    """One field step (forward, normals, losses, backward, Adam) as a closure, and its optimiser."""
     field = make_field(device, path, normals, precision)
     params = list(field.parameters())
     # the trainer's optimiser (PyTorch's fused Adam kernel), with a device-tensor learning rate for the graph
@@ -109,6 +111,12 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
         loss.backward(inputs=params)
         opt.step()
 
+    return step, opt
+
+
+def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: bool, normals: str, color: bool,
+                     precision: str) -> float:
+    step, opt = _field_step(device, n_points, path, graph, normals, color, precision)
     run = step
     if graph:
         from backend.step import capture_graph
@@ -122,6 +130,36 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
         run()
     sync(device)
     return n_points * iters / (time.perf_counter() - t0)
+
+
+def profile_field_step(n_points: int, path: str, normals: str, color: bool, precision: str, top: int = 12
+                       ) -> None:
+    """Print the device time of one eager field step on CUDA by kernel (torch.profiler, mean of 10 steps)."""
+    from collections import defaultdict
+
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"
+    try:
+        step, _ = _field_step("cuda", n_points, path, False, normals, color, precision)
+        for _ in range(5):
+            step()
+        sync("cuda")
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                step()
+            sync("cuda")
+    finally:
+        os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
+    per: dict[str, float] = defaultdict(float)
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            per[e.name] += e.time_range.elapsed_us() / 10
+    total = sum(per.values())
+    print(f"\n{path}: device time of one eager field step, {n_points:,} points: {total / 1e3:.3f} ms")
+    for name, us in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {us / 1e3:7.3f} ms  {name[:100]}")
 
 
 def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, normals: str = "analytic",
@@ -168,6 +206,8 @@ def main() -> None:
                     help="networks in the field step: sdf (the issue's definition) or sdf and colour")
     ap.add_argument("--precision", default="float32", choices=("float32", "tf32"),
                     help="products of the fused networks on the fast paths (every row; the reference is float32)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print each fast path's eager field step by kernel (CUDA, torch.profiler)")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
     dev = args.device
@@ -191,6 +231,9 @@ def main() -> None:
             rows.append((path, what, f"{n_points:,} points", rate, ratio))
             print(f"{path:16s} field{' graph' if graph else '      '} {rate / 1e6:9.3f} M samples/s  {ratio}",
                   flush=True)
+    if args.profile and cuda:
+        for path in [p for p in paths if p != "reference"]:
+            profile_field_step(n_points, path, args.normals, args.heads == "sdf+color", args.precision)
     ref_train = None
     for path in [p for p in paths if p != "triton-autograd" and not args.no_train]:
         os.environ["NEUSBLEND_PATH"] = path  # also for the reference: the trainer would pick triton on CUDA
