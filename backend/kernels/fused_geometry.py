@@ -413,9 +413,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
             _mlp_bwd_kernel[(programs,)](
                 enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
                 ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
-                per_prog, H=H, EP=_pow2(E),
-                OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None, HAS_GRAD=d_grad is not None,
-                PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials, num_warps=4)
+                per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
+                HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials, num_warps=4)
         if partials:  # the row's layout: see _mlp_bwd_kernel
             tot = part.sum(0)
             k = H * E + 4 * H

@@ -47,9 +47,10 @@ BLOCK = int(os.environ.get("NEUSBLEND_HASHGRID_BLOCK", "512"))
 NUM_WARPS = int(os.environ.get("NEUSBLEND_HASHGRID_WARPS", "4"))
 # One 8-byte vector reduction (red.global.add.v2.f32, sm_90) per corner instead of two scalar atomics.
 VEC_RED = not _INTERPRET and os.environ.get("NEUSBLEND_HASHGRID_VECRED", "1") != "0"
-# Levels per program of the forward and table-gradient kernels: the grid's second axis runs over groups of levels,
-# launched after one another, so that the programs in flight at a time touch only a few levels' rows of the table
-# and its gradient (a smaller random-access footprint in the L2) instead of all of them.
+# Levels per program of the forward and table-gradient kernels: the grid's second axis runs over groups of levels.
+# The first axis (point blocks) varies fastest, so the GPU schedules one group's programs before the next group's,
+# and the programs in flight at a time touch only a few levels' rows of the table and its gradient (a smaller
+# random-access footprint in the L2) instead of all of them. Measured: docs/KERNELS.md, "Level groups".
 LEVEL_GROUP = int(os.environ.get("NEUSBLEND_HASHGRID_GROUP", "2"))
 # Points per program of the streaming Jacobian kernels (measured: see docs/KERNELS.md).
 JAC_BLOCK = 256 if _INTERPRET else 128
