@@ -727,6 +727,31 @@ def test_gpu_tf32_precision_within_mixed_precision_tolerance() -> None:
 
 
 @pytest.mark.gpu
+def test_gpu_weight_gradients_in_one_tf32_product(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+                                                  ) -> None:
+    """``NEUSBLEND_WGRAD_TF32=1`` (an experiment): the backward kernels' weight-gradient products in one TF32
+    product. The full-size field step stays within the mixed-precision tolerance, and the worst parameter-gradient
+    error is printed beside the float32 path's: whether it stays near float32 (the rounding errors of many points
+    averaging out) decides whether the setting can become the default."""
+    worst = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NEUSBLEND_WGRAD_TF32", flag)
+        gen = fresh_generator()
+        ref, fast = field_pair(FieldConfig(grid=FULL, sdf_hidden=64, background="none"), gen)
+        x, d = points_and_dirs(65536, gen)
+        keep = away_from_relu_kinks(ref, x, d)
+        x, d = x[keep], d[keep]
+        got, want = field_grads(fast, x, d), field_grads(ref, x, d)
+        errs = {k: rel(got[k], want[k]) for k in want}
+        worst[flag] = max(errs.items(), key=lambda kv: kv[1])
+        assert worst[flag][1] < TF32_TOL, (flag, worst[flag], _seed)
+    with capsys.disabled():
+        print(f"\nworst parameter-gradient error: float32 products {worst['0']}, weight gradients in TF32 "
+              f"{worst['1']}")
+    assert worst["0"][1] < TOL, (worst["0"], _seed)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("mode,fuse", [("jac", "1"), ("gather", "1"), ("jac", "0")])
 def test_gpu_field_eikonal_step_full_size(mode: str, fuse: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEUSBLEND_HASHGRID_MODE", mode)

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
-from .fused_geometry import _pow2, input_precision
+from .fused_geometry import _pow2, input_precision, weight_grad_precision
 from .hashgrid_triton import interpreting
 
 if TYPE_CHECKING:
@@ -149,10 +149,11 @@ def _put(ptr, offs, v, mask, ATOMIC: tl.constexpr):
 def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                       g_ptr, dfeat_ptr, dn_ptr, part_ptr, N, TILES_PER_PROG, F: tl.constexpr, DEG: tl.constexpr,
                       H: tl.constexpr, AP: tl.constexpr, ATOMIC: tl.constexpr, PREC: tl.constexpr,
-                      BLOCK: tl.constexpr):
+                      BLOCK: tl.constexpr, WPREC: tl.constexpr = "tf32x3"):
     """Backward of :func:`_color_fwd_kernel` over ``TILES_PER_PROG`` tiles: ``dL/d feat`` (N, F), ``dL/d normal``
-    (N, 3), and this program's sums of the weight gradients (atomically added, or written to its row of
-    ``part_ptr``; layout: dW1a (H, AP), dW1s (H, 16), db1 (H), dW2 (H, H), db2 (H), dW3 (16, H), db3 (16))."""
+    (N, 3), and this program's sums of the weight gradients, their products in ``WPREC`` (atomically added, or
+    written to its row of ``part_ptr``; layout: dW1a (H, AP), dW1s (H, 16), db1 (H), dW2 (H, H), db2 (H), dW3 (16, H),
+    db3 (16))."""
     hc = tl.arange(0, H)
     c16 = tl.arange(0, 16)
     acol = tl.arange(0, AP)
@@ -173,14 +174,14 @@ def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_pt
         g = tl.load(g_ptr + rows[:, None] * 3 + c16[None, :], mask=rmask[:, None] & (c16[None, :] < 3),
                     other=0.0)  # (BLOCK, 16): rows past N and padded columns contribute nothing
         d3 = g * rgb * (1.0 - rgb)
-        acc_w3 += tl.dot(tl.trans(d3), h2, input_precision=PREC)
+        acc_w3 += tl.dot(tl.trans(d3), h2, input_precision=WPREC)
         acc_b3 += tl.sum(d3, 0)
         d2 = tl.where(z2 > 0, tl.dot(d3, w3, input_precision=PREC), 0.0)
-        acc_w2 += tl.dot(tl.trans(d2), h1, input_precision=PREC)
+        acc_w2 += tl.dot(tl.trans(d2), h1, input_precision=WPREC)
         acc_b2 += tl.sum(d2, 0)
         d1 = tl.where(z1 > 0, tl.dot(d2, w2, input_precision=PREC), 0.0)
-        acc_w1a += tl.dot(tl.trans(d1), a, input_precision=PREC)
-        acc_w1s += tl.dot(tl.trans(d1), s, input_precision=PREC)
+        acc_w1a += tl.dot(tl.trans(d1), a, input_precision=WPREC)
+        acc_w1s += tl.dot(tl.trans(d1), s, input_precision=WPREC)
         acc_b1 += tl.sum(d1, 0)
         da = tl.dot(d1, w1a, input_precision=PREC)  # (BLOCK, AP): dL/d [feat, x, normal, 0]
         r = rows[:, None]
@@ -263,7 +264,7 @@ class ColorFunction(torch.autograd.Function):
             _color_bwd_kernel[(programs,)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, d_rgb.contiguous(), d_feat, d_normal, part, n,
                 per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=ctx.prec, BLOCK=COLOR_ROWS,
-                num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
+                WPREC=weight_grad_precision(ctx.prec), num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
         else:
             part.zero_()
         sums = part if atomic else part.sum(0)

@@ -182,6 +182,14 @@ def input_precision(field: NeuSField) -> str:
     return "tf32" if field.cfg.precision == "tf32" else "tf32x3"
 
 
+def weight_grad_precision(prec: str) -> str:
+    """``input_precision`` of the backward kernels' weight-gradient products (sums over the points of a tile):
+    ``prec``, or one TF32 product with ``NEUSBLEND_WGRAD_TF32=1``. An experiment, off by default: the inputs' rounding
+    errors are independent from point to point, so sums over many points may keep close to float32 accuracy at a
+    third of these products' cost; per-point results, such as ``dL/d enc``, keep ``prec``."""
+    return "tf32" if os.environ.get("NEUSBLEND_WGRAD_TF32", "0") == "1" else prec
+
+
 @triton.jit
 def _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_ptr, PREC: tl.constexpr):
     """z = enc We^T + x Wx^T + b1 for one tile: (BLOCK, H); also the tile's enc (BLOCK, EP) and x columns."""
@@ -252,7 +260,7 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
                     dwe_ptr, dwx_ptr, db1_ptr, dwo_ptr, dbo_ptr, N, E, O, n_active, TILES_PER_PROG,
                     H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
                     HAS_OUT: tl.constexpr, HAS_GRAD: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr,
-                    PARTIALS: tl.constexpr = False):
+                    PARTIALS: tl.constexpr = False, WPREC: tl.constexpr = "tf32x3"):
     """Backward of :func:`_mlp_fwd_kernel` and of the gradient ``grad = g0x + J^T g0e / 2`` (second order), over
     ``TILES_PER_PROG`` tiles per program; weight gradients are summed in registers and added once per program
     (atomics), or with ``PARTIALS`` stored as the program's row of partial sums at ``dwe_ptr``, laid out
@@ -287,7 +295,7 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
             h = tl.where(rmask[:, None], h, 0.0)
             dout = tl.load(dout_ptr + rows[:, None] * O + ocols[None, :],
                            mask=rmask[:, None] & (ocols[None, :] < O), other=0.0)  # (BLOCK, OP)
-            acc_wo += tl.dot(tl.trans(dout), h, input_precision=PREC)
+            acc_wo += tl.dot(tl.trans(dout), h, input_precision=WPREC)
             acc_bo += tl.sum(dout, 0)
             dz += tl.dot(dout, wo, input_precision=PREC) * s
         if HAS_GRAD:
@@ -302,14 +310,14 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
             p += u0[:, None] * w0[None, :] + u1[:, None] * w1[None, :] + u2[:, None] * w2[None, :]  # (BLOCK, H)
             gz = g[None, :] * s
             acc_v += tl.sum(p * s, 0)
-            acc_we += tl.dot(tl.trans(gz), ju, input_precision=PREC)
+            acc_we += tl.dot(tl.trans(gz), ju, input_precision=WPREC)
             acc_x0 += tl.sum(gz * u0[:, None], 0)
             acc_x1 += tl.sum(gz * u1[:, None], 0)
             acc_x2 += tl.sum(gz * u2[:, None], 0)
             if not RELU:
                 dz += p * g[None, :] * ((s - s * s) * BETA)
         acc_b1 += tl.sum(dz, 0)
-        acc_we += tl.dot(tl.trans(dz), enc, input_precision=PREC)
+        acc_we += tl.dot(tl.trans(dz), enc, input_precision=WPREC)
         acc_x0 += tl.sum(dz * x0[:, None], 0)
         acc_x1 += tl.sum(dz * x1[:, None], 0)
         acc_x2 += tl.sum(dz * x2[:, None], 0)
@@ -414,7 +422,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
                 ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
                 per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
-                HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials, num_warps=4)
+                HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials,
+                WPREC=weight_grad_precision(ctx.prec), num_warps=4)
         if partials:  # the row's layout: see _mlp_bwd_kernel
             tot = part.sum(0)
             k = H * E + 4 * H
