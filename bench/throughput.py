@@ -132,12 +132,10 @@ def _field_step_rate(device: str, n_points: int, iters: int, path: str, graph: b
     return n_points * iters / (time.perf_counter() - t0)
 
 
-def profile_field_step(n_points: int, path: str, normals: str, color: bool, precision: str, top: int = 12
+def profile_field_step(n_points: int, path: str, normals: str, color: bool, precision: str, top: int = 15
                        ) -> None:
-    """Print the device time of one eager field step on CUDA by kernel (torch.profiler, mean of 10 steps)."""
-    from collections import defaultdict
-
-    from torch.autograd import DeviceType
+    """Print the device time of eager field steps on CUDA by operator and kernel (torch.profiler over 10 steps,
+    as ``bench/profile_step.py`` does for whole training steps)."""
     from torch.profiler import ProfilerActivity, profile
 
     os.environ["NEUSBLEND_FUSED_GEOMETRY"] = "0" if path == "triton-autograd" else "1"
@@ -152,14 +150,8 @@ def profile_field_step(n_points: int, path: str, normals: str, color: bool, prec
             sync("cuda")
     finally:
         os.environ.pop("NEUSBLEND_FUSED_GEOMETRY", None)
-    per: dict[str, float] = defaultdict(float)
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            per[e.name] += e.time_range.elapsed_us() / 10
-    total = sum(per.values())
-    print(f"\n{path}: device time of one eager field step, {n_points:,} points: {total / 1e3:.3f} ms")
-    for name, us in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {us / 1e3:7.3f} ms  {name[:100]}")
+    print(f"\n{path}: 10 eager field steps of {n_points:,} points")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=top))
 
 
 def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, normals: str = "analytic",

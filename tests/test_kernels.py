@@ -337,16 +337,21 @@ def away_from_relu_kinks(field: NeuSField, x: torch.Tensor, d: torch.Tensor, mar
     return keep
 
 
+def kink_free_points(ref: NeuSField, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`points_and_dirs` without the points :func:`away_from_relu_kinks` leaves out (a few percent)."""
+    x, d = points_and_dirs(n, gen)
+    keep = away_from_relu_kinks(ref, x, d)
+    assert keep.float().mean() > 0.9, "the kink margin should drop only a few points"
+    return x[keep], d[keep]
+
+
 def check_field_step(grid: HashGridConfig, n: int, active: int | None = None, tol: float = TOL,
                      **field_kw: object) -> None:
     gen = fresh_generator()
     ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=64, background="none", **field_kw), gen)  # type: ignore[arg-type]
     if active is not None:
         ref.encoding.active_levels = fast.encoding.active_levels = active
-    x, d = points_and_dirs(n, gen)
-    keep = away_from_relu_kinks(ref, x, d)
-    assert keep.float().mean() > 0.9, "the kink margin should drop only a few points"
-    x, d = x[keep], d[keep]
+    x, d = kink_free_points(ref, n, gen)
     sf, ff, gf = fast.sdf_with_gradient(x, create_graph=False)
     sr, fr, gr = ref.sdf_with_gradient(x, create_graph=False)
     assert rel(sf, sr) < tol and rel(ff, fr) < tol and rel(gf, gr) < tol, _seed
@@ -738,9 +743,7 @@ def test_gpu_weight_gradients_in_one_tf32_product(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv("NEUSBLEND_WGRAD_TF32", flag)
         gen = fresh_generator()
         ref, fast = field_pair(FieldConfig(grid=FULL, sdf_hidden=64, background="none"), gen)
-        x, d = points_and_dirs(65536, gen)
-        keep = away_from_relu_kinks(ref, x, d)
-        x, d = x[keep], d[keep]
+        x, d = kink_free_points(ref, 65536, gen)
         got, want = field_grads(fast, x, d), field_grads(ref, x, d)
         errs = {k: rel(got[k], want[k]) for k in want}
         worst[flag] = max(errs.items(), key=lambda kv: kv[1])

@@ -411,8 +411,9 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         per_prog = MLP_TILES_PER_PROGRAM
         programs = triton.cdiv(triton.cdiv(n, MLP_ROWS), per_prog)
         partials = n > 0 and mlp_partial_sums()
-        if partials:  # a row of partial sums per program (every element written), then one column sum
-            part = x.new_empty(programs, H * E + 5 * H + O * H + O)
+        sizes = (H * E, 3 * H, H, O * H, O, H)  # a row of partials: dWe, dWx, db1, dWo, dbo, dWo[0] via the gradient
+        if partials:  # a row per program (every element written), then one column sum; the kernel writes at dWe
+            part = x.new_empty(programs, sum(sizes))
             dWe = dWx = db1 = dWo = dbo = part
         else:  # atomics into zeroed gradients
             dWe, dWx, db1 = torch.zeros_like(We), torch.zeros_like(Wx), torch.zeros_like(b1)
@@ -424,13 +425,11 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
                 HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials,
                 WPREC=weight_grad_precision(ctx.prec), num_warps=4)
-        if partials:  # the row's layout: see _mlp_bwd_kernel
-            tot = part.sum(0)
-            k = H * E + 4 * H
-            dWe, dWx, db1 = tot[:H * E].view(H, E), tot[H * E:k - H].view(H, 3), tot[k - H:k]
-            dWo, dbo = tot[k:k + O * H].view(O, H), tot[k + O * H:k + O * H + O]  # zeros without d_out
+        if partials:
+            dWe, dWx, db1, dWo, dbo, dv = torch.split(part.sum(0), sizes)  # dWo, dbo: zeros without d_out
+            dWe, dWx, dWo = dWe.view(H, E), dWx.view(H, 3), dWo.view(O, H)
             if d_grad is not None:
-                dWo[0] += tot[k + O * H + O:]  # the head's SDF row, through the gradient
+                dWo[0] += dv  # the head's SDF row, through the gradient
         d_table = _table_grad(ctx, x01, table, denc, u_half, g0e) if ctx.needs_input_grad[1] else None
         need = ctx.needs_input_grad
         return (None, d_table, None, None, None, None, torch.cat([dWx, dWe], 1) if need[6] else None,
