@@ -21,7 +21,7 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
 
-from backend.field import FieldConfig, HashGridConfig, HashGridEncoding, NeuSField  # noqa: E402
+from backend.field import FieldConfig, HashGridConfig, HashGridEncoding, NeuSField, sh_encode  # noqa: E402
 from backend.kernels import PATHS, current_path, path_reason, select_path, use_fast_path  # noqa: E402
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -324,8 +324,6 @@ def away_from_relu_kinks(field: NeuSField, x: torch.Tensor, d: torch.Tensor, mar
     which one a point gets: one point's flip moves a weight gradient of the benchmark loss (a mean, so every point
     pulls the same way) by about 1/N relative, 2.4e-4 for N = 4099, more than the tolerance."""
     _, feat, grad = field.sdf_with_gradient(x, create_graph=False)
-    from backend.field import sh_encode
-
     with torch.no_grad():
         n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         h = torch.cat([feat, x, n, sh_encode(d, field.cfg.sh_degree)], -1)
