@@ -120,6 +120,14 @@ def group_levels(monkeypatch: pytest.MonkeyPatch, group: int) -> None:
     monkeypatch.setattr(hashgrid_triton, "LEVEL_GROUP", group)
 
 
+def pair_reductions(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    """Add the table gradient's x-neighbour corners in one reduction where their rows pair up (``on``), or each
+    corner alone."""
+    from backend.kernels import hashgrid_triton
+
+    monkeypatch.setattr(hashgrid_triton, "PAIR_RED", on)
+
+
 @needs_triton
 @pytest.mark.parametrize("active", [None, 4, 0])
 @pytest.mark.parametrize("group", [16, 4])
@@ -197,11 +205,13 @@ def test_jacobian_products_match_reference() -> None:
 @needs_triton
 @pytest.mark.parametrize("active", [None, 4])
 @pytest.mark.parametrize("group", [16, 4])
-def test_first_order_backward_matches_reference(active: int | None, group: int,
+@pytest.mark.parametrize("pairs", [True, False])
+def test_first_order_backward_matches_reference(active: int | None, group: int, pairs: bool,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from backend.kernels.hashgrid_triton import encode_backward
 
     group_levels(monkeypatch, group)
+    pair_reductions(monkeypatch, pairs)
     enc, gen = make_encoding(active=active)
     x = random_points(300, gen)
     g = torch.randn(300, enc.n_output_dims, generator=gen).to(DEV)
@@ -698,7 +708,10 @@ def test_gpu_full_size_kernels(active: int | None, group: int, monkeypatch: pyte
     ref_g, ref_dt = reference_second_order(enc, x, g, u)
     assert rel(dg, ref_g) < TOL and rel(dt, ref_dt) < TOL, _seed
     assert rel(jac_t_vec(jac, g, 16), ref_x) < TOL and rel(jac_vec(jac, u, 16), ref_g) < TOL, _seed
-    # the fused pass: first-order and eikonal table terms in one atomic pass
+    # the table alone (x-neighbour corners paired in one reduction where their rows pair up), and the fused pass:
+    # first-order and eikonal table terms in one atomic pass
+    _, gt_only = encode_backward(g, x, tab, m, enc.active_levels, False, True)
+    assert rel(gt_only, ref_t) < TOL, _seed
     _, fused = encode_backward(g, x, tab, m, enc.active_levels, False, True, u=u, g2=g)
     assert rel(fused, ref_t + ref_dt) < TOL, _seed
 

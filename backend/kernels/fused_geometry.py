@@ -173,6 +173,7 @@ def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N,
 # 4 warps, one tile per program. Their products are "tf32x3" by default (see input_precision).
 MLP_ROWS = 64
 MLP_TILES_PER_PROGRAM = 1
+MLP_WARPS = 4
 
 
 def input_precision(field: NeuSField) -> str:
@@ -384,7 +385,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         if n:
             _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
                 enc, x, We, Wx, b1, Wo, bo, out, g0e, grad, jac if jac.numel() else enc, n, E, O, n_active, H=H,
-                EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, PREC=prec, BLOCK=MLP_ROWS, num_warps=4)
+                EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, PREC=prec, BLOCK=MLP_ROWS, num_warps=MLP_WARPS)
         ctx.save_for_backward(x, x01, table, jac, enc, g0e, We, Wx, b1, Wo)
         ctx.meta, ctx.n_active, ctx.relu, ctx.prec = meta, n_active, relu, prec
         ctx.set_materialize_grads(False)
@@ -424,7 +425,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
                 per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
                 HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials,
-                WPREC=weight_grad_precision(ctx.prec), num_warps=4)
+                WPREC=weight_grad_precision(ctx.prec), num_warps=MLP_WARPS)
         if partials:
             dWe, dWx, db1, dWo, dbo, dv = torch.split(part.sum(0), sizes)  # dWo, dbo: zeros without d_out
             dWe, dWx, dWo = dWe.view(H, E), dWx.view(H, 3), dWo.view(O, H)

@@ -47,6 +47,9 @@ BLOCK = int(os.environ.get("NEUSBLEND_HASHGRID_BLOCK", "512"))
 NUM_WARPS = int(os.environ.get("NEUSBLEND_HASHGRID_WARPS", "4"))
 # One 8-byte vector reduction (red.global.add.v2.f32, sm_90) per corner instead of two scalar atomics.
 VEC_RED = not _INTERPRET and os.environ.get("NEUSBLEND_HASHGRID_VECRED", "1") != "0"
+# The table gradient's x-neighbour corners in one 16-byte reduction where their rows form an aligned pair
+# (_red_add_corners); NEUSBLEND_HASHGRID_PAIRS=0 turns it off.
+PAIR_RED = os.environ.get("NEUSBLEND_HASHGRID_PAIRS", "1") != "0"
 # Levels per program of the forward and table-gradient kernels: the grid's second axis runs over groups of levels.
 # The first axis (point blocks) varies fastest, so the GPU schedules one group's programs before the next group's,
 # and the programs in flight at a time touch only a few levels' rows of the table and its gradient (a smaller
@@ -188,6 +191,46 @@ def _red_add2(ptr, a, b, mask, VEC: tl.constexpr):
         tl.atomic_add(ptr + 1, b, mask=mask, sem="relaxed")
 
 
+@triton.jit
+def _red_add_corners(gt_ptr, r0, r1, a0, a1, b0, b1, mask, VEC: tl.constexpr):
+    """``gt[r0] += (a0, a1); gt[r1] += (b0, b1)`` atomically (gt: rows of two float32, 16-byte aligned): one 16-byte
+    reduction where the two rows form an aligned pair (``r0 ^ r1 == 1``), two 8-byte ones elsewhere.
+
+    The corners of a cell that differ in x alone land in such a pair for about half of the cells: in hashed levels
+    the hash's x prime is 1, so an even x and x + 1 give rows ``h`` and ``h ^ 1``; in dense levels the rows are
+    ``d`` and ``d + 1``, a pair when ``d`` is even (level offsets are multiples of 8). Fewer reductions reach the
+    L2, whose reduction rate bounds the table pass (docs/KERNELS.md)."""
+    pair = (r0 ^ r1) == 1
+    first = r0 < r1
+    v0 = tl.where(first, a0, b0)
+    v1 = tl.where(first, a1, b1)
+    v2 = tl.where(first, b0, a0)
+    v3 = tl.where(first, b1, a1)
+    plo = gt_ptr + tl.minimum(r0, r1).to(tl.int64) * 2
+    p0 = gt_ptr + r0.to(tl.int64) * 2
+    p1 = gt_ptr + r1.to(tl.int64) * 2
+    if VEC:
+        tl.inline_asm_elementwise(
+            asm="{ .reg .pred m, q, mq, mn; setp.ne.s32 m, $12, 0; setp.ne.s32 q, $13, 0; and.pred mq, m, q; "
+                "not.pred q, q; and.pred mn, m, q; @mq red.global.add.v4.f32 [$1], {$4, $5, $6, $7}; "
+                "@mn red.global.add.v2.f32 [$2], {$8, $9}; @mn red.global.add.v2.f32 [$3], {$10, $11}; "
+                "mov.u32 $0, 0; }",
+            constraints="=r,l,l,l,r,r,r,r,r,r,r,r,r,r",
+            args=[plo.to(tl.int64), p0.to(tl.int64), p1.to(tl.int64), v0, v1, v2, v3, a0, a1, b0, b1,
+                  mask.to(tl.int32), pair.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        m4 = mask & pair
+        m2 = mask & (pair == 0)
+        tl.atomic_add(plo, v0, mask=m4, sem="relaxed")
+        tl.atomic_add(plo + 1, v1, mask=m4, sem="relaxed")
+        tl.atomic_add(plo + 2, v2, mask=m4, sem="relaxed")
+        tl.atomic_add(plo + 3, v3, mask=m4, sem="relaxed")
+        tl.atomic_add(p0, a0, mask=m2, sem="relaxed")
+        tl.atomic_add(p0 + 1, a1, mask=m2, sem="relaxed")
+        tl.atomic_add(p1, b0, mask=m2, sem="relaxed")
+        tl.atomic_add(p1 + 1, b1, mask=m2, sem="relaxed")
+
+
 @triton.jit(do_not_specialize=["N", "L", "n_active"])
 def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_ptr, dense_ptr, N, L, n_active,
                 BLOCK: tl.constexpr, WITH_JAC: tl.constexpr, GROUP: tl.constexpr):
@@ -283,9 +326,10 @@ def _jac_u_kernel(jac_ptr, u_ptr, dg_ptr, N, L, n_active, BLOCK: tl.constexpr, L
 @triton.jit(do_not_specialize=["N", "L", "n_active"])
 def _bwd_kernel(g_ptr, x_ptr, t_ptr, gx_ptr, gt_ptr, u_ptr, g2_ptr, res_ptr, r1_ptr, size_ptr, off_ptr, dense_ptr,
                 N, L, n_active, BLOCK: tl.constexpr, NEED_X: tl.constexpr, NEED_T: tl.constexpr,
-                WITH_U: tl.constexpr, VEC: tl.constexpr, GROUP: tl.constexpr):
+                WITH_U: tl.constexpr, VEC: tl.constexpr, GROUP: tl.constexpr, PAIRS: tl.constexpr = False):
     """g, g2: (N, L) pairs; gt: (2 T,) float32 accumulated; WITH_U adds the eikonal term g2 a_c (u: (N, 3)).
-    Program (i, k) does levels [k GROUP, (k + 1) GROUP) (NEED_X: all levels in one group)."""
+    Program (i, k) does levels [k GROUP, (k + 1) GROUP) (NEED_X: all levels in one group). ``PAIRS`` (table only):
+    a cell's x-neighbour corners are added together (:func:`_red_add_corners`)."""
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     lo = tl.program_id(1) * GROUP
@@ -309,7 +353,7 @@ def _bwd_kernel(g_ptr, x_ptr, t_ptr, gx_ptr, gt_ptr, u_ptr, g2_ptr, res_ptr, r1_
         lx = tl.zeros((BLOCK,), dtype=tl.float32)
         ly = tl.zeros((BLOCK,), dtype=tl.float32)
         lz = tl.zeros((BLOCK,), dtype=tl.float32)
-        for c in tl.static_range(8):
+        for c in tl.static_range(8 if not PAIRS else 0):
             row = _row(ix, iy, iz, c & 1, (c >> 1) & 1, (c >> 2) & 1, r1, size, off, dense)
             w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
             if NEED_T:
@@ -324,6 +368,18 @@ def _bwd_kernel(g_ptr, x_ptr, t_ptr, gx_ptr, gt_ptr, u_ptr, g2_ptr, res_ptr, r1_
                 lx += s * dwx
                 ly += s * dwy
                 lz += s * dwz
+        for c in tl.static_range(4 if PAIRS else 0):  # corners (0, by, bz) and (1, by, bz) together
+            r0 = _row(ix, iy, iz, 0, c & 1, c >> 1, r1, size, off, dense)
+            r1_ = _row(ix, iy, iz, 1, c & 1, c >> 1, r1, size, off, dense)
+            w0, dx0, dy0, dz0 = _weights(fx, fy, fz, 0, c & 1, c >> 1)
+            w1, dx1, dy1, dz1 = _weights(fx, fy, fz, 1, c & 1, c >> 1)
+            if WITH_U:
+                a = vx * dx0 + vy * dy0 + vz * dz0
+                b = vx * dx1 + vy * dy1 + vz * dz1
+                _red_add_corners(gt_ptr, r0, r1_, g0 * w0 + h0 * a, g1 * w0 + h1 * a, g0 * w1 + h0 * b,
+                                 g1 * w1 + h1 * b, mask, VEC)
+            else:
+                _red_add_corners(gt_ptr, r0, r1_, g0 * w0, g1 * w0, g0 * w1, g1 * w1, mask, VEC)
         if NEED_X:
             gx += lx * res
             gy += ly * res
@@ -521,7 +577,8 @@ def encode_backward(g: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, met
         _bwd_kernel[_level_grid(n, n_active, group)](
             _pairs(g), x01, _pairs(table), gx if need_x else x01, gt if need_table else x01, u if with_u else x01,
             _pairs(g2) if with_u else _pairs(g), *meta.args(), n, meta.n_levels, n_active, BLOCK=BLOCK,
-            NEED_X=need_x, NEED_T=need_table, WITH_U=with_u, VEC=VEC_RED, GROUP=group, num_warps=NUM_WARPS)
+            NEED_X=need_x, NEED_T=need_table, WITH_U=with_u, VEC=VEC_RED, GROUP=group,
+            PAIRS=need_table and not need_x and PAIR_RED and gt.data_ptr() % 16 == 0, num_warps=NUM_WARPS)
     elif need_x:
         gx.zero_()
     return gx, gt
