@@ -121,20 +121,24 @@ def group_levels(monkeypatch: pytest.MonkeyPatch, group: int) -> None:
 
 
 def pair_reductions(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
-    """Add the table gradient's x-neighbour corners in one reduction where their rows pair up (``on``), or each
-    corner alone."""
+    """Load the forward's and add the table gradient's x-neighbour corners together where their rows pair up
+    (``on``), or each corner alone."""
     from backend.kernels import hashgrid_triton
 
     monkeypatch.setattr(hashgrid_triton, "PAIR_RED", on)
+    monkeypatch.setattr(hashgrid_triton, "PAIR_LOAD", on)
 
 
 @needs_triton
 @pytest.mark.parametrize("active", [None, 4, 0])
 @pytest.mark.parametrize("group", [16, 4])
-def test_forward_matches_reference(active: int | None, group: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("pairs", [True, False])
+def test_forward_matches_reference(active: int | None, group: int, pairs: bool,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from backend.kernels.hashgrid_triton import encode
 
     group_levels(monkeypatch, group)
+    pair_reductions(monkeypatch, pairs)
     enc, gen = make_encoding(active=active)
     L = enc.cfg.n_levels
     x = random_points(300, gen)

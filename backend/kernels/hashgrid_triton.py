@@ -50,6 +50,9 @@ VEC_RED = not _INTERPRET and os.environ.get("NEUSBLEND_HASHGRID_VECRED", "1") !=
 # The table gradient's x-neighbour corners in one 16-byte reduction where their rows form an aligned pair
 # (_red_add_corners); NEUSBLEND_HASHGRID_PAIRS=0 turns it off.
 PAIR_RED = os.environ.get("NEUSBLEND_HASHGRID_PAIRS", "1") != "0"
+# The forward's x-neighbour corners in one 16-byte load where their rows pair up (_load_corners), when it writes
+# no Jacobian (with it, the paired loads made the forward slower: docs/KERNELS.md).
+PAIR_LOAD = os.environ.get("NEUSBLEND_HASHGRID_PAIR_LOADS", "1") != "0"
 # Levels per program of the forward and table-gradient kernels: the grid's second axis runs over groups of levels.
 # The first axis (point blocks) varies fastest, so the GPU schedules one group's programs before the next group's,
 # and the programs in flight at a time touch only a few levels' rows of the table and its gradient (a smaller
@@ -231,11 +234,38 @@ def _red_add_corners(gt_ptr, r0, r1, a0, a1, b0, b1, mask, VEC: tl.constexpr):
         tl.atomic_add(p1 + 1, b1, mask=m2, sem="relaxed")
 
 
+@triton.jit
+def _load_corners(t_ptr, r0, r1, mask, VEC: tl.constexpr):
+    """Feature pairs of rows ``r0`` and ``r1`` of the table (t_ptr: int64 pairs, 16-byte aligned): one 16-byte load
+    where the rows form an aligned pair (see :func:`_red_add_corners`), two 8-byte loads elsewhere; zero where not
+    ``mask``. Returns (t0[r0], t1[r0], t0[r1], t1[r1])."""
+    pair = (r0 ^ r1) == 1
+    plo = t_ptr + tl.minimum(r0, r1).to(tl.int64)
+    p0 = t_ptr + r0.to(tl.int64)
+    p1 = t_ptr + r1.to(tl.int64)
+    if VEC:
+        a0, a1, b0, b1 = tl.inline_asm_elementwise(
+            asm="{ .reg .pred m, q, mq, mn; setp.ne.s32 m, $7, 0; setp.ne.s32 q, $8, 0; and.pred mq, m, q; "
+                "not.pred q, q; and.pred mn, m, q; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; mov.b32 $3, 0; "
+                "@mq ld.global.v4.b32 {$0, $1, $2, $3}, [$4]; @mn ld.global.v2.b32 {$0, $1}, [$5]; "
+                "@mn ld.global.v2.b32 {$2, $3}, [$6]; }",
+            constraints="=r,=r,=r,=r,l,l,l,r,r",
+            args=[plo.to(tl.int64), p0.to(tl.int64), p1.to(tl.int64), mask.to(tl.int32), pair.to(tl.int32)],
+            dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+    else:  # the same selection with plain loads (the interpreter)
+        a0, a1 = _unpack(tl.load(tl.where(pair, plo, p0), mask=mask, other=0))
+        b0, b1 = _unpack(tl.load(tl.where(pair, plo + 1, p1), mask=mask, other=0))
+    swap = pair & (r0 > r1)  # the pair's low row is r1's
+    return tl.where(swap, b0, a0), tl.where(swap, b1, a1), tl.where(swap, a0, b0), tl.where(swap, a1, b1)
+
+
 @triton.jit(do_not_specialize=["N", "L", "n_active"])
 def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_ptr, dense_ptr, N, L, n_active,
-                BLOCK: tl.constexpr, WITH_JAC: tl.constexpr, GROUP: tl.constexpr):
+                BLOCK: tl.constexpr, WITH_JAC: tl.constexpr, GROUP: tl.constexpr, PAIRS: tl.constexpr = False,
+                VEC: tl.constexpr = False):
     """t_ptr: (T,) int64 (feature pairs); out_ptr: (N, L) int64; jac_ptr: (n_active, 3, N) int64. Program
-    (i, k) does levels [k GROUP, (k + 1) GROUP) of points [i BLOCK, (i + 1) BLOCK)."""
+    (i, k) does levels [k GROUP, (k + 1) GROUP) of points [i BLOCK, (i + 1) BLOCK). ``PAIRS``: a cell's
+    x-neighbour corners are loaded together (:func:`_load_corners`; 16-byte loads with ``VEC``)."""
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     lo = tl.program_id(1) * GROUP
@@ -251,7 +281,30 @@ def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_p
         jy1 = tl.zeros((BLOCK,), dtype=tl.float32)
         jz0 = tl.zeros((BLOCK,), dtype=tl.float32)
         jz1 = tl.zeros((BLOCK,), dtype=tl.float32)
-        for c in tl.static_range(8):
+        for c in tl.static_range(4 if PAIRS else 0):  # corners (0, by, bz) and (1, by, bz) together
+            r0 = _row(ix, iy, iz, 0, c & 1, c >> 1, r1, size, off, dense)
+            r1_ = _row(ix, iy, iz, 1, c & 1, c >> 1, r1, size, off, dense)
+            t0, t1, s0, s1 = _load_corners(t_ptr, r0, r1_, mask, VEC)
+            w, dwx, dwy, dwz = _weights(fx, fy, fz, 0, c & 1, c >> 1)
+            v, dvx, dvy, dvz = _weights(fx, fy, fz, 1, c & 1, c >> 1)
+            a0 += t0 * w  # in the unpaired loop's order of corners (same rounding)
+            a1 += t1 * w
+            a0 += s0 * v
+            a1 += s1 * v
+            if WITH_JAC:
+                jx0 += t0 * dwx
+                jx1 += t1 * dwx
+                jy0 += t0 * dwy
+                jy1 += t1 * dwy
+                jz0 += t0 * dwz
+                jz1 += t1 * dwz
+                jx0 += s0 * dvx
+                jx1 += s1 * dvx
+                jy0 += s0 * dvy
+                jy1 += s1 * dvy
+                jz0 += s0 * dvz
+                jz1 += s1 * dvz
+        for c in tl.static_range(8 if not PAIRS else 0):
             row = _row(ix, iy, iz, c & 1, (c >> 1) & 1, (c >> 2) & 1, r1, size, off, dense)
             w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
             t0, t1 = _unpack(tl.load(t_ptr + row, mask=mask, other=0))
@@ -519,7 +572,8 @@ def encode(x01: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: in
         _fwd_kernel[_level_grid(n, L, group)](x01, _pairs(table), _pairs(out), _pairs(out) if j is None or
                                               j.numel() == 0 else _pairs(j), *meta.args(), n, L, n_active,
                                               BLOCK=BLOCK, WITH_JAC=j is not None, GROUP=group,
-                                              num_warps=NUM_WARPS)
+                                              PAIRS=PAIR_LOAD and j is None and table.data_ptr() % 16 == 0,
+                                              VEC=VEC_RED, num_warps=NUM_WARPS)
     return out, j
 
 
