@@ -192,20 +192,30 @@ def weight_grad_precision(prec: str) -> str:
 
 
 @triton.jit
-def _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_ptr, PREC: tl.constexpr):
-    """z = enc We^T + x Wx^T + b1 for one tile: (BLOCK, H); also the tile's enc (BLOCK, EP) and x columns."""
+def _xyz_tile(ptr, rows, rmask):
+    """A tile's 3-vectors (x, or dL/dgrad) as (BLOCK, 16) with zero columns 3..15: an operand of small products
+    (the minimum width of ``tl.dot``), so that the three coordinate terms take no (H,)-vectors of registers."""
+    c = tl.arange(0, 16)
+    return tl.load(ptr + rows[:, None] * 3 + c[None, :], mask=rmask[:, None] & (c[None, :] < 3), other=0.0)
+
+
+@triton.jit
+def _wx_tile(wx_ptr, H: tl.constexpr):
+    """Wx^T as (16, H) with zero rows 3..15 (see :func:`_xyz_tile`)."""
+    c = tl.arange(0, 16)
+    return tl.load(wx_ptr + tl.arange(0, H)[None, :] * 3 + c[:, None], mask=c[:, None] < 3, other=0.0)
+
+
+@triton.jit
+def _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC: tl.constexpr):
+    """z = enc We^T + x Wx^T + b1 for one tile: (BLOCK, H); also the tile's enc (BLOCK, EP) and x (BLOCK, 16).
+    The coordinate term is a float32-accurate product ("tf32x3") whatever ``PREC``, as the sums it replaced."""
     enc = tl.load(enc_ptr + rows[:, None] * E + ecols[None, :], mask=rmask[:, None] & (ecols[None, :] < E),
                   other=0.0)
+    xt = _xyz_tile(x_ptr, rows, rmask)
     z = tl.dot(enc, tl.trans(we), input_precision=PREC) + b1[None, :]
-    hcols = tl.arange(0, H)
-    x0 = tl.load(x_ptr + rows * 3 + 0, mask=rmask, other=0.0)
-    x1 = tl.load(x_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    x2 = tl.load(x_ptr + rows * 3 + 2, mask=rmask, other=0.0)
-    w0 = tl.load(wx_ptr + hcols * 3 + 0)
-    w1 = tl.load(wx_ptr + hcols * 3 + 1)
-    w2 = tl.load(wx_ptr + hcols * 3 + 2)
-    z += x0[:, None] * w0[None, :] + x1[:, None] * w1[None, :] + x2[:, None] * w2[None, :]
-    return z, enc, x0, x1, x2, w0, w1, w2
+    z += tl.dot(xt, wxt, input_precision="tf32x3")
+    return z, enc, xt
 
 
 @triton.jit
@@ -236,7 +246,8 @@ def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_
     ocols = tl.arange(0, OP)
     we = tl.load(we_ptr + hcols[:, None] * E + ecols[None, :], mask=ecols[None, :] < E, other=0.0)  # (H, EP)
     b1 = tl.load(b1_ptr + hcols)
-    z, enc, x0, x1, x2, w0, w1, w2 = _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H, wx_ptr, PREC)
+    wxt = _wx_tile(wx_ptr, H)  # (16, H)
+    z, enc, xt = _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC)
     if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
         h = tl.maximum(z, 0.0)
     else:
@@ -251,9 +262,11 @@ def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_
         g0e = tl.dot(gz, we, input_precision=PREC)  # (BLOCK, EP)
         tl.store(g0e_ptr + rows[:, None] * E + ecols[None, :], g0e, mask=rmask[:, None] & (ecols[None, :] < E))
         jx, jy, jz = _jac_tile(jac_ptr, rows, rmask, ecols, N, n_active)
-        tl.store(grad_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1) + 0.5 * tl.sum(jx * g0e, 1), mask=rmask)
-        tl.store(grad_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1) + 0.5 * tl.sum(jy * g0e, 1), mask=rmask)
-        tl.store(grad_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1) + 0.5 * tl.sum(jz * g0e, 1), mask=rmask)
+        c = tl.arange(0, 16)[None, :]
+        jg = tl.where(c == 0, tl.sum(jx * g0e, 1)[:, None],
+                      tl.where(c == 1, tl.sum(jy * g0e, 1)[:, None], tl.sum(jz * g0e, 1)[:, None]))
+        grad = tl.dot(gz, tl.trans(wxt), input_precision="tf32x3") + 0.5 * jg  # (BLOCK, 16): g0x + J^T g0e / 2
+        tl.store(grad_ptr + rows[:, None] * 3 + c, grad, mask=rmask[:, None] & (c < 3))
 
 
 @triton.jit
@@ -273,18 +286,19 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
     b1 = tl.load(b1_ptr + hcols)
     wo = tl.load(wo_ptr + ocols[:, None] * H + hcols[None, :], mask=ocols[:, None] < O, other=0.0)  # (OP, H)
     g = tl.load(wo_ptr + hcols)  # Wo[0]
+    wxt = _wx_tile(wx_ptr, H)  # (16, H)
+    c16 = tl.arange(0, 16)
     acc_we = tl.zeros([H, EP], dtype=tl.float32)
     acc_wo = tl.zeros([OP, H], dtype=tl.float32)
-    acc_b1 = tl.zeros([H], dtype=tl.float32)
     acc_bo = tl.zeros([OP], dtype=tl.float32)
     acc_v = tl.zeros([H], dtype=tl.float32)
-    acc_x0 = tl.zeros([H], dtype=tl.float32)
-    acc_x1 = tl.zeros([H], dtype=tl.float32)
-    acc_x2 = tl.zeros([H], dtype=tl.float32)
+    # dWx in columns 0..2 and db1 in column 3, as products with the tile's (x, 1) and dL/dgrad: one (H, 16) tile
+    # instead of four (H,)-vectors (spread over the warps' columns, they held many registers: 214 spills)
+    acc_xb = tl.zeros([H, 16], dtype=tl.float32)
     for t in range(TILES_PER_PROG):
         rows = (tl.program_id(0) * TILES_PER_PROG + t) * BLOCK + tl.arange(0, BLOCK)
         rmask = rows < N
-        z, enc, x0, x1, x2, w0, w1, w2 = _mlp_z(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H, wx_ptr, PREC)
+        z, enc, xt = _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC)
         s = _tl_act_d1(z, BETA, RELU)
         s = tl.where(rmask[:, None], s, 0.0)  # rows past N contribute nothing
         dz = tl.zeros([BLOCK, H], dtype=tl.float32)
@@ -304,44 +318,35 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
             ju = tl.load(ju_ptr + lvl[None, :].to(tl.int64) * N * 2 + rows[:, None].to(tl.int64) * 2
                          + (ecols % 2)[None, :], mask=rmask[:, None] & (lvl[None, :] < n_active),
                          other=0.0)  # (BLOCK, EP): J (dL/dgrad) / 2
-            u0 = tl.load(dgrad_ptr + rows * 3 + 0, mask=rmask, other=0.0)
-            u1 = tl.load(dgrad_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-            u2 = tl.load(dgrad_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+            ut = _xyz_tile(dgrad_ptr, rows, rmask)  # (BLOCK, 16): dL/dgrad
             p = tl.dot(ju, tl.trans(we), input_precision=PREC)
-            p += u0[:, None] * w0[None, :] + u1[:, None] * w1[None, :] + u2[:, None] * w2[None, :]  # (BLOCK, H)
+            p += tl.dot(ut, wxt, input_precision="tf32x3")  # (BLOCK, H)
             gz = g[None, :] * s
             acc_v += tl.sum(p * s, 0)
-            acc_we += tl.dot(tl.trans(gz), ju, input_precision=WPREC)
-            acc_x0 += tl.sum(gz * u0[:, None], 0)
-            acc_x1 += tl.sum(gz * u1[:, None], 0)
-            acc_x2 += tl.sum(gz * u2[:, None], 0)
+            gzt = tl.trans(gz)
+            acc_we += tl.dot(gzt, ju, input_precision=WPREC)
+            acc_xb += tl.dot(gzt, ut, input_precision=WPREC)
             if not RELU:
                 dz += p * g[None, :] * ((s - s * s) * BETA)
-        acc_b1 += tl.sum(dz, 0)
-        acc_we += tl.dot(tl.trans(dz), enc, input_precision=WPREC)
-        acc_x0 += tl.sum(dz * x0[:, None], 0)
-        acc_x1 += tl.sum(dz * x1[:, None], 0)
-        acc_x2 += tl.sum(dz * x2[:, None], 0)
+        dzt = tl.trans(dz)
+        acc_we += tl.dot(dzt, enc, input_precision=WPREC)
+        acc_xb += tl.dot(dzt, tl.where(c16[None, :] == 3, 1.0, xt), input_precision=WPREC)  # (x, 1): dWx, db1
         denc = tl.dot(dz, we, input_precision=PREC)  # (BLOCK, EP): dL/d enc
         tl.store(denc_ptr + rows[:, None] * E + ecols[None, :], denc, mask=rmask[:, None] & (ecols[None, :] < E))
     if PARTIALS:
         base = dwe_ptr + tl.program_id(0).to(tl.int64) * (H * E + 5 * H + O * H + O)
         tl.store(base + hcols[:, None] * E + ecols[None, :], acc_we, mask=ecols[None, :] < E)
         base += H * E
-        tl.store(base + hcols * 3 + 0, acc_x0)
-        tl.store(base + hcols * 3 + 1, acc_x1)
-        tl.store(base + hcols * 3 + 2, acc_x2)
-        tl.store(base + 3 * H + hcols, acc_b1)
+        tl.store(base + hcols[:, None] * 3 + c16[None, :], acc_xb, mask=c16[None, :] < 3)
+        tl.store(base + 3 * H + hcols[:, None] + 0 * c16[None, :], acc_xb, mask=c16[None, :] == 3)
         base += 4 * H
         tl.store(base + ocols[:, None] * H + hcols[None, :], acc_wo, mask=ocols[:, None] < O)
         tl.store(base + O * H + ocols, acc_bo, mask=ocols < O)
         tl.store(base + O * H + O + hcols, acc_v)
     else:
         tl.atomic_add(dwe_ptr + hcols[:, None] * E + ecols[None, :], acc_we, mask=ecols[None, :] < E)
-        tl.atomic_add(dwx_ptr + hcols * 3 + 0, acc_x0)
-        tl.atomic_add(dwx_ptr + hcols * 3 + 1, acc_x1)
-        tl.atomic_add(dwx_ptr + hcols * 3 + 2, acc_x2)
-        tl.atomic_add(db1_ptr + hcols, acc_b1)
+        tl.atomic_add(dwx_ptr + hcols[:, None] * 3 + c16[None, :], acc_xb, mask=c16[None, :] < 3)
+        tl.atomic_add(db1_ptr + hcols[:, None] + 0 * c16[None, :], acc_xb, mask=c16[None, :] == 3)
         if HAS_OUT:
             tl.atomic_add(dwo_ptr + ocols[:, None] * H + hcols[None, :], acc_wo, mask=ocols[:, None] < O)
             tl.atomic_add(dbo_ptr + ocols, acc_bo, mask=ocols < O)
