@@ -751,8 +751,8 @@ def test_gpu_weight_gradients_in_one_tf32_product(monkeypatch: pytest.MonkeyPatc
                                                   ) -> None:
     """``NEUSBLEND_WGRAD_TF32=1`` (an experiment): the backward kernels' weight-gradient products in one TF32
     product. The full-size field step stays within the mixed-precision tolerance, and the worst parameter-gradient
-    error is printed beside the float32 path's: whether it stays near float32 (the rounding errors of many points
-    averaging out) decides whether the setting can become the default."""
+    error is printed beside the float32 path's (H200, 48ef2c9: 7.1e-4 against 8.3e-7, so the setting stays off:
+    the rounding errors of many points do not average out in gradient sums that cancel)."""
     worst = {}
     for flag in ("0", "1"):
         monkeypatch.setenv("NEUSBLEND_WGRAD_TF32", flag)
