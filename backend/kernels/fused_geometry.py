@@ -207,15 +207,39 @@ def _wx_tile(wx_ptr, H: tl.constexpr):
 
 
 @triton.jit
-def _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC: tl.constexpr):
-    """z = enc We^T + x Wx^T + b1 for one tile: (BLOCK, H); also the tile's enc (BLOCK, EP) and x (BLOCK, 16).
-    The coordinate term is a float32-accurate product ("tf32x3") whatever ``PREC``, as the sums it replaced."""
+def _enc_z(enc_ptr, we, b1, rows, rmask, ecols, E, PREC: tl.constexpr):
+    """The tile's encoding (BLOCK, EP) and enc We^T + b1 (BLOCK, H)."""
     enc = tl.load(enc_ptr + rows[:, None] * E + ecols[None, :], mask=rmask[:, None] & (ecols[None, :] < E),
                   other=0.0)
+    return tl.dot(enc, tl.trans(we), input_precision=PREC) + b1[None, :], enc
+
+
+@triton.jit
+def _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC: tl.constexpr):
+    """z = enc We^T + x Wx^T + b1 for one tile: (BLOCK, H); also the tile's enc (BLOCK, EP) and x (BLOCK, 16).
+    The coordinate term is a float32-accurate product ("tf32x3") whatever ``PREC``, as the sums it replaced (the
+    backward's form: see :func:`_mlp_z_sums` for the forward's)."""
+    z, enc = _enc_z(enc_ptr, we, b1, rows, rmask, ecols, E, PREC)
     xt = _xyz_tile(x_ptr, rows, rmask)
-    z = tl.dot(enc, tl.trans(we), input_precision=PREC) + b1[None, :]
     z += tl.dot(xt, wxt, input_precision="tf32x3")
     return z, enc, xt
+
+
+@triton.jit
+def _mlp_z_sums(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H: tl.constexpr, wx_ptr, PREC: tl.constexpr):
+    """:func:`_mlp_z` with the coordinate term as three broadcast products; also the tile's x columns and Wx's
+    columns (the forward's form: it has registers to spare, and the gradient's row sums over Wx's columns cost less
+    than a (BLOCK, 16) product there: 0.174 against 0.191 ms, H200)."""
+    z, enc = _enc_z(enc_ptr, we, b1, rows, rmask, ecols, E, PREC)
+    hcols = tl.arange(0, H)
+    x0 = tl.load(x_ptr + rows * 3 + 0, mask=rmask, other=0.0)
+    x1 = tl.load(x_ptr + rows * 3 + 1, mask=rmask, other=0.0)
+    x2 = tl.load(x_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+    w0 = tl.load(wx_ptr + hcols * 3 + 0)
+    w1 = tl.load(wx_ptr + hcols * 3 + 1)
+    w2 = tl.load(wx_ptr + hcols * 3 + 2)
+    z += x0[:, None] * w0[None, :] + x1[:, None] * w1[None, :] + x2[:, None] * w2[None, :]
+    return z, enc, w0, w1, w2
 
 
 @triton.jit
@@ -246,8 +270,7 @@ def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_
     ocols = tl.arange(0, OP)
     we = tl.load(we_ptr + hcols[:, None] * E + ecols[None, :], mask=ecols[None, :] < E, other=0.0)  # (H, EP)
     b1 = tl.load(b1_ptr + hcols)
-    wxt = _wx_tile(wx_ptr, H)  # (16, H)
-    z, enc, xt = _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC)
+    z, enc, w0, w1, w2 = _mlp_z_sums(enc_ptr, x_ptr, we, b1, rows, rmask, ecols, E, H, wx_ptr, PREC)
     if RELU:  # noqa: SIM108 - a compile-time branch in a Triton kernel
         h = tl.maximum(z, 0.0)
     else:
@@ -262,11 +285,9 @@ def _mlp_fwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, bo_ptr, out_
         g0e = tl.dot(gz, we, input_precision=PREC)  # (BLOCK, EP)
         tl.store(g0e_ptr + rows[:, None] * E + ecols[None, :], g0e, mask=rmask[:, None] & (ecols[None, :] < E))
         jx, jy, jz = _jac_tile(jac_ptr, rows, rmask, ecols, N, n_active)
-        c = tl.arange(0, 16)[None, :]
-        jg = tl.where(c == 0, tl.sum(jx * g0e, 1)[:, None],
-                      tl.where(c == 1, tl.sum(jy * g0e, 1)[:, None], tl.sum(jz * g0e, 1)[:, None]))
-        grad = tl.dot(gz, tl.trans(wxt), input_precision="tf32x3") + 0.5 * jg  # (BLOCK, 16): g0x + J^T g0e / 2
-        tl.store(grad_ptr + rows[:, None] * 3 + c, grad, mask=rmask[:, None] & (c < 3))
+        tl.store(grad_ptr + rows * 3 + 0, tl.sum(gz * w0[None, :], 1) + 0.5 * tl.sum(jx * g0e, 1), mask=rmask)
+        tl.store(grad_ptr + rows * 3 + 1, tl.sum(gz * w1[None, :], 1) + 0.5 * tl.sum(jy * g0e, 1), mask=rmask)
+        tl.store(grad_ptr + rows * 3 + 2, tl.sum(gz * w2[None, :], 1) + 0.5 * tl.sum(jz * g0e, 1), mask=rmask)
 
 
 @triton.jit
