@@ -265,7 +265,9 @@ def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_p
                 VEC: tl.constexpr = False):
     """t_ptr: (T,) int64 (feature pairs); out_ptr: (N, L) int64; jac_ptr: (n_active, 3, N) int64. Program
     (i, k) does levels [k GROUP, (k + 1) GROUP) of points [i BLOCK, (i + 1) BLOCK). ``PAIRS``: a cell's
-    x-neighbour corners are loaded together (:func:`_load_corners`; 16-byte loads with ``VEC``)."""
+    x-neighbour corners are loaded together (:func:`_load_corners`; 16-byte loads with ``VEC``), without the
+    Jacobian only (with it the paired loads were slower: docs/KERNELS.md)."""
+    tl.static_assert(not (PAIRS and WITH_JAC), "paired loads are for the forward without its Jacobian")
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     lo = tl.program_id(1) * GROUP
@@ -285,25 +287,12 @@ def _fwd_kernel(x_ptr, t_ptr, out_ptr, jac_ptr, res_ptr, r1_ptr, size_ptr, off_p
             r0 = _row(ix, iy, iz, 0, c & 1, c >> 1, r1, size, off, dense)
             r1_ = _row(ix, iy, iz, 1, c & 1, c >> 1, r1, size, off, dense)
             t0, t1, s0, s1 = _load_corners(t_ptr, r0, r1_, mask, VEC)
-            w, dwx, dwy, dwz = _weights(fx, fy, fz, 0, c & 1, c >> 1)
-            v, dvx, dvy, dvz = _weights(fx, fy, fz, 1, c & 1, c >> 1)
+            w, _, _, _ = _weights(fx, fy, fz, 0, c & 1, c >> 1)
+            v, _, _, _ = _weights(fx, fy, fz, 1, c & 1, c >> 1)
             a0 += t0 * w  # in the unpaired loop's order of corners (same rounding)
             a1 += t1 * w
             a0 += s0 * v
             a1 += s1 * v
-            if WITH_JAC:
-                jx0 += t0 * dwx
-                jx1 += t1 * dwx
-                jy0 += t0 * dwy
-                jy1 += t1 * dwy
-                jz0 += t0 * dwz
-                jz1 += t1 * dwz
-                jx0 += s0 * dvx
-                jx1 += s1 * dvx
-                jy0 += s0 * dvy
-                jy1 += s1 * dvy
-                jz0 += s0 * dvz
-                jz1 += s1 * dvz
         for c in tl.static_range(8 if not PAIRS else 0):
             row = _row(ix, iy, iz, c & 1, (c >> 1) & 1, (c >> 2) & 1, r1, size, off, dense)
             w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
