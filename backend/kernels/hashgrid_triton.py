@@ -12,10 +12,12 @@ corner's two features are one 8-byte load (the table read as int64), an output p
 Kernels (N points, L levels, K = 2 L outputs, ``w_c`` the trilinear weight of corner c, ``a_c = u . dw_c/dx``):
 
 - ``_fwd_kernel``: ``enc[n, k] = sum_c w_c T[row_c]``; optionally the Jacobian ``J = d enc / d x01``, stored
-  level-major ((L, 3, N) pairs: coalesced) so that later passes need no table reads;
+  level-major ((L, 3, N) pairs: coalesced) so that later passes need no table reads; without the Jacobian, two
+  x-neighbour corners whose rows form an aligned pair come in one 16-byte load;
 - ``_jac_t_kernel``: ``grad_x = J^T g``; ``_jac_u_kernel``: ``dL/dg = J u`` (the second-order term to the MLP);
 - ``_bwd_kernel``: ``grad_table[row_c] += g w_c`` (+ ``g2 a_c``: the eikonal term, fused, see below) with
-  float32 atomics (one 8-byte vector reduction per corner on CUDA); ``grad_x = sum g T dw/dx`` (gather mode);
+  float32 atomics (one 8-byte vector reduction per corner on CUDA, one 16-byte reduction for two x-neighbour
+  corners whose rows form an aligned pair); ``grad_x = sum g T dw/dx`` (gather mode);
 - ``_bwd2_kernel``: ``dL/dT[row_c] += g a_c`` and/or ``dL/dg = sum_c T a_c`` (gather mode).
 
 Autograd: :class:`HashGridFunction` (forward) whose backward is itself differentiable through
@@ -27,8 +29,8 @@ gradient with respect to the positions themselves (mixed second derivatives of t
 are not learned, so training needs none of it.
 
 Development: the kernels also run in Triton's CPU interpreter (``TRITON_INTERPRET=1`` set before triton is
-imported) on CPU tensors; that is how the CPU tests run them (the vector reduction, inline PTX, is CUDA-only: the
-interpreter uses two scalar atomics instead).
+imported) on CPU tensors; that is how the CPU tests run them (the vector reductions and paired loads, inline PTX,
+are CUDA-only: the interpreter makes the same choices with scalar atomics and plain loads).
 """
 
 from __future__ import annotations
