@@ -185,9 +185,10 @@ def input_precision(field: NeuSField) -> str:
 
 def weight_grad_precision(prec: str) -> str:
     """``input_precision`` of the backward kernels' weight-gradient products (sums over the points of a tile):
-    ``prec``, or one TF32 product with ``NEUSBLEND_WGRAD_TF32=1``. An experiment, off by default: the inputs' rounding
-    errors are independent from point to point, so sums over many points may keep close to float32 accuracy at a
-    third of these products' cost; per-point results, such as ``dL/d enc``, keep ``prec``."""
+    ``prec``, or one TF32 product with ``NEUSBLEND_WGRAD_TF32=1``. An experiment, off by default: the hope was that
+    the inputs' rounding errors would average out over a tile's points; measured (H200), the worst parameter-gradient
+    error was 7.1e-4 against 8.3e-7 for float32 products (gradient sums cancel), for a 9% faster field step.
+    Per-point results, such as ``dL/d enc``, keep ``prec`` either way."""
     return "tf32" if os.environ.get("NEUSBLEND_WGRAD_TF32", "0") == "1" else prec
 
 

@@ -197,6 +197,14 @@ def _red_add2(ptr, a, b, mask, VEC: tl.constexpr):
 
 
 @triton.jit
+def _row_pair(ptr, r0, r1, ROW: tl.constexpr):
+    """Whether rows ``r0`` and ``r1`` form an aligned pair (``r0 ^ r1 == 1``), and the addresses of the pair's low
+    row, of ``r0`` and of ``r1`` (``ROW`` elements of ``ptr`` a row)."""
+    return ((r0 ^ r1) == 1, ptr + tl.minimum(r0, r1).to(tl.int64) * ROW, ptr + r0.to(tl.int64) * ROW,
+            ptr + r1.to(tl.int64) * ROW)
+
+
+@triton.jit
 def _red_add_corners(gt_ptr, r0, r1, a0, a1, b0, b1, mask, VEC: tl.constexpr):
     """``gt[r0] += (a0, a1); gt[r1] += (b0, b1)`` atomically (gt: rows of two float32, 16-byte aligned): one 16-byte
     reduction where the two rows form an aligned pair (``r0 ^ r1 == 1``), two 8-byte ones elsewhere.
@@ -205,15 +213,12 @@ def _red_add_corners(gt_ptr, r0, r1, a0, a1, b0, b1, mask, VEC: tl.constexpr):
     the hash's x prime is 1, so an even x and x + 1 give rows ``h`` and ``h ^ 1``; in dense levels the rows are
     ``d`` and ``d + 1``, a pair when ``d`` is even (level offsets are multiples of 8). Fewer reductions reach the
     L2, whose reduction rate bounds the table pass (docs/KERNELS.md)."""
-    pair = (r0 ^ r1) == 1
+    pair, plo, p0, p1 = _row_pair(gt_ptr, r0, r1, 2)
     first = r0 < r1
     v0 = tl.where(first, a0, b0)
     v1 = tl.where(first, a1, b1)
     v2 = tl.where(first, b0, a0)
     v3 = tl.where(first, b1, a1)
-    plo = gt_ptr + tl.minimum(r0, r1).to(tl.int64) * 2
-    p0 = gt_ptr + r0.to(tl.int64) * 2
-    p1 = gt_ptr + r1.to(tl.int64) * 2
     if VEC:
         tl.inline_asm_elementwise(
             asm="{ .reg .pred m, q, mq, mn; setp.ne.s32 m, $12, 0; setp.ne.s32 q, $13, 0; and.pred mq, m, q; "
@@ -241,10 +246,7 @@ def _load_corners(t_ptr, r0, r1, mask, VEC: tl.constexpr):
     """Feature pairs of rows ``r0`` and ``r1`` of the table (t_ptr: int64 pairs, 16-byte aligned): one 16-byte load
     where the rows form an aligned pair (see :func:`_red_add_corners`), two 8-byte loads elsewhere; zero where not
     ``mask``. Returns (t0[r0], t1[r0], t0[r1], t1[r1])."""
-    pair = (r0 ^ r1) == 1
-    plo = t_ptr + tl.minimum(r0, r1).to(tl.int64)
-    p0 = t_ptr + r0.to(tl.int64)
-    p1 = t_ptr + r1.to(tl.int64)
+    pair, plo, p0, p1 = _row_pair(t_ptr, r0, r1, 1)
     if VEC:
         a0, a1, b0, b1 = tl.inline_asm_elementwise(
             asm="{ .reg .pred m, q, mq, mn; setp.ne.s32 m, $7, 0; setp.ne.s32 q, $8, 0; and.pred mq, m, q; "
