@@ -496,18 +496,16 @@ def color_grads(field: NeuSField, inputs: tuple[torch.Tensor, ...], weight: torc
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # interpreter: exp(-z) = inf
 @pytest.mark.parametrize("sh_degree,feature_dim,hidden,tiles,reduce", [
     (4, 15, 64, 4, "partial"), (4, 15, 64, 1, "atomic"), (2, 7, 32, 3, "partial"), (3, 12, 16, 2, "atomic")])
-@pytest.mark.parametrize("bias_dot", [False, True])
 def test_fused_color_matches_reference(sh_degree: int, feature_dim: int, hidden: int, tiles: int, reduce: str,
-                                       bias_dot: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The colour network in one kernel each way against the reference modules: colour, the gradients w.r.t.
-    features and normals and every parameter gradient, with several tiles per program (the last partly past N),
-    both ways of summing the weight gradients and both ways of summing the first two bias gradients; positions or
-    view directions that need a gradient go to the reference."""
+    features and normals and every parameter gradient, with several tiles per program (the last partly past N) and
+    both ways of summing the weight gradients; positions or view directions that need a gradient go to the
+    reference."""
     from backend.kernels import fused_color
 
     monkeypatch.setattr(fused_color, "COLOR_TILES_PER_PROGRAM", tiles)
     monkeypatch.setattr(fused_color, "COLOR_REDUCE", reduce)
-    monkeypatch.setattr(fused_color, "COLOR_BIAS_DOT", bias_dot)
     grid = HashGridConfig(n_levels=4, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=64)
     gen = fresh_generator()
     cfg = FieldConfig(grid=grid, sdf_hidden=32, feature_dim=feature_dim, color_hidden=hidden, sh_degree=sh_degree,

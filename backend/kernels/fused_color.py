@@ -47,11 +47,6 @@ COLOR_WARPS = 4
 COLOR_TILES_PER_PROGRAM = int(os.environ.get("NEUSBLEND_COLOR_TILES", "1"))
 COLOR_STAGES = int(os.environ.get("NEUSBLEND_COLOR_STAGES", "1"))  # software pipelining of the backward's tile loop
 COLOR_REDUCE = os.environ.get("NEUSBLEND_COLOR_REDUCE", "atomic")
-# An experiment, off by default (not yet measured on a GPU): the backward's first two bias gradients as products,
-# db1 in a spare column of the input tile (a constant 1 there; W1a's column is zero) and db2 as d2^T [1, 0, ...],
-# instead of column sums into (H,)-vectors, which cross the warps and hold 16 registers a thread each. The same change
-# in the SDF backward took 214 -> 120 spilled registers and 0.463 -> 0.358 ms (docs/KERNELS.md, "The MLP diet").
-COLOR_BIAS_DOT = os.environ.get("NEUSBLEND_COLOR_BIAS_DOT", "0") == "1"
 SP = 16  # spherical-harmonic columns of the input tile (degree <= 4)
 OP = 16  # output columns of the last product (3 used)
 
@@ -154,12 +149,11 @@ def _put(ptr, offs, v, mask, ATOMIC: tl.constexpr):
 def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                       g_ptr, dfeat_ptr, dn_ptr, part_ptr, N, TILES_PER_PROG, F: tl.constexpr, DEG: tl.constexpr,
                       H: tl.constexpr, AP: tl.constexpr, ATOMIC: tl.constexpr, PREC: tl.constexpr,
-                      BLOCK: tl.constexpr, WPREC: tl.constexpr = "tf32x3", BIAS_DOT: tl.constexpr = False):
+                      BLOCK: tl.constexpr, WPREC: tl.constexpr = "tf32x3"):
     """Backward of :func:`_color_fwd_kernel` over ``TILES_PER_PROG`` tiles: ``dL/d feat`` (N, F), ``dL/d normal``
     (N, 3), and this program's sums of the weight gradients, their products in ``WPREC`` (atomically added, or
     written to its row of ``part_ptr``; layout: dW1a (H, AP), dW1s (H, 16), db1 (H), dW2 (H, H), db2 (H), dW3 (16, H),
-    db3 (16)). ``BIAS_DOT`` (needs F + 6 < AP): db1 as dW1a's column F + 6 (the db1 slot is not written) and db2 by a
-    product (see ``COLOR_BIAS_DOT``)."""
+    db3 (16))."""
     hc = tl.arange(0, H)
     c16 = tl.arange(0, 16)
     acol = tl.arange(0, AP)
@@ -171,14 +165,10 @@ def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_pt
     acc_b1 = tl.zeros([H], dtype=tl.float32)
     acc_b2 = tl.zeros([H], dtype=tl.float32)
     acc_b3 = tl.zeros([16], dtype=tl.float32)
-    acc_b2t = tl.zeros([H, 16], dtype=tl.float32)  # BIAS_DOT: db2 in column 0
-    one0 = tl.where(c16[None, :] == 0, 1.0, tl.zeros([BLOCK, 16], dtype=tl.float32))  # (BLOCK, 16): [1, 0, ...]
     for t in range(TILES_PER_PROG):
         rows = (tl.program_id(0) * TILES_PER_PROG + t) * BLOCK + tl.arange(0, BLOCK)
         rmask = rows < N
         a = _input_tile(feat_ptr, FS, x_ptr, n_ptr, rows, rmask, F, AP)
-        if BIAS_DOT:  # a constant 1 in a spare column: W1a's column there is zero, so z1 is unchanged
-            a = tl.where(acol[None, :] == F + 6, 1.0, a)
         s = _sh_tile(d_ptr, rows, rmask, DEG, BLOCK)
         z1, h1, z2, h2, rgb = _layers(a, s, w1a, w1s, b1, w2, b2, w3, b3, PREC)
         g = tl.load(g_ptr + rows[:, None] * 3 + c16[None, :], mask=rmask[:, None] & (c16[None, :] < 3),
@@ -187,17 +177,12 @@ def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_pt
         acc_w3 += tl.dot(tl.trans(d3), h2, input_precision=WPREC)
         acc_b3 += tl.sum(d3, 0)
         d2 = tl.where(z2 > 0, tl.dot(d3, w3, input_precision=PREC), 0.0)
-        d2t = tl.trans(d2)
-        acc_w2 += tl.dot(d2t, h1, input_precision=WPREC)
-        if BIAS_DOT:
-            acc_b2t += tl.dot(d2t, one0, input_precision=WPREC)
-        else:
-            acc_b2 += tl.sum(d2, 0)
+        acc_w2 += tl.dot(tl.trans(d2), h1, input_precision=WPREC)
+        acc_b2 += tl.sum(d2, 0)
         d1 = tl.where(z1 > 0, tl.dot(d2, w2, input_precision=PREC), 0.0)
         acc_w1a += tl.dot(tl.trans(d1), a, input_precision=WPREC)
         acc_w1s += tl.dot(tl.trans(d1), s, input_precision=WPREC)
-        if not BIAS_DOT:
-            acc_b1 += tl.sum(d1, 0)
+        acc_b1 += tl.sum(d1, 0)
         da = tl.dot(d1, w1a, input_precision=PREC)  # (BLOCK, AP): dL/d [feat, x, normal, 0]
         r = rows[:, None]
         m = rmask[:, None]
@@ -210,15 +195,11 @@ def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_pt
     o += H * AP
     _put(base, o + hc[:, None] * 16 + c16[None, :], acc_w1s, hc[:, None] < H, ATOMIC)
     o += H * 16
-    if not BIAS_DOT:  # else db1 is dW1a's column F + 6
-        _put(base, o + hc, acc_b1, hc < H, ATOMIC)
+    _put(base, o + hc, acc_b1, hc < H, ATOMIC)
     o += H
     _put(base, o + hc[:, None] * H + hc[None, :], acc_w2, hc[:, None] < H, ATOMIC)
     o += H * H
-    if BIAS_DOT:
-        _put(base, o + hc[:, None] + 0 * c16[None, :], acc_b2t, c16[None, :] == 0, ATOMIC)
-    else:
-        _put(base, o + hc, acc_b2, hc < H, ATOMIC)
+    _put(base, o + hc, acc_b2, hc < H, ATOMIC)
     o += H
     _put(base, o + c16[:, None] * H + hc[None, :], acc_w3, c16[:, None] < 16, ATOMIC)
     o += 16 * H
@@ -278,20 +259,16 @@ class ColorFunction(torch.autograd.Function):
         per_prog = max(1, COLOR_TILES_PER_PROGRAM)
         programs = max(1, triton.cdiv(triton.cdiv(n, COLOR_ROWS), per_prog))
         atomic = COLOR_REDUCE == "atomic"
-        bias_dot = COLOR_BIAS_DOT and nf + 6 < AP
         part = feat.new_zeros(total) if atomic else feat.new_empty(programs, total)
         if n:
             _color_bwd_kernel[(programs,)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, d_rgb.contiguous(), d_feat, d_normal, part, n,
                 per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=ctx.prec, BLOCK=COLOR_ROWS,
-                WPREC=weight_grad_precision(ctx.prec), BIAS_DOT=bias_dot, num_warps=COLOR_WARPS,
-                num_stages=COLOR_STAGES)
+                WPREC=weight_grad_precision(ctx.prec), num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
         else:
             part.zero_()
         sums = part if atomic else part.sum(0)
         dw1a, dw1s, db1, dw2, db2, dw3, db3 = torch.split(sums, sizes)
-        if bias_dot:
-            db1 = dw1a.view(H, AP)[:, nf + 6]  # the spare column's sums (the db1 slot was not written)
         dW1 = torch.cat([dw1a.view(H, AP)[:, :nf + 6], dw1s.view(H, 16)[:, :ctx.n_sh]], 1)
         need = ctx.needs_input_grad
         return (d_feat if need[0] else None, None, d_normal if need[2] else None, None, None, None, None,
