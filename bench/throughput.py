@@ -196,7 +196,7 @@ def main() -> None:
                     help="how the field's normals are computed (every row)")
     ap.add_argument("--heads", default="sdf+color", choices=("sdf", "sdf+color"),
                     help="networks in the field step: sdf (the issue's definition) or sdf and colour")
-    ap.add_argument("--precision", default="float32", choices=("float32", "tf32"),
+    ap.add_argument("--precision", default="float32", choices=("float32", "mixed", "tf32"),
                     help="products of the fused networks on the fast paths (every row; the reference is float32)")
     ap.add_argument("--profile", action="store_true",
                     help="also print each fast path's eager field step by kernel (CUDA, torch.profiler)")
@@ -210,7 +210,7 @@ def main() -> None:
     ref_rate: dict[bool, float] = {}
     paths = args.paths.split(",")
     notes = ", finite-difference normals" if args.normals == "finite_difference" else ""
-    notes += ", TF32 products" if args.precision == "tf32" else ""
+    notes += {"tf32": ", TF32 products", "mixed": ", TF32 backward products"}.get(args.precision, "")
     heads_note = "SDF" if args.heads == "sdf" else "SDF + colour"
     for path in paths:
         for graph in ([False, True] if cuda and not args.no_graph else [False]):

@@ -152,18 +152,19 @@ def test_difference_normals() -> None:
 
 
 def test_precision_reaches_the_field_and_is_checked() -> None:
-    """Training's precision (float32 by default, ``--set precision=tf32`` for one TF32 product) reaches the field
-    built for training and extraction; an unknown precision is a clear error that names the choices. (What it
-    changes runs on CUDA: ``test_gpu_tf32_precision_...``.)"""
+    """Training's precision (float32 by default, ``--set precision=mixed`` or ``tf32`` for TF32 products) reaches
+    the field built for training and extraction; an unknown precision is a clear error that names the choices. (What
+    it changes runs on CUDA: ``test_gpu_tf32_precision_...``, ``test_gpu_mixed_precision_...``.)"""
     from backend.config import TrainConfig
     from backend.errors import BackendError
 
     assert FieldConfig(grid=HashGridConfig()).precision == "float32"
     assert FieldConfig.from_train(TrainConfig(), has_masks=False).precision == "float32"
     assert FieldConfig.from_train(TrainConfig(precision="tf32"), has_masks=True).precision == "tf32"
+    assert FieldConfig.from_train(TrainConfig(precision="mixed"), has_masks=True).precision == "mixed"
     with pytest.raises(BackendError, match="precision") as err:
         FieldConfig.from_train(TrainConfig(precision="fp8"), has_masks=False)
-    assert "float32" in str(err.value.hint) and "tf32" in str(err.value.hint)
+    assert all(p in str(err.value.hint) for p in ("float32", "mixed", "tf32"))
 
 
 def test_color_and_background_shapes_and_ranges() -> None:

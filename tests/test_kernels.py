@@ -747,6 +747,33 @@ def test_gpu_tf32_precision_within_mixed_precision_tolerance() -> None:
 
 
 @pytest.mark.gpu
+def test_gpu_mixed_precision_rounds_the_gradients_only(capsys: pytest.CaptureFixture) -> None:
+    """``precision="mixed"`` (forward products float32-accurate, the backward's in one TF32 product): the values
+    (SDF, features, gradient, colour) are bit-identical to the float32 fast path's; every parameter gradient of the
+    full-size field step is within ``TF32_TOL`` of the float32 reference, and the worst is further from it than the
+    float32 fast path's (the option takes effect)."""
+    gen = fresh_generator()
+    ref, fast = field_pair(FieldConfig(grid=FULL, sdf_hidden=64, background="none"), gen)
+    x, d = kink_free_points(ref, 65536, gen)
+    values, worst = {}, {}
+    want = field_grads(ref, x, d)
+    for prec in ("float32", "mixed"):
+        fast.cfg.precision = prec
+        with torch.no_grad():
+            sdf, feat, grad = fast.sdf_with_gradient(x, create_graph=False)
+            rgb = fast.color(x, grad / grad.norm(dim=-1, keepdim=True), d, feat)
+        values[prec] = (sdf, feat, grad, rgb)
+        got = field_grads(fast, x, d)
+        worst[prec] = max(((k, rel(got[k], want[k])) for k in want), key=lambda kv: kv[1])
+    for a, b in zip(values["float32"], values["mixed"]):
+        assert torch.equal(a, b)
+    with capsys.disabled():
+        print(f"\nworst parameter-gradient error: float32 {worst['float32']}, mixed {worst['mixed']}")
+    assert worst["float32"][1] < TOL, (worst, _seed)
+    assert 10 * worst["float32"][1] < worst["mixed"][1] < TF32_TOL, (worst, _seed)
+
+
+@pytest.mark.gpu
 def test_gpu_weight_gradients_in_one_tf32_product(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
                                                   ) -> None:
     """``NEUSBLEND_WGRAD_TF32=1`` (an experiment): the backward kernels' weight-gradient products in one TF32

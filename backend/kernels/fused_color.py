@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
-from .fused_geometry import _pow2, input_precision, weight_grad_precision
+from .fused_geometry import _pow2, backward_precision, input_precision, weight_grad_precision
 from .hashgrid_triton import interpreting
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def _put(ptr, offs, v, mask, ATOMIC: tl.constexpr):
 def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                       g_ptr, dfeat_ptr, dn_ptr, part_ptr, N, TILES_PER_PROG, F: tl.constexpr, DEG: tl.constexpr,
                       H: tl.constexpr, AP: tl.constexpr, ATOMIC: tl.constexpr, PREC: tl.constexpr,
-                      BLOCK: tl.constexpr, WPREC: tl.constexpr = "tf32x3"):
+                      BLOCK: tl.constexpr, WPREC: tl.constexpr = "tf32x3", ZPREC: tl.constexpr = "tf32x3"):
     """Backward of :func:`_color_fwd_kernel` over ``TILES_PER_PROG`` tiles: ``dL/d feat`` (N, F), ``dL/d normal``
     (N, 3), and this program's sums of the weight gradients, their products in ``WPREC`` (atomically added, or
     written to its row of ``part_ptr``; layout: dW1a (H, AP), dW1s (H, 16), db1 (H), dW2 (H, H), db2 (H), dW3 (16, H),
@@ -170,7 +170,7 @@ def _color_bwd_kernel(feat_ptr, FS, x_ptr, n_ptr, d_ptr, w1a_ptr, w1s_ptr, b1_pt
         rmask = rows < N
         a = _input_tile(feat_ptr, FS, x_ptr, n_ptr, rows, rmask, F, AP)
         s = _sh_tile(d_ptr, rows, rmask, DEG, BLOCK)
-        z1, h1, z2, h2, rgb = _layers(a, s, w1a, w1s, b1, w2, b2, w3, b3, PREC)
+        z1, h1, z2, h2, rgb = _layers(a, s, w1a, w1s, b1, w2, b2, w3, b3, ZPREC)  # the forward's values
         g = tl.load(g_ptr + rows[:, None] * 3 + c16[None, :], mask=rmask[:, None] & (c16[None, :] < 3),
                     other=0.0)  # (BLOCK, 16): rows past N and padded columns contribute nothing
         d3 = g * rgb * (1.0 - rgb)
@@ -229,7 +229,7 @@ class ColorFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feat: torch.Tensor, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor,  # noqa: ANN001
-                deg: int, prec: str, padded: tuple[torch.Tensor, ...], W1: torch.Tensor, b1: torch.Tensor,
+                deg: int, prec: str, bprec: str, padded: tuple[torch.Tensor, ...], W1: torch.Tensor, b1: torch.Tensor,
                 W2: torch.Tensor, b2: torch.Tensor, W3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
         n, nf = feat.shape[0], feat.shape[1]
         H = W2.shape[0]
@@ -240,7 +240,7 @@ class ColorFunction(torch.autograd.Function):
                 feat, feat.stride(0), x, normal, view_dir, *padded, out, n, F=nf, DEG=deg, H=H, AP=w1a.shape[1],
                 PREC=prec, BLOCK=COLOR_ROWS, num_warps=COLOR_WARPS)
         ctx.save_for_backward(feat, x, normal, view_dir, *padded)
-        ctx.deg, ctx.n_sh, ctx.prec = deg, W1.shape[1] - nf - 6, prec
+        ctx.deg, ctx.n_sh, ctx.prec, ctx.bprec = deg, W1.shape[1] - nf - 6, prec, bprec
         ctx.set_materialize_grads(False)
         return out
 
@@ -248,7 +248,7 @@ class ColorFunction(torch.autograd.Function):
     def backward(ctx, d_rgb: torch.Tensor | None):  # noqa: ANN001, ANN205
         feat, x, normal, view_dir, *padded = ctx.saved_tensors
         if d_rgb is None:
-            return (None,) * 13
+            return (None,) * 14
         n, nf = feat.shape
         w1a = padded[0]
         H, AP = w1a.shape
@@ -263,17 +263,17 @@ class ColorFunction(torch.autograd.Function):
         if n:
             _color_bwd_kernel[(programs,)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, d_rgb.contiguous(), d_feat, d_normal, part, n,
-                per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=ctx.prec, BLOCK=COLOR_ROWS,
-                WPREC=weight_grad_precision(ctx.prec), num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
+                per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=ctx.bprec, BLOCK=COLOR_ROWS,
+                WPREC=weight_grad_precision(ctx.bprec), ZPREC=ctx.prec, num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
         else:
             part.zero_()
         sums = part if atomic else part.sum(0)
         dw1a, dw1s, db1, dw2, db2, dw3, db3 = torch.split(sums, sizes)
         dW1 = torch.cat([dw1a.view(H, AP)[:, :nf + 6], dw1s.view(H, 16)[:, :ctx.n_sh]], 1)
         need = ctx.needs_input_grad
-        return (d_feat if need[0] else None, None, d_normal if need[2] else None, None, None, None, None,
-                dW1 if need[7] else None, db1 if need[8] else None, dw2.view(H, H) if need[9] else None,
-                db2 if need[10] else None, dw3.view(16, H)[:3] if need[11] else None, db3[:3] if need[12] else None)
+        return (d_feat if need[0] else None, None, d_normal if need[2] else None, None, None, None, None, None,
+                dW1 if need[8] else None, db1 if need[9] else None, dw2.view(H, H) if need[10] else None,
+                db2 if need[11] else None, dw3.view(16, H)[:3] if need[12] else None, db3[:3] if need[13] else None)
 
 
 def supports(field: NeuSField, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor, feat: torch.Tensor
@@ -303,5 +303,5 @@ def color(field: NeuSField, x: torch.Tensor, normal: torch.Tensor, view_dir: tor
         feat = feat.contiguous()
     l1, l2, l3 = field.color_layers
     return ColorFunction.apply(feat, x.contiguous(), normal.contiguous(), view_dir.contiguous(), field.cfg.sh_degree,
-                               input_precision(field), _padded_weights(field), l1.weight, l1.bias, l2.weight, l2.bias,
-                               l3.weight, l3.bias)
+                               input_precision(field), backward_precision(field), _padded_weights(field), l1.weight,
+                               l1.bias, l2.weight, l2.bias, l3.weight, l3.bias)

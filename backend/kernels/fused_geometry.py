@@ -177,10 +177,18 @@ MLP_WARPS = 4
 
 
 def input_precision(field: NeuSField) -> str:
-    """Triton's ``input_precision`` for ``field``'s fused products (``FieldConfig.precision``): "tf32x3" for
-    "float32" (three TF32 tensor-core products per product, float32 accuracy), "tf32" for "tf32" (one product,
-    inputs rounded to 10-bit mantissas, float32 sums). The interpreter computes in float32 either way."""
+    """Triton's ``input_precision`` for ``field``'s fused forward products (``FieldConfig.precision``): "tf32x3"
+    for "float32" and "mixed" (three TF32 tensor-core products per product, float32 accuracy), "tf32" for "tf32"
+    (one product, inputs rounded to 10-bit mantissas, float32 sums). The interpreter computes in float32 either
+    way."""
     return "tf32" if field.cfg.precision == "tf32" else "tf32x3"
+
+
+def backward_precision(field: NeuSField) -> str:
+    """``input_precision`` of the backward kernels' own products (the gradients): one TF32 product for "mixed" and
+    "tf32", "tf32x3" for "float32". With "mixed" the values (SDF, normals, colour) are the float32 path's, and the
+    backward recomputes its pre-activations in the forward's precision, so only the gradients are rounded."""
+    return "tf32x3" if field.cfg.precision == "float32" else "tf32"
 
 
 def weight_grad_precision(prec: str) -> str:
@@ -296,11 +304,12 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
                     dwe_ptr, dwx_ptr, db1_ptr, dwo_ptr, dbo_ptr, N, E, O, n_active, TILES_PER_PROG,
                     H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
                     HAS_OUT: tl.constexpr, HAS_GRAD: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr,
-                    PARTIALS: tl.constexpr = False, WPREC: tl.constexpr = "tf32x3"):
+                    PARTIALS: tl.constexpr = False, WPREC: tl.constexpr = "tf32x3", ZPREC: tl.constexpr = "tf32x3"):
     """Backward of :func:`_mlp_fwd_kernel` and of the gradient ``grad = g0x + J^T g0e / 2`` (second order), over
     ``TILES_PER_PROG`` tiles per program; weight gradients are summed in registers and added once per program
     (atomics), or with ``PARTIALS`` stored as the program's row of partial sums at ``dwe_ptr``, laid out
-    ``[dWe (H x E), dWx (H x 3), db1 (H), dWo (O x H), dbo (O), dWo[0] through the gradient (H)]``."""
+    ``[dWe (H x E), dWx (H x 3), db1 (H), dWo (O x H), dbo (O), dWo[0] through the gradient (H)]``. ``z`` is
+    recomputed in ``ZPREC`` (the forward's precision), the gradients' products are in ``PREC`` and ``WPREC``."""
     ecols = tl.arange(0, EP)
     hcols = tl.arange(0, H)
     ocols = tl.arange(0, OP)
@@ -320,7 +329,7 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
     for t in range(TILES_PER_PROG):
         rows = (tl.program_id(0) * TILES_PER_PROG + t) * BLOCK + tl.arange(0, BLOCK)
         rmask = rows < N
-        z, enc, xt = _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, PREC)
+        z, enc, xt = _mlp_z(enc_ptr, x_ptr, we, wxt, b1, rows, rmask, ecols, E, ZPREC)
         s = _tl_act_d1(z, BETA, RELU)
         s = tl.where(rmask[:, None], s, 0.0)  # rows past N contribute nothing
         dz = tl.zeros([BLOCK, H], dtype=tl.float32)
@@ -400,8 +409,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
-                relu: bool, prec: str, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor, bo: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                relu: bool, prec: str, bprec: str, W1: torch.Tensor, b1: torch.Tensor, Wo: torch.Tensor,
+                bo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, x01, enc, jac = _encode(x, table, meta, n_active)
         n, H, O = x.shape[0], W1.shape[0], Wo.shape[0]
         E = enc.shape[1]
@@ -414,7 +423,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 enc, x, We, Wx, b1, Wo, bo, out, g0e, grad, jac if jac.numel() else enc, n, E, O, n_active, H=H,
                 EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, PREC=prec, BLOCK=MLP_ROWS, num_warps=MLP_WARPS)
         ctx.save_for_backward(x, x01, table, jac, enc, g0e, We, Wx, b1, Wo)
-        ctx.meta, ctx.n_active, ctx.relu, ctx.prec = meta, n_active, relu, prec
+        ctx.meta, ctx.n_active, ctx.relu, ctx.prec, ctx.bprec = meta, n_active, relu, prec, bprec
         ctx.set_materialize_grads(False)
         return out, grad
 
@@ -423,7 +432,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
         x, x01, table, jac, enc, g0e, We, Wx, b1, Wo = ctx.saved_tensors
         relu = ctx.relu
         if d_out is None and d_grad is None:
-            return (None,) * 10
+            return (None,) * 11
         n, E = enc.shape
         H, O = We.shape[0], Wo.shape[0]
         denc = x.new_empty(n, E)
@@ -451,8 +460,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 enc, x, We, Wx, b1, Wo, d_out if d_out is not None else enc, d_grad if d_grad is not None else x,
                 ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
                 per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
-                HAS_GRAD=d_grad is not None, PREC=ctx.prec, BLOCK=MLP_ROWS, PARTIALS=partials,
-                WPREC=weight_grad_precision(ctx.prec), num_warps=MLP_WARPS)
+                HAS_GRAD=d_grad is not None, PREC=ctx.bprec, BLOCK=MLP_ROWS, PARTIALS=partials,
+                WPREC=weight_grad_precision(ctx.bprec), ZPREC=ctx.prec, num_warps=MLP_WARPS)
         if partials:
             dWe, dWx, db1, dWo, dbo, dv = torch.split(part.sum(0), sizes)  # dWo, dbo: zeros without d_out
             dWe, dWx, dWo = dWe.view(H, E), dWx.view(H, 3), dWo.view(O, H)
@@ -460,9 +469,9 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 dWo[0] += dv  # the head's SDF row, through the gradient
         d_table = _table_grad(ctx, x01, table, denc, u_half, g0e) if ctx.needs_input_grad[1] else None
         need = ctx.needs_input_grad
-        return (None, d_table, None, None, None, None, torch.cat([dWx, dWe], 1) if need[6] else None,
-                db1 if need[7] else None, dWo if need[8] else None,
-                dbo if need[9] and d_out is not None else None)
+        return (None, d_table, None, None, None, None, None, torch.cat([dWx, dWe], 1) if need[7] else None,
+                db1 if need[8] else None, dWo if need[9] else None,
+                dbo if need[10] and d_out is not None else None)
 
 
 def _rows_grid(n: int) -> tuple[int]:
@@ -701,7 +710,7 @@ def sdf_with_gradient(field: NeuSField, x: torch.Tensor) -> tuple[torch.Tensor, 
         params += [layer.weight, layer.bias]
     args = (x, enc.embeddings, enc.level_meta(x.device), _n_active(field), field.cfg.activation == "relu")
     if _one_hidden_layer(field) and fused_mlp_enabled():
-        out, grad = FusedMLPGeometryFunction.apply(*args, input_precision(field), *params)
+        out, grad = FusedMLPGeometryFunction.apply(*args, input_precision(field), backward_precision(field), *params)
     else:
         fn = OneLayerGeometryFunction if _one_hidden_layer(field) else GeometryFunction
         out, grad = fn.apply(*args, *params)
