@@ -40,13 +40,14 @@ class TrainConfig:
     # first-order derivatives only; smoother across hash-grid cells)
     normals: str = "analytic"
     normal_step: float = 0.0  # finite-difference step (normalized frame); 0 = one cell of the finest active level
-    # products of the fast path's fused SDF and colour networks on CUDA: "float32" (three TF32 tensor-core products
-    # each, float32 accuracy), "mixed" (the forward as "float32", the backward's products in one TF32 product: the
-    # values are float32's, the gradients rounded) or "tf32" (one TF32 product both ways: inputs rounded to 10-bit
-    # mantissas, float32 sums; about 11% less time to a DTU 65 mesh for about 0.2 dB of held-out PSNR,
-    # docs/BENCHMARKS.md). The hash grid, its gradients, the losses and Adam stay float32; the reference path and
-    # the CPU compute in float32 either way.
-    precision: str = "float32"
+    # products of the fast path's fused SDF and colour networks on CUDA: "mixed" (the default: the forward's
+    # products float32-accurate, so SDF, normals and colour are float32's; the backward's in one TF32 product, so the
+    # gradients are rounded; same held-out PSNR and IoU on DTU 65 as "float32", about 9% less time to the mesh,
+    # docs/BENCHMARKS.md), "float32" (three TF32 tensor-core products each way) or "tf32" (one TF32 product both
+    # ways: inputs rounded to 10-bit mantissas, float32 sums; about 11% less time for about 0.2 dB of held-out
+    # PSNR). The hash grid, its gradients, the losses and Adam stay float32; the reference path and the CPU compute
+    # in float32 either way.
+    precision: str = "mixed"
     # progressive levels: start with this many, add one every level_every steps
     start_levels: int = 4
     level_every: int = 1000

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from backend.config import TrainConfig  # noqa: E402
 from backend.field import FieldConfig, HashGridConfig, NeuSField  # noqa: E402
 from backend.optim import Adam  # noqa: E402
 from bench import shared_data  # noqa: E402
@@ -196,7 +197,7 @@ def main() -> None:
                     help="how the field's normals are computed (every row)")
     ap.add_argument("--heads", default="sdf+color", choices=("sdf", "sdf+color"),
                     help="networks in the field step: sdf (the issue's definition) or sdf and colour")
-    ap.add_argument("--precision", default="float32", choices=("float32", "mixed", "tf32"),
+    ap.add_argument("--precision", default=TrainConfig().precision, choices=("float32", "mixed", "tf32"),
                     help="products of the fused networks on the fast paths (every row; the reference is float32)")
     ap.add_argument("--profile", action="store_true",
                     help="also print each fast path's eager field step by kernel (CUDA, torch.profiler)")

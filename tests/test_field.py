@@ -152,14 +152,15 @@ def test_difference_normals() -> None:
 
 
 def test_precision_reaches_the_field_and_is_checked() -> None:
-    """Training's precision (float32 by default, ``--set precision=mixed`` or ``tf32`` for TF32 products) reaches
-    the field built for training and extraction; an unknown precision is a clear error that names the choices. (What
-    it changes runs on CUDA: ``test_gpu_tf32_precision_...``, ``test_gpu_mixed_precision_...``.)"""
+    """Training's precision ("mixed" by default, ``--set precision=float32`` or ``tf32``) reaches the field built
+    for training and extraction; an unknown precision is a clear error that names the choices. (What it changes
+    runs on CUDA: ``test_gpu_tf32_precision_...``, ``test_gpu_mixed_precision_...``.)"""
     from backend.config import TrainConfig
     from backend.errors import BackendError
 
     assert FieldConfig(grid=HashGridConfig()).precision == "float32"
-    assert FieldConfig.from_train(TrainConfig(), has_masks=False).precision == "float32"
+    assert FieldConfig.from_train(TrainConfig(), has_masks=False).precision == "mixed"
+    assert FieldConfig.from_train(TrainConfig(precision="float32"), has_masks=False).precision == "float32"
     assert FieldConfig.from_train(TrainConfig(precision="tf32"), has_masks=True).precision == "tf32"
     assert FieldConfig.from_train(TrainConfig(precision="mixed"), has_masks=True).precision == "mixed"
     with pytest.raises(BackendError, match="precision") as err:
