@@ -211,7 +211,11 @@ def main() -> None:
     ref_rate: dict[bool, float] = {}
     paths = args.paths.split(",")
     notes = ", finite-difference normals" if args.normals == "finite_difference" else ""
-    notes += {"tf32": ", TF32 products", "mixed": ", TF32 backward products"}.get(args.precision, "")
+    prec_note = {"tf32": ", TF32 products", "mixed": ", TF32 backward products"}.get(args.precision, "")
+
+    def note(path: str) -> str:  # the reference computes in float32 whatever --precision says
+        return notes + ("" if path == "reference" else prec_note)
+
     heads_note = "SDF" if args.heads == "sdf" else "SDF + colour"
     for path in paths:
         for graph in ([False, True] if cuda and not args.no_graph else [False]):
@@ -220,7 +224,7 @@ def main() -> None:
             if path == "reference":
                 ref_rate[graph] = rate
             ratio = f"{rate / ref_rate[graph]:.1f}x" if graph in ref_rate else "-"
-            what = f"field step ({heads_note}, random points, eikonal{notes})" + (", CUDA graph" if graph else "")
+            what = f"field step ({heads_note}, random points, eikonal{note(path)})" + (", CUDA graph" if graph else "")
             rows.append((path, what, f"{n_points:,} points", rate, ratio))
             print(f"{path:16s} field{' graph' if graph else '      '} {rate / 1e6:9.3f} M samples/s  {ratio}",
                   flush=True)
@@ -239,7 +243,7 @@ def main() -> None:
         rate, what = res
         ref_train = rate if path == "reference" else ref_train
         ratio = f"{rate / ref_train:.1f}x" if ref_train else "-"
-        rows.append((path, "training step" + notes, what, rate, ratio))
+        rows.append((path, "training step" + note(path), what, rate, ratio))
         print(f"{path:10s} train  {rate / 1e6:9.3f} M samples/s  {ratio}", flush=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Throughput, {dev}: {device_name(dev)}", "",

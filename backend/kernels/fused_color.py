@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
-from .fused_geometry import _pow2, backward_precision, input_precision, recompute_precision, weight_grad_precision
+from .fused_geometry import _pow2, backward_precision, input_precision, weight_grad_precision
 from .hashgrid_triton import interpreting
 
 if TYPE_CHECKING:
@@ -264,7 +264,7 @@ class ColorFunction(torch.autograd.Function):
             _color_bwd_kernel[(programs,)](
                 feat, feat.stride(0), x, normal, view_dir, *padded, d_rgb.contiguous(), d_feat, d_normal, part, n,
                 per_prog, F=nf, DEG=ctx.deg, H=H, AP=AP, ATOMIC=atomic, PREC=ctx.bprec, BLOCK=COLOR_ROWS,
-                WPREC=weight_grad_precision(ctx.bprec), ZPREC=recompute_precision(ctx.prec, ctx.bprec),
+                WPREC=weight_grad_precision(ctx.bprec), ZPREC=ctx.prec,
                 num_warps=COLOR_WARPS, num_stages=COLOR_STAGES)
         else:
             part.zero_()

@@ -191,12 +191,6 @@ def backward_precision(field: NeuSField) -> str:
     return "tf32x3" if field.cfg.precision == "float32" else "tf32"
 
 
-def recompute_precision(prec: str, bprec: str) -> str:
-    """``input_precision`` of the backward kernels' recomputed forward (pre-activations): the forward's ``prec``,
-    or with ``NEUSBLEND_MIXED_RECOMPUTE=tf32`` (an experiment) the backward's ``bprec``."""
-    return bprec if os.environ.get("NEUSBLEND_MIXED_RECOMPUTE", "") == "tf32" else prec
-
-
 def weight_grad_precision(prec: str) -> str:
     """``input_precision`` of the backward kernels' weight-gradient products (sums over the points of a tile):
     ``prec``, or one TF32 product with ``NEUSBLEND_WGRAD_TF32=1``. An experiment, off by default: the hope was that
@@ -467,8 +461,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
                 per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
                 HAS_GRAD=d_grad is not None, PREC=ctx.bprec, BLOCK=MLP_ROWS, PARTIALS=partials,
-                WPREC=weight_grad_precision(ctx.bprec), ZPREC=recompute_precision(ctx.prec, ctx.bprec),
-                num_warps=MLP_WARPS)
+                WPREC=weight_grad_precision(ctx.bprec), ZPREC=ctx.prec, num_warps=MLP_WARPS)
         if partials:
             dWe, dWx, db1, dWo, dbo, dv = torch.split(part.sum(0), sizes)  # dWo, dbo: zeros without d_out
             dWe, dWx, dWo = dWe.view(H, E), dWx.view(H, 3), dWo.view(O, H)
