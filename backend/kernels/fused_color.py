@@ -4,7 +4,8 @@ The reference concatenates the colour network's input ``[feat, x, normal, SH(vie
 hidden layers and the output through cuBLAS, each layer's pre-activation and activation an (N, 64) array in memory,
 and autograd adds the bias gradients as column sums over (N, 64) (two ~90 us reductions a training step on an H200)
 and the transposed products. Here a tile of ``COLOR_ROWS`` points goes through the whole network in registers
-(``tl.dot``, float32 accuracy from three TF32 products, or one with ``FieldConfig.precision = "tf32"``): the
+(``tl.dot``, float32 accuracy from three TF32 products; one TF32 product in the backward with
+``FieldConfig.precision = "mixed"``, the training default, and both ways with ``"tf32"``): the
 forward reads the inputs and writes the colour (N, 3); the backward recomputes the forward from the same inputs
 (nothing (N, 64)-sized is stored), back-propagates, writes ``dL/d feat`` (N, F) and ``dL/d normal`` (N, 3) and sums
 the weight gradients of its tiles in registers.
