@@ -192,7 +192,7 @@ class FieldConfig:
     background: str = "env"  # "env": direction-only environment field; "none": constant colour
     normals: str = "analytic"  # or "finite_difference" (see NeuSField.sdf_with_gradient)
     normal_step: float = 0.0  # finite-difference step; 0 = one cell of the finest active level
-    precision: str = "float32"  # "mixed" or "tf32": the fused networks' products on CUDA (TrainConfig.precision)
+    precision: str = "float32"  # "mixed", "tf32": the fused networks' products on CUDA (TrainConfig.precision)
 
     @classmethod
     def from_train(cls, cfg: TrainConfig, has_masks: bool) -> FieldConfig:

@@ -193,10 +193,12 @@ def backward_precision(field: NeuSField) -> str:
 
 def weight_grad_precision(prec: str) -> str:
     """``input_precision`` of the backward kernels' weight-gradient products (sums over the points of a tile):
-    ``prec``, or one TF32 product with ``NEUSBLEND_WGRAD_TF32=1``. An experiment, off by default: the hope was that
-    the inputs' rounding errors would average out over a tile's points; measured (H200), the worst parameter-gradient
-    error was 7.1e-4 against 8.3e-7 for float32 products (gradient sums cancel), for a 9% faster field step.
-    Per-point results, such as ``dL/d enc``, keep ``prec`` either way."""
+    the backward's ``prec`` (:func:`backward_precision`), or one TF32 product with ``NEUSBLEND_WGRAD_TF32=1``. An
+    experiment for "float32", off by default: the hope was that the inputs' rounding errors would average out over a
+    tile's points; measured (H200), the worst parameter-gradient error was 7.1e-4 against 8.3e-7 for float32
+    products (gradient sums cancel), for a 9% faster field step. Per-point results, such as ``dL/d enc``, keep
+    ``prec`` either way. ("mixed" rounds all the backward's products, gradients only: 2e-3, within the mixed
+    tolerance.)"""
     return "tf32" if os.environ.get("NEUSBLEND_WGRAD_TF32", "0") == "1" else prec
 
 
@@ -403,9 +405,10 @@ def fused_mlp_enabled() -> bool:
 
 class FusedMLPGeometryFunction(torch.autograd.Function):
     """:class:`OneLayerGeometryFunction` with the whole SDF MLP in one Triton kernel each way: the forward computes
-    ``z``, the head and the gradient's first factor for a tile of 64 points in registers (``tl.dot``, float32
-    precision), the backward recomputes ``z`` from the encoding and does both passes of
-    :class:`GeometryFunction`'s algebra, summing the weight gradients per program. Nothing (N, H)-sized is stored."""
+    ``z``, the head and the gradient's first factor for a tile of 64 points in registers (``tl.dot`` in
+    :func:`input_precision`), the backward recomputes ``z`` from the encoding (same precision) and does both passes of
+    :class:`GeometryFunction`'s algebra (products in :func:`backward_precision`), summing the weight gradients per
+    program. Nothing (N, H)-sized is stored."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, meta: LevelMeta, n_active: int,  # noqa: ANN001
