@@ -455,8 +455,7 @@ def test_fused_geometry_matches_autograd(layers: int, activation: str, loss_term
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 @pytest.mark.parametrize("tiles", [3, 1])
 @pytest.mark.parametrize("partials", ["1", "0"])
-@pytest.mark.parametrize("ju_inside", [False, True])
-def test_fused_mlp_backward_sums_several_tiles_per_program(tiles: int, partials: str, ju_inside: bool,
+def test_fused_mlp_backward_sums_several_tiles_per_program(tiles: int, partials: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole-MLP backward kernel loops over several tiles per program (the last one partly past N) and adds
     its weight gradients once, as a row of partial sums per program or by atomics: same gradients as autograd."""
@@ -464,7 +463,6 @@ def test_fused_mlp_backward_sums_several_tiles_per_program(tiles: int, partials:
 
     monkeypatch.setattr(fused_geometry, "MLP_TILES_PER_PROGRAM", tiles)  # 3: 4 programs for the 10 tiles
     monkeypatch.setenv("NEUSBLEND_MLP_PARTIALS", partials)
-    monkeypatch.setattr(fused_geometry, "MLP_JU_INSIDE", ju_inside)
     grid = HashGridConfig(n_levels=8, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=256)
     gen = fresh_generator()
     ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=64, background="none"), gen, biases=True)

@@ -174,7 +174,6 @@ def _act_bwd_kernel(p_ptr, z_ptr, g_ptr, dh_ptr, dz_ptr, vsum_ptr, dzsum_ptr, N,
 MLP_ROWS = 64
 MLP_TILES_PER_PROGRAM = 1
 MLP_WARPS = 4
-MLP_JU_INSIDE = os.environ.get("NEUSBLEND_MLP_JU_INSIDE", "0") == "1"  # experiment: J u inside the MLP backward
 
 
 def input_precision(field: NeuSField) -> str:
@@ -307,8 +306,7 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
                     dwe_ptr, dwx_ptr, db1_ptr, dwo_ptr, dbo_ptr, N, E, O, n_active, TILES_PER_PROG,
                     H: tl.constexpr, EP: tl.constexpr, OP: tl.constexpr, BETA: tl.constexpr, RELU: tl.constexpr,
                     HAS_OUT: tl.constexpr, HAS_GRAD: tl.constexpr, PREC: tl.constexpr, BLOCK: tl.constexpr,
-                    PARTIALS: tl.constexpr = False, WPREC: tl.constexpr = "tf32x3", ZPREC: tl.constexpr = "tf32x3",
-                    JU_INSIDE: tl.constexpr = False):
+                    PARTIALS: tl.constexpr = False, WPREC: tl.constexpr = "tf32x3", ZPREC: tl.constexpr = "tf32x3"):
     """Backward of :func:`_mlp_fwd_kernel` and of the gradient ``grad = g0x + J^T g0e / 2`` (second order), over
     ``TILES_PER_PROG`` tiles per program; weight gradients are summed in registers and added once per program
     (atomics), or with ``PARTIALS`` stored as the program's row of partial sums at ``dwe_ptr``, laid out
@@ -349,17 +347,10 @@ def _mlp_bwd_kernel(enc_ptr, x_ptr, we_ptr, wx_ptr, b1_ptr, wo_ptr, dout_ptr, dg
             acc_bo += tl.sum(dout, 0)
             dz += tl.dot(dout, wo, input_precision=PREC) * s
         if HAS_GRAD:
-            if JU_INSIDE:  # ju_ptr is the Jacobian (n_active, 3, N, 2): J (dL/dgrad) / 2 from its three tiles
-                jx, jy, jz = _jac_tile(ju_ptr, rows, rmask, ecols, N, n_active)
-                u0 = tl.load(dgrad_ptr + rows * 3 + 0, mask=rmask, other=0.0)
-                u1 = tl.load(dgrad_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-                u2 = tl.load(dgrad_ptr + rows * 3 + 2, mask=rmask, other=0.0)
-                ju = 0.5 * (jx * u0[:, None] + jy * u1[:, None] + jz * u2[:, None])
-            else:
-                lvl = ecols // 2  # ju: level-major (n_active, N, 2): 512 contiguous bytes a level for 64 rows
-                ju = tl.load(ju_ptr + lvl[None, :].to(tl.int64) * N * 2 + rows[:, None].to(tl.int64) * 2
-                             + (ecols % 2)[None, :], mask=rmask[:, None] & (lvl[None, :] < n_active),
-                             other=0.0)  # (BLOCK, EP): J (dL/dgrad) / 2
+            lvl = ecols // 2  # ju: level-major (n_active, N, 2): 512 contiguous bytes a level for 64 rows
+            ju = tl.load(ju_ptr + lvl[None, :].to(tl.int64) * N * 2 + rows[:, None].to(tl.int64) * 2
+                         + (ecols % 2)[None, :], mask=rmask[:, None] & (lvl[None, :] < n_active),
+                         other=0.0)  # (BLOCK, EP): J (dL/dgrad) / 2
             ut = _xyz_tile(dgrad_ptr, rows, rmask)  # (BLOCK, 16): dL/dgrad
             p = tl.dot(ju, tl.trans(we), input_precision=PREC)
             p += tl.dot(ut, wxt, input_precision=PREC)  # (BLOCK, H)
@@ -453,8 +444,8 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
             d_grad = d_grad.contiguous()
             u_half = 0.5 * d_grad
             # J u in its own streaming kernel: inside the backward kernel (three more (64, E) tiles live at once) it
-            # took 0.95 instead of 0.61 + 0.14 ms (H100, 2^18 points); MLP_JU_INSIDE: the experiment again
-            ju = jac if MLP_JU_INSIDE else jac_vec(jac, u_half, ctx.meta.n_levels, level_major=True)
+            # took 0.95 instead of 0.61 + 0.14 ms (H100, 2^18 points)
+            ju = jac_vec(jac, u_half, ctx.meta.n_levels, level_major=True)  # (n_active, N, 2)
         if d_out is not None:
             d_out = d_out.contiguous()
         per_prog = MLP_TILES_PER_PROGRAM
@@ -473,8 +464,7 @@ class FusedMLPGeometryFunction(torch.autograd.Function):
                 ju if ju is not None and ju.numel() else enc, denc, dWe, dWx, db1, dWo, dbo, n, E, O, ctx.n_active,
                 per_prog, H=H, EP=_pow2(E), OP=_pow2(O), BETA=SOFTPLUS_BETA, RELU=relu, HAS_OUT=d_out is not None,
                 HAS_GRAD=d_grad is not None, PREC=ctx.bprec, BLOCK=MLP_ROWS, PARTIALS=partials,
-                WPREC=weight_grad_precision(ctx.bprec), ZPREC=ctx.prec, JU_INSIDE=MLP_JU_INSIDE and d_grad is not None,
-                num_warps=MLP_WARPS)
+                WPREC=weight_grad_precision(ctx.bprec), ZPREC=ctx.prec, num_warps=MLP_WARPS)
         if partials:
             dWe, dWx, db1, dWo, dbo, dv = torch.split(part.sum(0), sizes)  # dWo, dbo: zeros without d_out
             dWe, dWx, dWo = dWe.view(H, E), dWx.view(H, 3), dWo.view(O, H)
