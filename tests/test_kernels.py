@@ -720,6 +720,26 @@ def test_gpu_full_size_kernels(active: int | None, group: int, monkeypatch: pyte
     assert rel(fused, ref_t + ref_dt) < TOL, _seed
 
 
+@needs_triton
+def test_each_precision_sets_the_forward_and_backward_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each ``FieldConfig.precision`` asks of the fused kernels' products: "float32" three TF32 products both
+    ways; "mixed" (the training default) three forward, one backward; "tf32" one both ways; the weight-gradient
+    products follow the backward's. (What the products compute is checked on CUDA: the interpreter computes in
+    float32 whatever it is asked.)"""
+    from backend.config import TrainConfig
+    from backend.kernels.fused_geometry import backward_precision, input_precision, weight_grad_precision
+
+    monkeypatch.delenv("NEUSBLEND_WGRAD_TF32", raising=False)
+    grid = HashGridConfig(n_levels=4, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=64)
+    want = {"float32": ("tf32x3", "tf32x3"), "mixed": ("tf32x3", "tf32"), "tf32": ("tf32", "tf32")}
+    for prec, (fwd, bwd) in want.items():
+        field = NeuSField(FieldConfig(grid=grid, sdf_hidden=16, precision=prec))
+        assert (input_precision(field), backward_precision(field)) == (fwd, bwd), prec
+        assert weight_grad_precision(backward_precision(field)) == bwd, prec
+    field = NeuSField(FieldConfig.from_train(TrainConfig(), has_masks=True))
+    assert (input_precision(field), backward_precision(field)) == ("tf32x3", "tf32")
+
+
 # Mixed precision (one TF32 product: inputs with 10-bit mantissas, float32 sums): relative error of values and
 # gradients against the float32 reference.
 TF32_TOL = 1e-2
