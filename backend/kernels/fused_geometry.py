@@ -692,7 +692,7 @@ def sdf_only(field: NeuSField, x: torch.Tensor) -> torch.Tensor | None:
         _mlp_fwd_kernel[(triton.cdiv(n, MLP_ROWS),)](
             enc, x, W1[:, 3:].contiguous(), W1[:, :3].contiguous(), b1.contiguous(), Wo, bo, out, out, out, out, n,
             E, 1, 0, H=W1.shape[0], EP=_pow2(E), OP=_pow2(1), BETA=SOFTPLUS_BETA, RELU=field.cfg.activation == "relu",
-            PREC=input_precision(field), BLOCK=MLP_ROWS, WITH_GRAD=False, num_warps=4)
+            PREC=input_precision(field), BLOCK=MLP_ROWS, WITH_GRAD=False, num_warps=MLP_WARPS)
     return out[:, 0]
 
 
