@@ -334,6 +334,21 @@ class NeuSField(nn.Module):
         grad = (sdf[1:4] - sdf[4:7]).T / (2.0 * h)  # (N, 3)
         return sdf[0], feat[:n], grad if create_graph else grad.detach()
 
+    def eikonal_sum(self, grad: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The eikonal loss's sum ``sum_i weight_i (|grad_i| - 1)^2`` (a 0-dim tensor; divide by the count for the
+        mean). A fast path's kernels compute the same sum and its gradient with respect to ``grad``.
+
+        Args:
+            grad: (N, 3) SDF gradients (from :meth:`sdf_with_gradient` with ``create_graph=True``).
+            weight: (N,) per-point weights (a validity mask; not differentiated) or None for ones.
+        """
+        fused = getattr(self.encoding, "fused_eikonal", None)  # fast paths: one kernel each way, same value
+        fast = fused(grad, weight) if fused is not None else None
+        if fast is not None:
+            return fast
+        res = (grad.norm(dim=-1) - 1.0) ** 2
+        return (res * weight if weight is not None else res).sum()
+
     # ------------------------------------------------------------------ appearance
 
     def color(self, x: torch.Tensor, normal: torch.Tensor, view_dir: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:

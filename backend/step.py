@@ -83,8 +83,8 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     mse = ((diff**2).mean(-1) * x.ray_valid).sum() * x.inv_n_rays
     # eikonal on the ray samples and on random points, so that culled space stays a distance field too
     _, _, rand_grad = field.sdf_with_gradient(x.rand_pts, create_graph=True)
-    eik_s = ((grad.norm(dim=-1) - 1.0) ** 2 * x.sample_valid).sum()
-    eik_r = ((rand_grad.norm(dim=-1) - 1.0) ** 2).sum()
+    eik_s = field.eikonal_sum(grad, x.sample_valid)
+    eik_r = field.eikonal_sum(rand_grad)
     loss_eik = (eik_s + eik_r) / (x.sample_valid.sum() + x.rand_pts.shape[0])
     loss = loss_rgb + eikonal_weight * loss_eik
     loss_mask = torch.zeros((), device=x.pts.device)

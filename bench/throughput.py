@@ -102,7 +102,7 @@ def _field_step(device: str, n_points: int, path: str, graph: bool, normals: str
     def step() -> None:
         x = torch.rand(n_points, 3, device=device) * 1.6 - 0.8
         sdf, feat, grad = field.sdf_with_gradient(x, create_graph=True)
-        loss = sdf.abs().mean() + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+        loss = sdf.abs().mean() + (0.1 / n_points) * field.eikonal_sum(grad)  # eikonal: the trainer's sum
         if color:
             d = torch.nn.functional.normalize(torch.randn(n_points, 3, device=device), dim=-1)
             n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)

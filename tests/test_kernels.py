@@ -539,6 +539,42 @@ def test_fused_color_matches_reference(sh_degree: int, feature_dim: int, hidden:
 
 
 @needs_triton
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_eikonal_sum_matches_reference(weighted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eikonal loss's sum in one kernel each way against the reference's operations: the sum and its gradient
+    w.r.t. the SDF gradients, over several blocks (the last one partial), with a 0/1 validity mask or none, a zero
+    gradient row (no NaN: zero gradient there, as the reference's norm) and an upstream factor other than one;
+    weights that need a gradient go to the reference."""
+    from backend.kernels import eikonal_triton
+
+    grid = HashGridConfig(n_levels=4, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=64)
+    gen = fresh_generator()
+    ref, fast = field_pair(FieldConfig(grid=grid, sdf_hidden=32, background="none"), gen)
+    n_pts = 3 * eikonal_triton.EIK_BLOCK + 17
+    g0 = (torch.randn(n_pts, 3, generator=gen) * 0.7).to(DEV)
+    g0[5] = 0.0
+    w = (torch.rand(n_pts, generator=gen) > 0.3).float().to(DEV) if weighted else None
+
+    def run(field: NeuSField, weight: torch.Tensor | None) -> tuple[str, torch.Tensor, torch.Tensor]:
+        g = g0.clone().requires_grad_(True)
+        total = field.eikonal_sum(g, weight)
+        (total * 0.37).backward()
+        return type(total.grad_fn).__name__, total.detach(), g.grad
+
+    node, got, got_g = run(fast, w)
+    _, want, want_g = run(ref, w)
+    assert node == "EikonalSumFunctionBackward", node
+    assert rel(got, want) < TOL and rel(got_g, want_g) < TOL, (rel(got, want), rel(got_g, want_g), _seed)
+    assert float(got_g[5].abs().max()) == 0.0
+    if weighted:
+        node, _, _ = run(fast, w.clone().requires_grad_(True))
+        assert node != "EikonalSumFunctionBackward", node
+    monkeypatch.setenv("NEUSBLEND_FUSED_EIKONAL", "0")
+    node, _, _ = run(fast, w)
+    assert node != "EikonalSumFunctionBackward", node
+
+
+@needs_triton
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 @pytest.mark.parametrize("layers,activation", [(1, "softplus"), (1, "relu"), (2, "softplus")])
 def test_sdf_outside_autograd_matches_reference(layers: int, activation: str) -> None:

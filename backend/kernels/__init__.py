@@ -87,6 +87,13 @@ class TritonHashGridEncoding(HashGridEncoding):
 
         return fused_color.color(field, x, normal, view_dir, feat)
 
+    def fused_eikonal(self, grad: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
+        """The eikonal loss's sum (0-dim) over ``grad`` (N, 3) with ``weight`` (N,) or None, in one Triton kernel
+        each way (:mod:`.eikonal_triton`), or None when that path does not take these inputs."""
+        from . import eikonal_triton
+
+        return eikonal_triton.eikonal_sum(grad, weight)
+
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         """Encode positions: (N, 3) in [0, 1]^3 (clamped) -> (N, L * F), zero for inactive levels."""
         if not self._triton_ok(x01):
