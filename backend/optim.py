@@ -75,8 +75,14 @@ class Adam:
             steps = [s["step"] for s in states]
             beta1, beta2 = g["betas"]
             lr = g["lr"]
-            for s in steps:
-                s.add_(1)
+            torch._foreach_add_(steps, 1)  # one launch for all step counts
+            big = [i for i, p in enumerate(params) if _triton_update(p, grads[i], m[i], v[i], steps[i], lr, beta1,
+                                                                      beta2, g["eps"])]
+            if big:
+                keep = [i for i in range(len(params)) if i not in big]
+                params, grads, m, v, steps = ([t[i] for i in keep] for t in (params, grads, m, v, steps))
+                if not params:
+                    continue
             device = params[0].device.type
             if device not in self._plain_on:
                 try:
@@ -124,6 +130,22 @@ class Adam:
                     g["lr"] = float(v)
                 else:
                     g[k] = v
+
+
+def _triton_update(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: torch.Tensor,
+                   lr: float | torch.Tensor, beta1: float, beta2: float, eps: float) -> bool:
+    """Update a large CUDA tensor (the hash table) with :mod:`backend.kernels.adam_triton`; False (nothing done)
+    where that kernel does not take it or Triton is missing."""
+    if not p.is_cuda:
+        return False
+    try:
+        from .kernels import adam_triton
+    except Exception:  # noqa: BLE001 - no Triton: the multi-tensor kernel updates it
+        return False
+    if not adam_triton.supports(p, grad, m, v, lr):
+        return False
+    adam_triton.adam_update(p, grad, m, v, step, lr, beta1, beta2, eps)
+    return True
 
 
 def _plain_adam(params: list[torch.Tensor], grads: list[torch.Tensor], m: list[torch.Tensor],

@@ -3,6 +3,8 @@ directions, and no import of ``torch._dynamo``."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.optim import Adam, _plain_adam
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton update runs in the interpreter (before triton loads)
+
+from backend.optim import Adam, _plain_adam  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 
 
 def make_params(seed: int) -> list[torch.Tensor]:
@@ -120,3 +127,62 @@ def test_making_one_does_not_import_dynamo() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@needs_triton
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_triton_update_matches_the_fused_kernel(tensor_lr: bool) -> None:
+    """The hash table's update (``backend/kernels/adam_triton.py``; in the interpreter without CUDA) against
+    PyTorch's fused kernel over three steps (bias corrections of steps 1 to 3), the last block partial."""
+    from backend.kernels import adam_triton
+
+    dev = "cuda" if HAS_CUDA else "cpu"
+    g = torch.Generator().manual_seed(11)
+    n = 3 * adam_triton.ADAM_BLOCK // 2 + 5
+    p0 = torch.randn(n, 2, generator=g).to(dev)
+    ours = [p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0), torch.zeros((), device=dev)]
+    ref = [p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0), torch.zeros((), device=dev)]
+    lr = torch.tensor(0.01, device=dev) if tensor_lr else 0.01
+    for _ in range(3):
+        grad = torch.randn(n, 2, generator=g).to(dev)
+        ours[3] += 1
+        ref[3] += 1
+        adam_triton.adam_update(ours[0], grad, ours[1], ours[2], ours[3], lr, 0.9, 0.99, 1e-15)
+        torch._fused_adam_([ref[0]], [grad], [ref[1]], [ref[2]], [], [ref[3]], lr=lr, beta1=0.9, beta2=0.99,
+                           weight_decay=0.0, eps=1e-15, amsgrad=False, maximize=False)
+    for a, b in zip(ours[:3], ref[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(ours[0], p0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_large_tensors_take_the_triton_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the trainer's Adam updates a tensor of at least ``MIN_NUMEL`` elements (the hash table) with the
+    Triton kernel, the small ones with PyTorch's: the same parameters as ``torch.optim.Adam`` after 12 steps."""
+    from backend.kernels import adam_triton
+
+    calls = []
+    real = adam_triton.adam_update
+
+    def counted(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        calls.append(args[0].numel())
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(adam_triton, "adam_update", counted)
+    g = torch.Generator().manual_seed(12)
+    shapes = ((adam_triton.MIN_NUMEL // 2 + 3, 2), (7, 5), (4,))
+    init = [torch.randn(s, generator=g) for s in shapes]
+    ours_p = [torch.nn.Parameter(t.cuda()) for t in init]
+    ref_p = [torch.nn.Parameter(t.cuda()) for t in init]
+    ours = Adam([{"params": ours_p, "lr": torch.tensor(1e-2, device="cuda")}], betas=(0.9, 0.99), eps=1e-15)
+    ref = torch.optim.Adam([{"params": ref_p, "lr": 1e-2}], betas=(0.9, 0.99), eps=1e-15)
+    for opt, params in ((ours, ours_p), (ref, ref_p)):
+        gen = torch.Generator(device="cuda").manual_seed(13)
+        for _ in range(12):
+            opt.zero_grad(set_to_none=True)
+            sum(((p - torch.randn(p.shape, generator=gen, device="cuda")) ** 2).sum() for p in params).backward()
+            opt.step()
+    assert calls == [ours_p[0].numel()] * 12
+    for a, b in zip(ours_p, ref_p):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
