@@ -6,7 +6,9 @@ keeps the parts the trainer uses: parameter groups with a float or device-tensor
 step capturable in a CUDA graph), ``step``, ``zero_grad`` and ``state_dict`` / ``load_state_dict`` in
 ``torch.optim.Adam``'s layout, so checkpoints load either way. The update is PyTorch's fused multi-tensor Adam
 kernel (``torch._fused_adam_``, the one ``torch.optim.Adam(fused=True)`` calls); where that kernel is missing for a
-device, the same update in plain tensor operations. No weight decay, AMSGrad or maximisation.
+device, the same update in plain tensor operations. With ``triton=True`` (the fast path) large CUDA tensors, i.e.
+the hash table, take :mod:`backend.kernels.adam_triton` instead, the same update at a higher memory bandwidth. No
+weight decay, AMSGrad or maximisation.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ class Adam:
     Args:
         groups: parameter groups, each a dict with ``params`` and ``lr`` (and any other keys the caller keeps, such
             as ``base_lr``); ``betas``, ``eps``: defaults for groups that do not set them.
+        triton: update CUDA tensors of at least ``adam_triton.MIN_NUMEL`` elements with the Triton kernel (the
+            fast path; the reference path keeps PyTorch's kernels only).
     """
 
     def __init__(self, groups: Iterable[dict[str, Any]], betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, triton: bool = False) -> None:
+        self.triton = triton
         self.param_groups: list[dict[str, Any]] = []
         for g in groups:
             group = dict(g)
@@ -76,8 +81,9 @@ class Adam:
             beta1, beta2 = g["betas"]
             lr = g["lr"]
             torch._foreach_add_(steps, 1)  # one launch for all step counts
-            big = [i for i, p in enumerate(params) if _triton_update(p, grads[i], m[i], v[i], steps[i], lr, beta1,
-                                                                      beta2, g["eps"])]
+            big = [i for i, p in enumerate(params) if self.triton and _triton_update(p, grads[i], m[i], v[i],
+                                                                                      steps[i], lr, beta1, beta2,
+                                                                                      g["eps"])]
             if big:
                 keep = [i for i in range(len(params)) if i not in big]
                 params, grads, m, v, steps = ([t[i] for i in keep] for t in (params, grads, m, v, steps))

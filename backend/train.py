@@ -292,7 +292,7 @@ class Trainer:
             [{"params": enc_params, "lr": cfg.lr, "base_lr": cfg.lr},
              {"params": other, "lr": cfg.lr_mlp, "base_lr": cfg.lr_mlp},
              {"params": var_params, "lr": cfg.lr_variance, "base_lr": cfg.lr_variance}],
-            betas=(0.9, 0.99), eps=1e-15)  # not torch.optim's: see backend/optim.py
+            betas=(0.9, 0.99), eps=1e-15, triton=self.path != "reference")  # not torch.optim's: backend/optim.py
         self.params = [p for p in self.field.parameters() if p.requires_grad]
         self.graph_step = None
         if cfg.cuda_graph and self.device.type == "cuda" and self.path != "reference":

@@ -97,7 +97,8 @@ def _field_step(device: str, n_points: int, path: str, graph: bool, normals: str
     field = make_field(device, path, normals, precision)
     params = list(field.parameters())
     # the trainer's optimiser (PyTorch's fused Adam kernel), with a device-tensor learning rate for the graph
-    opt = Adam([{"params": params, "lr": torch.tensor(1e-3, device=device) if graph else 1e-3}])
+    opt = Adam([{"params": params, "lr": torch.tensor(1e-3, device=device) if graph else 1e-3}],
+               triton=path != "reference")
 
     def step() -> None:
         x = torch.rand(n_points, 3, device=device) * 1.6 - 0.8

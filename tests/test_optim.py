@@ -158,8 +158,9 @@ def test_triton_update_matches_the_fused_kernel(tensor_lr: bool) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_gpu_large_tensors_take_the_triton_update(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CUDA the trainer's Adam updates a tensor of at least ``MIN_NUMEL`` elements (the hash table) with the
-    Triton kernel, the small ones with PyTorch's: the same parameters as ``torch.optim.Adam`` after 12 steps."""
+    """On CUDA with ``triton=True`` (the fast path) the trainer's Adam updates a tensor of at least ``MIN_NUMEL``
+    elements (the hash table) with the Triton kernel, the small ones with PyTorch's; without it (the reference
+    path) none. Both: the same parameters as ``torch.optim.Adam`` after 12 steps."""
     from backend.kernels import adam_triton
 
     calls = []
@@ -175,14 +176,18 @@ def test_gpu_large_tensors_take_the_triton_update(monkeypatch: pytest.MonkeyPatc
     init = [torch.randn(s, generator=g) for s in shapes]
     ours_p = [torch.nn.Parameter(t.cuda()) for t in init]
     ref_p = [torch.nn.Parameter(t.cuda()) for t in init]
-    ours = Adam([{"params": ours_p, "lr": torch.tensor(1e-2, device="cuda")}], betas=(0.9, 0.99), eps=1e-15)
+    ours = Adam([{"params": ours_p, "lr": torch.tensor(1e-2, device="cuda")}], betas=(0.9, 0.99), eps=1e-15,
+                triton=True)
     ref = torch.optim.Adam([{"params": ref_p, "lr": 1e-2}], betas=(0.9, 0.99), eps=1e-15)
-    for opt, params in ((ours, ours_p), (ref, ref_p)):
+    plain_p = [torch.nn.Parameter(t.cuda()) for t in init]
+    plain = Adam([{"params": plain_p, "lr": 1e-2}], betas=(0.9, 0.99), eps=1e-15)  # the reference path's
+    for opt, params in ((ours, ours_p), (ref, ref_p), (plain, plain_p)):
         gen = torch.Generator(device="cuda").manual_seed(13)
         for _ in range(12):
             opt.zero_grad(set_to_none=True)
             sum(((p - torch.randn(p.shape, generator=gen, device="cuda")) ** 2).sum() for p in params).backward()
             opt.step()
-    assert calls == [ours_p[0].numel()] * 12
-    for a, b in zip(ours_p, ref_p):
+    assert calls == [ours_p[0].numel()] * 12  # the large tensor only, and only with triton=True
+    for a, b, c in zip(ours_p, ref_p, plain_p):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,5 @@
-"""Adam's update of one large float32 tensor in one Triton kernel (used by :class:`backend.optim.Adam` for the hash
-table on CUDA).
+"""Adam's update of one large float32 tensor in one Triton kernel (used by :class:`backend.optim.Adam` on the fast
+path for the hash table on CUDA).
 
 The update reads the parameter, its gradient and both moments and writes the parameter and the moments: 28 bytes
 an element, so on a table of 12 M entries it is bound by memory bandwidth. PyTorch's fused multi-tensor kernel
@@ -20,8 +20,8 @@ import triton.language as tl
 
 from .hashgrid_triton import interpreting
 
-ADAM_BLOCK = 4096
-ADAM_WARPS = 8
+ADAM_BLOCK = 2048  # 16 elements a thread; measured: docs/KERNELS.md
+ADAM_WARPS = 4
 MIN_NUMEL = 1 << 20  # smaller tensors stay in PyTorch's multi-tensor kernel (one launch for all of them)
 
 
