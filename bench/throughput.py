@@ -96,7 +96,7 @@ def _field_step(device: str, n_points: int, path: str, graph: bool, normals: str
     """One field step (forward, normals, losses, backward, Adam) as a closure, and its optimiser."""
     field = make_field(device, path, normals, precision)
     params = list(field.parameters())
-    # the trainer's optimiser (PyTorch's fused Adam kernel), with a device-tensor learning rate for the graph
+    # the trainer's optimiser (on the fast path the table's update in Triton), with a device-tensor rate for the graph
     opt = Adam([{"params": params, "lr": torch.tensor(1e-3, device=device) if graph else 1e-3}],
                triton=path != "reference")
 
