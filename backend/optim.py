@@ -81,12 +81,12 @@ class Adam:
             beta1, beta2 = g["betas"]
             lr = g["lr"]
             torch._foreach_add_(steps, 1)  # one launch for all step counts
-            big = [i for i, p in enumerate(params) if self.triton and _triton_update(p, grads[i], m[i], v[i],
-                                                                                      steps[i], lr, beta1, beta2,
-                                                                                      g["eps"])]
-            if big:
-                keep = [i for i in range(len(params)) if i not in big]
-                params, grads, m, v, steps = ([t[i] for i in keep] for t in (params, grads, m, v, steps))
+            if self.triton:  # the fast path: the hash table in its own kernel, the rest below
+                rest = []
+                for i, p in enumerate(params):
+                    if not _triton_update(p, grads[i], m[i], v[i], steps[i], lr, beta1, beta2, g["eps"]):
+                        rest.append(i)
+                params, grads, m, v, steps = ([t[i] for i in rest] for t in (params, grads, m, v, steps))
                 if not params:
                     continue
             device = params[0].device.type
