@@ -45,10 +45,9 @@ class TritonHashGridEncoding(HashGridEncoding):
     """
 
     def _triton_ok(self, x01: torch.Tensor) -> bool:
-        from .hashgrid_triton import interpreting
+        from .hashgrid_triton import runs_kernels
 
-        dev_ok = x01.is_cuda or (interpreting() and x01.device.type == "cpu")
-        return (dev_ok and self.cfg.n_features == 2 and x01.dtype == torch.float32 and x01.dim() == 2
+        return (runs_kernels(x01) and self.cfg.n_features == 2 and x01.dtype == torch.float32 and x01.dim() == 2
                 and x01.shape[1] == 3 and self.embeddings.device == x01.device
                 and self.embeddings.dtype == torch.float32)
 

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .hashgrid_triton import interpreting
+from .hashgrid_triton import runs_kernels
 
 ADAM_BLOCK = 2048  # 16 elements a thread; measured: docs/KERNELS.md
 ADAM_WARPS = 4
@@ -34,8 +34,7 @@ def supports(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tens
              ) -> bool:
     """Whether this kernel takes the update: large contiguous float32 tensors on CUDA (or on the CPU in the
     interpreter), the learning rate a float or a one-element float32 tensor on the same device."""
-    dev_ok = p.is_cuda or (interpreting() and p.device.type == "cpu")
-    if not (enabled() and dev_ok and p.numel() >= MIN_NUMEL):
+    if not (enabled() and runs_kernels(p) and p.numel() >= MIN_NUMEL):
         return False
     ts = (p, grad, m, v)
     if any(t.dtype != torch.float32 or not t.is_contiguous() or t.device != p.device or t.shape != p.shape
@@ -73,8 +72,7 @@ def adam_update(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.T
     """Adam's update of ``p`` in place (``m``, ``v``: its moments, updated too; ``step``: the step count after this
     step, a 0-dim float32 tensor on ``p``'s device). All tensors of one shape (any), contiguous float32."""
     n = p.numel()
-    lr_t = lr if isinstance(lr, torch.Tensor) else step  # unused when LR_PTR is False
-    _adam_kernel[(triton.cdiv(n, ADAM_BLOCK),)](p, grad, m, v, step, lr_t, 0.0 if isinstance(lr, torch.Tensor)
-                                                else float(lr), n, float(beta1), float(beta2), float(eps),
-                                                LR_PTR=isinstance(lr, torch.Tensor), BLOCK=ADAM_BLOCK,
-                                                num_warps=ADAM_WARPS)
+    on_device = isinstance(lr, torch.Tensor)  # read by the kernel (a captured step's rate), else passed by value
+    _adam_kernel[(triton.cdiv(n, ADAM_BLOCK),)](p, grad, m, v, step, lr if on_device else step,
+                                                0.0 if on_device else float(lr), n, float(beta1), float(beta2),
+                                                float(eps), LR_PTR=on_device, BLOCK=ADAM_BLOCK, num_warps=ADAM_WARPS)

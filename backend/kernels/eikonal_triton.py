@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from .hashgrid_triton import interpreting
+from .hashgrid_triton import runs_kernels
 
 EIK_BLOCK = 1024
 EIK_WARPS = 4
@@ -38,8 +38,8 @@ def enabled() -> bool:
 def supports(grad: torch.Tensor, weight: torch.Tensor | None) -> bool:
     """Whether the kernels take these inputs: float32 (N, 3) gradients on CUDA (or on the CPU in the interpreter),
     and weights that are None or a float32 (N,) tensor on the same device that needs no gradient."""
-    dev_ok = grad.is_cuda or (interpreting() and grad.device.type == "cpu")
-    if not (enabled() and dev_ok and grad.dtype == torch.float32 and grad.dim() == 2 and grad.shape[1] == 3):
+    if not (enabled() and runs_kernels(grad) and grad.dtype == torch.float32 and grad.dim() == 2
+            and grad.shape[1] == 3):
         return False
     return weight is None or (weight.dtype == torch.float32 and weight.shape == grad.shape[:1]
                               and weight.device == grad.device and not weight.requires_grad)

@@ -38,7 +38,7 @@ import triton.language as tl
 from torch.nn import functional as F
 
 from .fused_geometry import _pow2, backward_precision, input_precision, weight_grad_precision
-from .hashgrid_triton import interpreting
+from .hashgrid_triton import runs_kernels
 
 if TYPE_CHECKING:
     from ..field import NeuSField
@@ -285,8 +285,7 @@ def supports(field: NeuSField, x: torch.Tensor, normal: torch.Tensor, view_dir: 
     view directions that need no gradient."""
     cfg = field.cfg
     layers = field.color_layers
-    dev_ok = x.is_cuda or (interpreting() and x.device.type == "cpu")
-    if not (enabled() and dev_ok and len(layers) == 3 and cfg.sh_degree <= 4):
+    if not (enabled() and runs_kernels(x) and len(layers) == 3 and cfg.sh_degree <= 4):
         return False
     H = layers[0].out_features
     return (H >= 16 and H & (H - 1) == 0 and layers[1].out_features == H and layers[2].out_features == 3

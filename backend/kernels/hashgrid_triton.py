@@ -73,6 +73,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def runs_kernels(t: torch.Tensor) -> bool:
+    """Whether the kernels can run on ``t``'s device: CUDA, or the CPU in Triton's interpreter."""
+    return t.is_cuda or (interpreting() and t.device.type == "cpu")
+
+
 # ---------------------------------------------------------------------------------------------------- kernels
 
 
