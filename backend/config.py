@@ -67,6 +67,15 @@ class TrainConfig:
     # 0 = train on every sample the occupancy grid keeps)
     cull_transmittance: float = 1e-4
     cull_stride: int = 1  # the pre-pass evaluates the SDF at every cull_stride-th marched sample of a ray
+    # background (what lies outside the region of interest): "auto" (a radiance field beyond the unit sphere when
+    # there are no masks, nothing with masks), "field", "env" (a direction-only colour) or "none"
+    background: str = "auto"
+    bg_samples: int = 16  # background samples per ray (a fixed count: the step's shapes stay static)
+    bg_spacing: float = 1.0  # half of them lie within this distance of the ray's exit from the sphere
+    bg_levels: int = 8  # the background's hash grid (over the contracted space, the ball of radius 2)
+    bg_log2_table_size: int = 18
+    bg_finest_resolution: int = 1024
+    bg_hidden: int = 32
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3
@@ -114,7 +123,8 @@ class TrainConfig:
 #: Keys that shape the network and its occupancy grid: a checkpoint keeps them whatever preset continues it.
 ARCHITECTURE_KEYS = ("n_levels", "n_features", "log2_table_size", "base_resolution", "finest_resolution",
                      "sdf_hidden", "sdf_layers", "feature_dim", "color_hidden", "color_layers", "activation",
-                     "sphere_init_radius", "grid_resolution", "seed")
+                     "sphere_init_radius", "grid_resolution", "seed", "background", "bg_levels",
+                     "bg_log2_table_size", "bg_finest_resolution", "bg_hidden")
 
 
 def load_preset(name: str) -> TrainConfig:

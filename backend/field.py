@@ -176,6 +176,113 @@ def sh_encode(d: torch.Tensor, degree: int = 4) -> torch.Tensor:
 
 
 @dataclass
+class BackgroundConfig:
+    """Hyper-parameters of :class:`BackgroundField`."""
+
+    grid: HashGridConfig
+    hidden: int = 32
+    samples: int = 16  # samples per ray beyond the sphere
+    spacing: float = 1.0  # half of a ray's samples lie within this distance (normalized frame) of its start
+    sh_degree: int = 3
+
+
+def contract(p: torch.Tensor) -> torch.Tensor:
+    """Contract all of space into the ball of radius 2: the unit ball stays, a point at distance r > 1 goes to
+    distance 2 - 1/r in the same direction (mip-NeRF 360's contraction, Barron et al. 2022).
+
+    Args:
+        p: (..., 3) positions in the normalized frame. Returns: (..., 3) in the ball of radius 2.
+    """
+    r = p.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    return torch.where(r <= 1.0, p, (2.0 - 1.0 / r) * (p / r))
+
+
+def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitter: torch.Tensor | None,
+                         spacing: float) -> torch.Tensor:
+    """Where the background samples lie along each ray: beyond the ray's exit from the unit sphere, spaced evenly in
+    ``u = s / (s + spacing)``, ``s`` the distance past the exit, so they thin out towards infinity (``u = 1``). A ray
+    that misses the sphere starts at its origin, with the spacing at least half the distance to its point closest
+    to the sphere (what it passes there, a table or a floor, is as far away as the region).
+
+    Args:
+        origins, dirs: (R, 3) rays (unit directions), normalized frame; n: samples per ray;
+        jitter: (R,) in [0, 1) (None: 0.5): each ray's samples sit at ``u = (k + jitter) / n``; spacing: see above.
+
+    Returns:
+        (R, n) distances along the rays.
+    """
+    b = (origins * dirs).sum(-1)
+    disc = b * b - ((origins * origins).sum(-1) - 1.0)
+    t_exit = -b + torch.sqrt(disc.clamp_min(0.0))
+    hit = disc > 0
+    start = torch.where(hit, t_exit.clamp_min(0.0), torch.zeros_like(b))
+    scale = torch.where(hit, torch.full_like(b, spacing), (-0.5 * b).clamp_min(spacing))
+    j = torch.full_like(b, 0.5) if jitter is None else jitter
+    u = (torch.arange(n, device=origins.device, dtype=origins.dtype)[None] + j[:, None]) / n  # (R, n) in (0, 1)
+    u = u.clamp(max=1.0 - 1e-6)
+    return start[:, None] + scale[:, None] * (u / (1.0 - u))
+
+
+class BackgroundField(nn.Module):
+    """A radiance field for everything outside the unit sphere (the region of interest), so that the SDF never has
+    to explain the room: density and colour over the contracted space (:func:`contract`), hash-encoded, sampled at
+    a fixed number of points per ray beyond its exit from the sphere (:func:`background_distances`) and
+    volume-rendered; what passes through all of them shows the environment at infinity. The foreground is
+    composited in front of it (NeuS's unmasked setting uses a NeRF++ background the same way).
+
+    Fixed samples per ray keep every shape static, so the training step stays one CUDA graph. Opacities use the
+    spacing in ``u``: sample ``k`` covers ``1 / n`` of it, ``alpha_k = 1 - exp(-sigma_k / n)``.
+    """
+
+    def __init__(self, cfg: BackgroundConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoding = HashGridEncoding(cfg.grid)
+        h = cfg.hidden
+        self.density_layers = nn.ModuleList([nn.Linear(self.encoding.n_output_dims, h), nn.Linear(h, 1)])
+        self.color_layers = nn.ModuleList([nn.Linear(h + cfg.sh_degree**2, h), nn.Linear(h, 3)])
+        with torch.no_grad():  # start faint: about a third of the light passes all samples
+            self.density_layers[1].bias.fill_(math.log(0.4))
+
+    def query(self, pts: torch.Tensor, view_sh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density and colour at points.
+
+        Args:
+            pts: (P, 3) normalized-frame positions (anywhere); view_sh: (P, sh_degree**2) their rays' direction
+                encoding.
+
+        Returns:
+            sigma (P,) >= 0 per unit of ``u``; rgb (P, 3) in [0, 1].
+        """
+        x01 = contract(pts) * 0.25 + 0.5  # the ball of radius 2 inside [0, 1]^3
+        h = F.relu(self.density_layers[0](self.encoding(x01)))
+        sigma = torch.exp(self.density_layers[1](h)[:, 0].clamp(-15.0, 15.0))
+        c = F.relu(self.color_layers[0](torch.cat([h, view_sh], -1)))
+        return sigma, torch.sigmoid(self.color_layers[1](c))
+
+    def forward(self, origins: torch.Tensor, dirs: torch.Tensor, jitter: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Volume-render the background along rays.
+
+        Args:
+            origins, dirs: (R, 3) rays (unit directions), normalized frame; jitter: (R,) in [0, 1) or None.
+
+        Returns:
+            rgb (R, 3) accumulated colour; transmittance (R,) past the last sample (what the environment fills).
+        """
+        n = self.cfg.samples
+        R = origins.shape[0]
+        t = background_distances(origins, dirs, n, jitter, self.cfg.spacing)  # (R, n)
+        pts = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(R * n, 3)
+        sh = sh_encode(dirs, self.cfg.sh_degree)  # (R, D)
+        sigma, rgb = self.query(pts, sh[:, None].expand(R, n, sh.shape[-1]).reshape(R * n, -1))
+        tau = sigma.view(R, n) / n  # optical depth of each sample's interval
+        acc = torch.cumsum(tau, 1)  # (R, n): through sample k
+        w = torch.exp(tau - acc) - torch.exp(-acc)  # alpha_k * transmittance before k
+        return (w[..., None] * rgb.view(R, n, 3)).sum(1), torch.exp(-acc[:, -1])
+
+
+@dataclass
 class FieldConfig:
     """Hyper-parameters of :class:`NeuSField`."""
 
@@ -189,7 +296,9 @@ class FieldConfig:
     sphere_init_radius: float = 0.5
     init_variance: float = 0.3
     sh_degree: int = 4
-    background: str = "env"  # "env": direction-only environment field; "none": constant colour
+    background: str = "env"  # "field": radiance field beyond the sphere (+ env at infinity); "env": direction-only
+    # environment; "none": nothing (masks say what is not the object)
+    bg: BackgroundConfig | None = None  # the background field's settings (``background == "field"``)
     normals: str = "analytic"  # or "finite_difference" (see NeuSField.sdf_with_gradient)
     normal_step: float = 0.0  # finite-difference step; 0 = one cell of the finest active level
     precision: str = "float32"  # "mixed", "tf32": the fused networks' products on CUDA (TrainConfig.precision)
@@ -207,10 +316,30 @@ class FieldConfig:
             raise BackendError(f"unknown precision {cfg.precision!r}", hint=f"Choose one of {', '.join(PRECISIONS)}.")
         grid = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features, log2_table_size=cfg.log2_table_size,
                               base_resolution=cfg.base_resolution, finest_resolution=cfg.finest_resolution)
+        background = background_model(cfg.background, has_masks)
+        bg = None
+        if background == "field":
+            bg = BackgroundConfig(grid=HashGridConfig(n_levels=cfg.bg_levels, n_features=2,
+                                                      log2_table_size=cfg.bg_log2_table_size, base_resolution=16,
+                                                      finest_resolution=cfg.bg_finest_resolution),
+                                  hidden=cfg.bg_hidden, samples=cfg.bg_samples, spacing=cfg.bg_spacing)
         return cls(grid=grid, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers, feature_dim=cfg.feature_dim,
                    color_hidden=cfg.color_hidden, color_layers=cfg.color_layers, activation=cfg.activation,
-                   sphere_init_radius=cfg.sphere_init_radius, background="none" if has_masks else "env",
+                   sphere_init_radius=cfg.sphere_init_radius, background=background, bg=bg,
                    normals=cfg.normals, normal_step=cfg.normal_step, precision=cfg.precision)
+
+
+BACKGROUNDS = ("auto", "field", "env", "none")
+
+
+def background_model(name: str, has_masks: bool) -> str:
+    """The background model a configuration's ``background`` key asks for: ``"auto"`` is ``"none"`` with masks (they
+    say what is not the object) and ``"field"`` without."""
+    if name not in BACKGROUNDS:
+        raise BackendError(f"unknown background {name!r}", hint=f"Choose one of {', '.join(BACKGROUNDS)}.")
+    if name == "auto":
+        return "none" if has_masks else "field"
+    return name
 
 
 NORMALS = ("analytic", "finite_difference")
@@ -236,10 +365,12 @@ class NeuSField(nn.Module):
         cdims = [cfg.feature_dim + 3 + 3 + cfg.sh_degree**2] + [cfg.color_hidden] * cfg.color_layers + [3]
         self.color_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(cdims[:-1], cdims[1:]))
         self.variance = nn.Parameter(torch.tensor(float(cfg.init_variance)))
-        if cfg.background == "env":
+        if cfg.background in ("env", "field"):  # the field's colour at infinity is the environment
             self.bg_layers = nn.ModuleList([nn.Linear(cfg.sh_degree**2, 32), nn.Linear(32, 3)])
         else:
             self.bg_layers = nn.ModuleList()
+        self.bg_field = BackgroundField(cfg.bg or BackgroundConfig(grid=HashGridConfig(n_levels=8, n_features=2))) \
+            if cfg.background == "field" else None
 
     def _geometric_init(self) -> None:
         layers = list(self.sdf_layers)
@@ -375,12 +506,34 @@ class NeuSField(nn.Module):
             h = F.relu(h) if i < last else torch.sigmoid(h)
         return h
 
-    def background(self, view_dir: torch.Tensor) -> torch.Tensor | None:
-        """(R, 3) ray directions -> (R, 3) colour of what lies beyond the unit sphere, or None."""
+    def environment(self, view_dir: torch.Tensor) -> torch.Tensor | None:
+        """(R, 3) ray directions -> (R, 3) colour at infinity in each direction, or None without a background model."""
         if len(self.bg_layers) == 0:
             return None
         h = F.relu(self.bg_layers[0](sh_encode(view_dir, self.cfg.sh_degree)))
         return torch.sigmoid(self.bg_layers[1](h))
+
+    def background(self, view_dir: torch.Tensor, origins: torch.Tensor | None = None,
+                   jitter: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Colour of what lies outside the unit sphere behind each ray, to composite behind the foreground.
+
+        With the background field (``cfg.background == "field"``) it is volume-rendered along the ray beyond its exit
+        from the sphere (see :class:`BackgroundField`), over the environment at infinity; otherwise the environment.
+
+        Args:
+            view_dir: (R, 3) unit ray directions; origins: (R, 3) ray origins (needed by the field);
+            jitter: (R,) in [0, 1): where the field's samples sit in their intervals (None: the middle).
+
+        Returns:
+            (R, 3) colour in [0, 1], or None without a background model.
+        """
+        env = self.environment(view_dir)
+        if self.bg_field is None or env is None:
+            return env
+        if origins is None:
+            raise ValueError("the background field needs the rays' origins")
+        rgb, trans = self.bg_field(origins, view_dir, jitter)
+        return rgb + trans[:, None] * env
 
     def inv_s(self) -> torch.Tensor:
         """Scalar sharpness 1/s of the logistic density (grows as training converges)."""

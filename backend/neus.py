@@ -82,7 +82,7 @@ def render_rays(field: NeuSField, grid: OccupancyGrid, origins: torch.Tensor, di
         z = torch.zeros(n_rays, device=origins.device)
         rgb, opacity, depth, normal_acc = torch.zeros(n_rays, 3, device=origins.device), z, z, torch.zeros_like(dirs)
     if bg_color is None:
-        bg = field.background(dirs)
+        bg = field.background(dirs, origins)
         bg = torch.zeros_like(rgb) if bg is None else bg
     else:
         bg = bg_color.expand_as(rgb) if bg_color.dim() == 1 else bg_color

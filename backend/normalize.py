@@ -5,8 +5,10 @@ No hand-picked sphere. Depending on what the capture carries, in this order:
 1. masks -> **visual hull**: voxels of a coarse grid (two passes, about 64^3 then up to 96^3) are kept when they
    project inside the (conservatively dilated) mask of every view whose image they fall into, and fall into at
    least half of the images. The sphere bounds the kept voxels with a 10 % margin; ``roi`` is their box.
-2. sparse points (COLMAP) -> the points seen inside at least half of the images, trimmed to the 2nd..98th
-   percentile along each axis, their box grown by 5 % per side; the sphere bounds them with a 10 % margin.
+2. sparse points (COLMAP) -> the object the cameras look at (:mod:`backend.region`): the point the optical axes
+   converge on, and the sparse points within the radius every photo frames around it that fall inside at least half
+   of the images (so walls and floors farther away stay out), trimmed to the 2nd..98th percentile along each axis,
+   their box grown by 5 % per side; the sphere bounds the box's points with a 10 % margin.
 3. cameras only -> the point closest to all optical axes, then the region 90 % of the views see around it,
    bounded by the nearest camera; the sphere bounds that region with a 10 % margin; ``roi`` is the whole cube.
 
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .region import object_region
 from .scene import Scene, similarity
 
 log = logging.getLogger(__name__)
@@ -288,31 +291,23 @@ def visual_hull_bounds(scene: Scene, resolution: int = 96) -> dict[str, Any] | N
 # sparse points
 
 
-def sparse_point_bounds(scene: Scene, low: float = 2.0, high: float = 98.0) -> dict[str, Any] | None:
-    """Bounds of the robust core of ``scene.points`` (see the module docstring), in input coordinates.
+def sparse_point_bounds(scene: Scene) -> dict[str, Any] | None:
+    """The object's region from the cameras and ``scene.points`` (:func:`backend.region.object_region`: what the
+    optical axes converge on, the sparse points near it that most views frame), in input coordinates.
 
-    Returns None without enough points (fewer than 10 after filtering); else a dict with ``points`` (M, 3),
-    ``box`` (2, 3), ``center`` (3,), ``radius`` (no margin).
+    Returns None without enough points (fewer than 10) or when neither the cameras nor the points locate an object;
+    else a dict with ``box`` (2, 3), ``center`` (3,), ``radius`` (no margin), ``n_points``, ``n_points_total``,
+    ``region_source`` and ``converged`` (False: the cameras look the same way; the region is the points' core).
     """
     if scene.points is None or len(scene.points) < 10:
         return None
     P = np.asarray(scene.points, dtype=np.float64).reshape(-1, 3)
     P = P[np.all(np.isfinite(P), axis=1)]
-    seen = views_containing(scene, P)
-    core = P[seen >= max(1, math.ceil(MIN_VIEW_FRACTION * len(scene)))]
-    if len(core) < 10:
+    r = object_region(scene.c2w, scene.K, scene.sizes, P)
+    if r["source"] == "none":
         return None
-    lo = np.percentile(core, low, axis=0)
-    hi = np.percentile(core, high, axis=0)
-    core = core[np.all((core >= lo) & (core <= hi), axis=1)]
-    if len(core) < 10:
-        return None
-    pad = 0.05 * (core.max(0) - core.min(0))
-    box = np.stack([core.min(0) - pad, core.max(0) + pad])
-    center = box.mean(0)
-    radius = max(float(np.linalg.norm(core - center, axis=1).max()), float(np.linalg.norm(pad)))
-    return {"points": core, "box": box, "center": center, "radius": radius, "n_points": int(len(core)),
-            "n_points_total": int(len(P))}
+    return {"box": r["box"], "center": r["center"], "radius": r["radius"], "n_points": r["n_points"],
+            "n_points_total": int(len(P)), "region_source": r["source"], "converged": r["converged"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,6 +377,10 @@ def _object_bounds(scene: Scene, warnings: list[str]) -> tuple[str, dict[str, An
                         "ignored for the normalization")
     pts = sparse_point_bounds(scene)
     if pts is not None:
+        if not pts["converged"]:
+            warnings.append("the cameras do not converge on one object (they look the same way), so the region is "
+                            "the bulk of the sparse points and may hold walls or floor: draw the region box around "
+                            "the object in Blender (or pass --roi), or add masks")
         return "sparse_points", pts
     return None
 
@@ -423,6 +422,9 @@ def auto_normalization(scene: Scene) -> tuple[np.ndarray, np.ndarray, dict[str, 
     for key in ("n_voxels", "voxel", "n_points", "n_points_total", "view_fraction"):
         if key in b:
             info[key] = float(b[key]) if key in ("voxel", "view_fraction") else int(b[key])
+    for key in ("region_source", "converged"):
+        if key in b:
+            info[key] = b[key]
     for w in warnings:
         log.warning(w)
     return to_world, roi, info

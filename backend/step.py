@@ -36,6 +36,8 @@ class StepInputs:
         mask: (R + 1,) mask values in [0, 1], or None.
         ray_valid: (R + 1,) float 0/1; inv_n_rays: () 1 / number of valid rays.
         rand_pts: (E, 3) uniform points for the eikonal term; cos_anneal: () NeuS annealing ratio.
+        ray_origins: (R + 1, 3) ray origins and bg_jitter: (R + 1,) in [0, 1), where the background field's samples
+            sit in their intervals (see :func:`backend.field.background_distances`); None without that field.
     """
 
     pts: torch.Tensor
@@ -51,6 +53,8 @@ class StepInputs:
     inv_n_rays: torch.Tensor
     rand_pts: torch.Tensor
     cos_anneal: torch.Tensor
+    ray_origins: torch.Tensor | None = None
+    bg_jitter: torch.Tensor | None = None
 
 
 def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_weight: float,
@@ -70,7 +74,7 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     opacity = torch.zeros(n_rows, device=x.pts.device).index_add(0, x.ray_indices, weights)
     bg = x.bg
     if bg is None:
-        bg = field.background(x.ray_dirs)
+        bg = field.background(x.ray_dirs, x.ray_origins, x.bg_jitter)
         if bg is None:
             bg = torch.zeros_like(rgb)
     rgb = rgb + (1.0 - opacity[:, None]) * bg
@@ -134,6 +138,7 @@ class GraphStep:
         self.field, self.optimizer, self.params = field, optimizer, params
         self.R, self.S, self.E = int(max_rays), int(sample_capacity), int(eik_points)
         self.has_masks = has_masks
+        self.has_bg_field = getattr(field, "bg_field", None) is not None
         self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss}
         self.device = dev
         self.buf = self.new_inputs()
@@ -152,7 +157,8 @@ class GraphStep:
             ray_dirs=z(R1, 3, device=dev), gt=z(R1, 3, device=dev),
             bg=z(R1, 3, device=dev) if self.has_masks else None, mask=z(R1, device=dev) if self.has_masks else None,
             ray_valid=z(R1, device=dev), inv_n_rays=z((), device=dev), rand_pts=z(self.E, 3, device=dev),
-            cos_anneal=z((), device=dev))
+            cos_anneal=z((), device=dev), ray_origins=z(R1, 3, device=dev) if self.has_bg_field else None,
+            bg_jitter=z(R1, device=dev) if self.has_bg_field else None)
         x.dirs[:, 2] = 1.0
         x.ray_dirs[:, 2] = 1.0
         return x
@@ -168,7 +174,8 @@ class GraphStep:
 
     def load(self, pts: torch.Tensor, dirs: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor,
              ray_dirs: torch.Tensor, gt: torch.Tensor, bg: torch.Tensor | None, mask: torch.Tensor | None,
-             rand_pts: torch.Tensor, cos_anneal: float) -> None:
+             rand_pts: torch.Tensor, cos_anneal: float, ray_origins: torch.Tensor | None = None,
+             bg_jitter: torch.Tensor | None = None) -> None:
         """Copy one step's real data (S' <= S samples of R' <= R rays) into the static buffers, padding the rest."""
         b = self.buf
         s, r = pts.shape[0], ray_dirs.shape[0]
@@ -192,6 +199,9 @@ class GraphStep:
         b.inv_n_rays.fill_(1.0 / max(r, 1))
         b.rand_pts.copy_(rand_pts)
         b.cos_anneal.fill_(cos_anneal)
+        if b.ray_origins is not None and ray_origins is not None:
+            b.ray_origins[:r].copy_(ray_origins)
+            b.bg_jitter[:r].copy_(bg_jitter)
 
     def _body(self) -> dict[str, torch.Tensor]:
         out = step_losses(self.field, self.buf, **self.kw)

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a configuration key")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--masks", help="folder of object masks for a posed capture (one per photo, 255 = object)")
+    p.add_argument("--no-masks", action="store_true",
+                   help="ignore the masks the capture carries (train as on photos without masks: the background "
+                   "field explains what lies outside the region)")
     p.add_argument("--roi", help="region of interest: a JSON file with a 4x4 `matrix` mapping the cube [-1, 1]^3 "
                    "to input coordinates, or `box_min`/`box_max` (e.g. the roi.json of `poses`)")
     p.add_argument("--exit-on-stdin-close", action="store_true",
@@ -164,9 +168,15 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     t_load = time.perf_counter()
     roi_matrix = read_roi(args.roi) if args.roi else (checkpoint or {}).get("roi_matrix")
     masks = args.masks or (checkpoint or {}).get("masks")  # a resumed run keeps the masks it was trained with
+    # a resumed run keeps what it was trained with: with masks or without them
+    no_masks = bool(getattr(args, "no_masks", False)) or (checkpoint is not None and not checkpoint.get("has_masks"))
+    if no_masks and masks:
+        raise BackendError("--masks and --no-masks contradict each other", hint="Pass one of them.")
     scene, info = load_scene_with_info(data_path, max_image_size=cfg.max_image_size,
-                                       normalize=not (masks or roi_matrix is not None))
-    if masks or roi_matrix is not None:
+                                       normalize=not (masks or no_masks or roi_matrix is not None))
+    if no_masks:
+        scene = replace(scene, masks=None)
+    if masks or no_masks or roi_matrix is not None:
         from .normalize import normalization_from_box, normalize_scene
 
         if masks:
@@ -285,9 +295,10 @@ class Trainer:
             use_fast_path(self.field, self.path)
         self.grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold).to(self.device)
         self.grid.triton_march = self.path != "reference"  # the fast path marches with its kernels too
-        enc_params = [self.field.encoding.embeddings]
+        tables = ("encoding.embeddings", "bg_field.encoding.embeddings")  # hash tables: the encoding's rate
+        enc_params = [p for n, p in self.field.named_parameters() if n in tables]
         var_params = [self.field.variance]
-        other = [p for n, p in self.field.named_parameters() if n not in ("encoding.embeddings", "variance")]
+        other = [p for n, p in self.field.named_parameters() if n not in tables and n != "variance"]
         self.optimizer = Adam(
             [{"params": enc_params, "lr": cfg.lr, "base_lr": cfg.lr},
              {"params": other, "lr": cfg.lr_mlp, "base_lr": cfg.lr_mlp},
@@ -437,10 +448,13 @@ class Trainer:
             mask = None if mask is None else mask[:n_rays]
         d = dirs[ridx]
         n_eik = gs.E if gs is not None else max(256, n_samples // 8)
+        # without masks, the draws' background columns place the background field's samples instead
+        bg_jitter = u[:n_rays, 3] if self.field.bg_field is not None else None
         return {"pts": origins[ridx] + d * t[:, None], "dirs": d, "deltas": torch.full_like(t, cfg.step_size),
                 "ray_indices": ridx, "ray_dirs": dirs, "gt": gt, "bg": bg, "mask": mask,
                 "rand_pts": torch.rand(n_eik, 3, device=self.device) * 2 - 1, "n_samples": n_samples,
-                "n_marched": n_marched, "n_rays": n_rays}
+                "n_marched": n_marched, "n_rays": n_rays, "ray_origins": origins if bg_jitter is not None else None,
+                "bg_jitter": bg_jitter}
 
     def fused_batch(self) -> bool:
         """Whether batches come from :meth:`_batch_fused`: with the CUDA graph and the Triton march, unless
@@ -482,6 +496,10 @@ class Trainer:
                 sdf = self.field.sdf(pts)
                 kept = batch_triton.visible_counts(sdf, first, counts, self.field.inv_s(), cfg.cull_transmittance)
         stats = batch_triton.pack(out, rays, ridx, pts, first, kept, cfg.step_size)
+        if out.ray_origins is not None:  # the background field's rows (rays past those that fit are not valid)
+            n = rays.origins.shape[0]
+            out.ray_origins[:n].copy_(rays.origins)
+            out.bg_jitter[:n].copy_(u[:, 3])
         out.rand_pts.uniform_(-1.0, 1.0)
         if self.device.type != "cuda":
             return {"inputs": out, "stats": stats, "done": None, "n_marched": total}
@@ -525,7 +543,7 @@ class Trainer:
                 gs.load_inputs(b["inputs"], cos)
             else:
                 gs.load(b["pts"], b["dirs"], b["deltas"], b["ray_indices"], b["ray_dirs"], b["gt"], b["bg"],
-                        b["mask"], b["rand_pts"], cos)
+                        b["mask"], b["rand_pts"], cos, ray_origins=b["ray_origins"], bg_jitter=b["bg_jitter"])
             loaded = torch.cuda.Event()
             loaded.record(main)
             out = gs.run(key=levels)
@@ -552,7 +570,8 @@ class Trainer:
                            sample_valid=torch.ones_like(b["deltas"]), ray_dirs=spare(b["ray_dirs"]),
                            gt=spare(b["gt"]), bg=spare(b["bg"]), mask=spare(b["mask"]), ray_valid=ray_valid,
                            inv_n_rays=torch.tensor(1.0 / max(n_rays, 1), device=self.device),
-                           rand_pts=b["rand_pts"], cos_anneal=torch.tensor(cos, device=self.device))
+                           rand_pts=b["rand_pts"], cos_anneal=torch.tensor(cos, device=self.device),
+                           ray_origins=spare(b["ray_origins"]), bg_jitter=spare(b["bg_jitter"]))
             out = step_losses(self.field, x, eikonal_weight=cfg.eikonal_weight,
                               mask_weight=cfg.mask_weight if has_mask else 0.0, rgb_loss=cfg.rgb_loss)
             self.optimizer.zero_grad(set_to_none=True)

@@ -397,6 +397,45 @@ def test_field_step_with_difference_normals_matches_reference() -> None:
                      normal_step=0.02)
 
 
+@needs_triton
+@pytest.mark.parametrize("jittered", [True, False])
+def test_background_field_matches_reference(jittered: bool) -> None:
+    """The background field (beyond the unit sphere, hash-encoded over the contracted space) on the fast path: its
+    composited colour and every parameter gradient of a loss on it equal the reference's; the fast path switches
+    its encoding too."""
+    from backend.field import BackgroundConfig
+    from backend.kernels import TritonHashGridEncoding
+
+    gen = fresh_generator()
+    bg = BackgroundConfig(grid=HashGridConfig(n_levels=5, n_features=2, log2_table_size=10, base_resolution=4,
+                                              finest_resolution=256), hidden=16, samples=5)
+    ref = NeuSField(FieldConfig(grid=HashGridConfig(n_levels=4, log2_table_size=10, finest_resolution=64),
+                                background="field", bg=bg))
+    with torch.no_grad():
+        ref.bg_field.encoding.embeddings.copy_(torch.randn(ref.bg_field.encoding.embeddings.shape, generator=gen))
+    ref = ref.to(DEV)
+    fast = NeuSField(ref.cfg).to(DEV)
+    fast.load_state_dict(ref.state_dict())
+    use_fast_path(fast, "triton")
+    assert isinstance(fast.bg_field.encoding, TritonHashGridEncoding)
+    n = 96
+    origins = (torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1) * 3.0).to(DEV)
+    dirs = torch.nn.functional.normalize(-origins.cpu() + torch.randn(n, 3, generator=gen) * 0.6, dim=-1).to(DEV)
+    jitter = torch.rand(n, generator=gen).to(DEV) if jittered else None
+    weight = torch.randn(n, 3, generator=gen).to(DEV)
+    outs = []
+    for field in (fast, ref):
+        field.zero_grad(set_to_none=True)
+        out = field.background(dirs, origins, jitter)
+        (out * weight).sum().backward()
+        outs.append((out.detach(), {k: p.grad.clone() for k, p in field.named_parameters() if p.grad is not None}))
+    (got, got_g), (want, want_g) = outs
+    assert rel(got, want) < TOL, (rel(got, want), _seed)
+    assert got_g.keys() == want_g.keys() and "bg_field.encoding.embeddings" in want_g
+    for k in want_g:
+        assert rel(got_g[k], want_g[k]) < TOL, (k, rel(got_g[k], want_g[k]), _seed)
+
+
 def geometry_grads(field: NeuSField, x: torch.Tensor, d: torch.Tensor, loss_terms: str
                    ) -> tuple[str, dict[str, torch.Tensor | None]]:
     """The autograd node of the SDF gradient and every parameter gradient of a loss on SDF, features and gradient
@@ -637,10 +676,12 @@ def test_triton_march_gives_the_reference_samples(perturb: bool, full: bool, res
     assert full or (torch.bincount(want.ray_indices, minlength=300) == 0).any()  # some rays keep nothing
 
 
-def _fused_case(tmp_path, data_dir):  # noqa: ANN001, ANN202
-    """A trainer on six small DTU 65 views (with masks) whose SDF is still the initial sphere, made sharp, and an
-    occupancy grid updated from it: rays through the sphere have hidden samples behind it."""
+def _fused_case(tmp_path, data_dir, masks: bool = True):  # noqa: ANN001, ANN202
+    """A trainer on six small DTU 65 views (with masks, or without them and so with the background field) whose SDF
+    is still the initial sphere, made sharp, and an occupancy grid updated from it: rays through the sphere have
+    hidden samples behind it."""
     import argparse
+    import dataclasses
     import io
 
     from backend import protocol
@@ -648,6 +689,8 @@ def _fused_case(tmp_path, data_dir):  # noqa: ANN001, ANN202
     from backend.train import Trainer, build_config
 
     scene = load_scene(data_dir / "dtu_scan65", max_image_size=48).subset(range(0, 48, 8))
+    if not masks:
+        scene = dataclasses.replace(scene, masks=None)
     cfg = build_config(argparse.Namespace(preset="preview", steps=100, set=[
         "grid_resolution=32", "render_steps=128", "cull_stride=1", "cuda_graph=false"]))
     tr = Trainer(scene, cfg, device=DEV, job=protocol.JobLayout(tmp_path / "job"),
@@ -660,19 +703,20 @@ def _fused_case(tmp_path, data_dir):  # noqa: ANN001, ANN202
 
 
 @needs_triton
-@pytest.mark.parametrize("capacity", [4000, 900])
-def test_fused_batch_matches_the_pytorch_batch(capacity: int, data_dir, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("capacity,masks", [(4000, True), (900, True), (900, False)])
+def test_fused_batch_matches_the_pytorch_batch(capacity: int, masks: bool, data_dir, tmp_path) -> None:  # noqa: ANN001
     """The Triton batch (rays, march, visibility, packing) gives the PyTorch batch's rays and samples for the same
     draws, in the CUDA graph's padded layout: hidden samples culled and, when they do not all fit (capacity 900),
-    only the leading rays whose samples fit."""
+    only the leading rays whose samples fit; without masks, the background field's ray origins and jitter too."""
     from backend.step import GraphStep
 
-    tr = _fused_case(tmp_path, data_dir)
+    tr = _fused_case(tmp_path, data_dir, masks)
+    assert (tr.field.bg_field is None) == masks
     n = 150
     gen = fresh_generator()
     draws = (torch.randint(0, tr.n_pixels, (n,), generator=gen).to(DEV), torch.rand(n, 6, generator=gen).to(DEV))
     gs = GraphStep(tr.field, tr.optimizer, tr.params, max_rays=256, sample_capacity=capacity, eik_points=16,
-                   has_masks=True, eikonal_weight=0.1, mask_weight=0.1, rgb_loss="l1")
+                   has_masks=masks, eikonal_weight=0.1, mask_weight=0.1, rgb_loss="l1")
     tr.graph_step = gs  # the PyTorch batch applies the same capacity cut
     tr.n_rays = n
     want = tr._batch(draws)
@@ -691,8 +735,10 @@ def test_fused_batch_matches_the_pytorch_batch(capacity: int, data_dir, tmp_path
     assert torch.equal(x.deltas[:s], want["deltas"]) and bool((x.sample_valid[:s] == 1).all())
     # padding: spare ray, no length, no weight
     assert bool((x.ray_indices[s:] == gs.R).all()) and not x.sample_valid[s:].any() and not x.deltas[s:].any()
-    for name in ("ray_dirs", "gt", "bg", "mask"):
-        torch.testing.assert_close(getattr(x, name)[:n_rays], want[name], rtol=0, atol=1e-6)
+    for name in ("ray_dirs", "gt", "bg", "mask", "ray_origins", "bg_jitter"):
+        assert (getattr(x, name) is None) == (want[name] is None), name
+        if want[name] is not None:
+            torch.testing.assert_close(getattr(x, name)[:n_rays], want[name], rtol=0, atol=1e-6)
     assert bool((x.ray_valid[:n_rays] == 1).all()) and not x.ray_valid[n_rays:].any()
     assert float(x.inv_n_rays) == pytest.approx(1.0 / n_rays)
 

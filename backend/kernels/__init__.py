@@ -119,19 +119,31 @@ def use_fast_path(field: torch.nn.Module, path: str) -> torch.nn.Module:
     """
     if path not in PATHS:
         raise ValueError(f"unknown compute path {path!r} (one of {', '.join(PATHS)})")
-    enc = _encoding_of(field)
+    encodings = _encodings_of(field)
     if path == "reference":
-        enc.__class__ = HashGridEncoding
-        enc.__dict__.pop("_level_meta_cache", None)
+        for enc in encodings:
+            enc.__class__ = HashGridEncoding
+            enc.__dict__.pop("_level_meta_cache", None)
         return field
     ok, why = triton_available()
     if not ok:
         raise RuntimeError(why)
     from .hashgrid_triton import LevelMeta
 
-    LevelMeta.from_encoding(enc, enc.embeddings.device)  # validates the layout first
-    enc.__class__ = TritonHashGridEncoding
+    for enc in encodings:
+        LevelMeta.from_encoding(enc, enc.embeddings.device)  # validates every layout before switching any
+    for enc in encodings:
+        enc.__class__ = TritonHashGridEncoding
     return field
+
+
+def _encodings_of(module: torch.nn.Module) -> list[HashGridEncoding]:
+    """The module's hash-grid encodings: its own (or itself) and its background field's, if it has one."""
+    out = [_encoding_of(module)]
+    bg = getattr(module, "bg_field", None)
+    if bg is not None:
+        out.append(_encoding_of(bg))
+    return out
 
 
 def current_path(field: torch.nn.Module) -> str:
@@ -232,7 +244,8 @@ def select_path(device: str | torch.device, field: torch.nn.Module | None = None
             from .hashgrid_triton import LevelMeta
 
             try:
-                LevelMeta.from_encoding(_encoding_of(field), dev)
+                for enc in _encodings_of(field):
+                    LevelMeta.from_encoding(enc, dev)
             except ValueError as exc:
                 _reason = f"the field's encoding layout is not supported by the kernels: {exc}"
                 log.warning("compute path: reference (%s)", _reason)
