@@ -176,6 +176,36 @@ def sh_encode(d: torch.Tensor, degree: int = 4) -> torch.Tensor:
 
 
 @dataclass
+class Background:
+    """What a ray meets outside the region: ``front`` (R, 3) colour accumulated before it enters the unit sphere and
+    ``front_trans`` (R,) the transmittance through that stretch (None: nothing in front), ``back`` (R, 3) the colour
+    seen behind it (through to infinity)."""
+
+    back: torch.Tensor
+    front: torch.Tensor | None = None
+    front_trans: torch.Tensor | None = None
+
+    def composite(self, rgb: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+        """The ray's colour (R, 3) with the foreground's accumulated colour ``rgb`` (R, 3) and ``opacity`` (R,)
+        between the stretch in front and what lies behind."""
+        out = rgb + (1.0 - opacity[:, None]) * self.back
+        if self.front is None:
+            return out
+        return self.front + self.front_trans[:, None] * out
+
+    def padded(self, n: int) -> Background:
+        """The same for ``n`` rows, the rows past these with nothing outside (black behind, clear in front)."""
+        extra = n - self.back.shape[0]
+        if extra <= 0:
+            return self
+        z = self.back.new_zeros(extra, 3)
+        return Background(back=torch.cat([self.back, z]),
+                          front=None if self.front is None else torch.cat([self.front, z]),
+                          front_trans=None if self.front_trans is None else torch.cat(
+                              [self.front_trans, self.front_trans.new_ones(extra)]))
+
+
+@dataclass
 class BackgroundConfig:
     """Hyper-parameters of :class:`BackgroundField`."""
 
@@ -198,37 +228,53 @@ def contract(p: torch.Tensor) -> torch.Tensor:
 
 
 def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitter: torch.Tensor | None,
-                         spacing: float) -> torch.Tensor:
-    """Where the background samples lie along each ray: beyond the ray's exit from the unit sphere, spaced evenly in
-    ``u = s / (s + spacing)``, ``s`` the distance past the exit, so they thin out towards infinity (``u = 1``). A ray
-    that misses the sphere starts at its origin, with the spacing at least half the distance to its point closest
-    to the sphere (what it passes there, a table or a floor, is as far away as the region).
+                         spacing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the background samples lie along each ray: everywhere but inside the unit sphere.
+
+    A ray through the sphere gets ``n // 4`` samples in front of it, from near its origin to its entry, closer
+    together towards the entry (a table or floor around the object is there), and the rest beyond its exit, spaced
+    evenly in ``u = s / (s + spacing)``, ``s`` the distance past the exit, so they thin out towards infinity
+    (``u = 1``). A ray that misses the sphere gets all ``n`` that way from its origin, with the spacing at least half
+    the distance to its point closest to the sphere (what it passes there is as far away as the region).
 
     Args:
         origins, dirs: (R, 3) rays (unit directions), normalized frame; n: samples per ray;
-        jitter: (R,) in [0, 1) (None: 0.5): each ray's samples sit at ``u = (k + jitter) / n``; spacing: see above.
+        jitter: (R,) in [0, 1) (None: 0.5): where each ray's samples sit in their intervals; spacing: see above.
 
     Returns:
-        (R, n) distances along the rays.
+        t: (R, n) distances along the rays, increasing; front: (R, n) bool, the samples in front of the sphere.
     """
     b = (origins * dirs).sum(-1)
     disc = b * b - ((origins * origins).sum(-1) - 1.0)
-    t_exit = -b + torch.sqrt(disc.clamp_min(0.0))
-    hit = disc > 0
-    start = torch.where(hit, t_exit.clamp_min(0.0), torch.zeros_like(b))
-    scale = torch.where(hit, torch.full_like(b, spacing), (-0.5 * b).clamp_min(spacing))
-    j = torch.full_like(b, 0.5) if jitter is None else jitter
-    u = (torch.arange(n, device=origins.device, dtype=origins.dtype)[None] + j[:, None]) / n  # (R, n) in (0, 1)
-    u = u.clamp(max=1.0 - 1e-6)
-    return start[:, None] + scale[:, None] * (u / (1.0 - u))
+    root = torch.sqrt(disc.clamp_min(0.0))
+    t_in, t_out = (-b - root).clamp_min(0.0), (-b + root).clamp_min(0.0)
+    hit = (disc > 0) & (t_out > 0)
+    n_front = n // 4
+    k = torch.arange(n, device=origins.device, dtype=origins.dtype)[None]  # (1, n)
+    j = (torch.full_like(b, 0.5) if jitter is None else jitter)[:, None]  # (R, 1)
+    # behind (or all along a miss): u evenly spaced in (0, 1)
+    n_back = torch.where(hit, torch.full_like(b, n - n_front), torch.full_like(b, n))[:, None]
+    k_back = k - torch.where(hit, torch.full_like(b, n_front), torch.zeros_like(b))[:, None]
+    u = ((k_back + j) / n_back).clamp(0.0, 1.0 - 1e-6)
+    start = torch.where(hit, t_out, torch.zeros_like(b))[:, None]
+    scale = torch.where(hit, torch.full_like(b, spacing), (-0.5 * b).clamp_min(spacing))[:, None]
+    t_back = start + scale * (u / (1.0 - u))
+    # in front: v from 1 (near the origin) down to 0 (the entry), quadratically denser towards the entry
+    v = (1.0 - (k + j) / max(n_front, 1)).clamp(0.0, 1.0)
+    near = 0.05 * t_in[:, None]
+    t_front = t_in[:, None] - (t_in[:, None] - near) * v * v
+    front = hit[:, None] & (k < n_front)
+    return torch.where(front, t_front, t_back), front
 
 
 class BackgroundField(nn.Module):
     """A radiance field for everything outside the unit sphere (the region of interest), so that the SDF never has
     to explain the room: density and colour over the contracted space (:func:`contract`), hash-encoded, sampled at
-    a fixed number of points per ray beyond its exit from the sphere (:func:`background_distances`) and
-    volume-rendered; what passes through all of them shows the environment at infinity. The foreground is
-    composited in front of it (NeuS's unmasked setting uses a NeRF++ background the same way).
+    a fixed number of points per ray outside the sphere, a few in front of it and the rest beyond its exit
+    (:func:`background_distances`), and volume-rendered in that order around the foreground (what passes through
+    all of them shows the environment at infinity). NeuS's unmasked setting composites a NeRF++ background behind
+    its sphere the same way; the stretch in front matters here because the cameras stand outside the region, and
+    a table or floor between them and the region must not be explained by the SDF.
 
     Fixed samples per ray keep every shape static, so the training step stays one CUDA graph. Opacities use the
     spacing in ``u``: sample ``k`` covers ``1 / n`` of it, ``alpha_k = 1 - exp(-sigma_k / n)``.
@@ -261,25 +307,31 @@ class BackgroundField(nn.Module):
         return sigma, torch.sigmoid(self.color_layers[1](c))
 
     def forward(self, origins: torch.Tensor, dirs: torch.Tensor, jitter: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Volume-render the background along rays.
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Volume-render the background along rays, in front of the sphere and behind it apart.
 
         Args:
             origins, dirs: (R, 3) rays (unit directions), normalized frame; jitter: (R,) in [0, 1) or None.
 
         Returns:
-            rgb (R, 3) accumulated colour; transmittance (R,) past the last sample (what the environment fills).
+            front_rgb (R, 3) and front_trans (R,): colour accumulated in front of the sphere and the transmittance
+            through it; back_rgb (R, 3) and back_trans (R,): the same behind the sphere (all of a ray that misses it).
         """
         n = self.cfg.samples
         R = origins.shape[0]
-        t = background_distances(origins, dirs, n, jitter, self.cfg.spacing)  # (R, n)
+        t, front = background_distances(origins, dirs, n, jitter, self.cfg.spacing)  # (R, n)
         pts = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(R * n, 3)
         sh = sh_encode(dirs, self.cfg.sh_degree)  # (R, D)
         sigma, rgb = self.query(pts, sh[:, None].expand(R, n, sh.shape[-1]).reshape(R * n, -1))
         tau = sigma.view(R, n) / n  # optical depth of each sample's interval
-        acc = torch.cumsum(tau, 1)  # (R, n): through sample k
-        w = torch.exp(tau - acc) - torch.exp(-acc)  # alpha_k * transmittance before k
-        return (w[..., None] * rgb.view(R, n, 3)).sum(1), torch.exp(-acc[:, -1])
+        rgb = rgb.view(R, n, 3)
+        out = []
+        for part in (front, ~front):
+            tp = tau * part
+            acc = torch.cumsum(tp, 1)  # (R, n): through sample k, this part's samples only
+            w = torch.exp(tp - acc) - torch.exp(-acc)  # alpha_k * transmittance before k (0 outside the part)
+            out += [(w[..., None] * rgb).sum(1), torch.exp(-acc[:, -1])]
+        return out[0], out[1], out[2], out[3]
 
 
 @dataclass
@@ -514,26 +566,30 @@ class NeuSField(nn.Module):
         return torch.sigmoid(self.bg_layers[1](h))
 
     def background(self, view_dir: torch.Tensor, origins: torch.Tensor | None = None,
-                   jitter: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Colour of what lies outside the unit sphere behind each ray, to composite behind the foreground.
+                   jitter: torch.Tensor | None = None) -> Background | None:
+        """What lies outside the unit sphere along each ray, to composite with the foreground (see
+        :meth:`Background.composite`).
 
-        With the background field (``cfg.background == "field"``) it is volume-rendered along the ray beyond its exit
-        from the sphere (see :class:`BackgroundField`), over the environment at infinity; otherwise the environment.
+        With the background field (``cfg.background == "field"``) it is volume-rendered along the ray in front of the
+        sphere and behind it (see :class:`BackgroundField`), over the environment at infinity; otherwise the
+        environment alone, behind.
 
         Args:
             view_dir: (R, 3) unit ray directions; origins: (R, 3) ray origins (needed by the field);
             jitter: (R,) in [0, 1): where the field's samples sit in their intervals (None: the middle).
 
         Returns:
-            (R, 3) colour in [0, 1], or None without a background model.
+            The background, or None without a background model.
         """
         env = self.environment(view_dir)
-        if self.bg_field is None or env is None:
-            return env
+        if env is None:
+            return None
+        if self.bg_field is None:
+            return Background(back=env)
         if origins is None:
             raise ValueError("the background field needs the rays' origins")
-        rgb, trans = self.bg_field(origins, view_dir, jitter)
-        return rgb + trans[:, None] * env
+        front, front_trans, back, back_trans = self.bg_field(origins, view_dir, jitter)
+        return Background(back=back + back_trans[:, None] * env, front=front, front_trans=front_trans)
 
     def inv_s(self) -> torch.Tensor:
         """Scalar sharpness 1/s of the logistic density (grows as training converges)."""

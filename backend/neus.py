@@ -83,10 +83,10 @@ def render_rays(field: NeuSField, grid: OccupancyGrid, origins: torch.Tensor, di
         rgb, opacity, depth, normal_acc = torch.zeros(n_rays, 3, device=origins.device), z, z, torch.zeros_like(dirs)
     if bg_color is None:
         bg = field.background(dirs, origins)
-        bg = torch.zeros_like(rgb) if bg is None else bg
+        if bg is not None:
+            rgb = bg.composite(rgb, opacity)
     else:
-        bg = bg_color.expand_as(rgb) if bg_color.dim() == 1 else bg_color
-    rgb = rgb + (1.0 - opacity[:, None]) * bg
+        rgb = rgb + (1.0 - opacity[:, None]) * (bg_color.expand_as(rgb) if bg_color.dim() == 1 else bg_color)
     return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, normal=normal_acc,
                         gradients=grad if training else None, n_samples=len(samples))
 

@@ -58,8 +58,12 @@ class StepInputs:
 
 
 def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_weight: float,
-                rgb_loss: str = "l1") -> dict[str, torch.Tensor]:
+                rgb_loss: str = "l1", bg_rows: int | None = None) -> dict[str, torch.Tensor]:
     """Render the packed samples and compute the training losses (nothing is synchronised with the host).
+
+    Args:
+        bg_rows: the background field is evaluated on the first this many ray rows only (None: all); the rows past
+            them must not be valid rays. Its cost grows with the rows, so the CUDA graph sizes it to the rays drawn.
 
     Returns:
         ``loss`` (total), ``mse``, ``eikonal``, ``mask`` (zero without masks): scalar tensors.
@@ -72,12 +76,14 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     rgb_s = field.color(x.pts, normal, x.dirs, feat)
     rgb = torch.zeros(n_rows, 3, device=x.pts.device).index_add(0, x.ray_indices, weights[:, None] * rgb_s)
     opacity = torch.zeros(n_rows, device=x.pts.device).index_add(0, x.ray_indices, weights)
-    bg = x.bg
-    if bg is None:
-        bg = field.background(x.ray_dirs, x.ray_origins, x.bg_jitter)
-        if bg is None:
-            bg = torch.zeros_like(rgb)
-    rgb = rgb + (1.0 - opacity[:, None]) * bg
+    if x.bg is not None:  # masks: a given colour behind the object
+        rgb = rgb + (1.0 - opacity[:, None]) * x.bg
+    else:
+        rows = n_rows if bg_rows is None else min(int(bg_rows), n_rows)
+        bg = field.background(x.ray_dirs[:rows], None if x.ray_origins is None else x.ray_origins[:rows],
+                              None if x.bg_jitter is None else x.bg_jitter[:rows])
+        if bg is not None:
+            rgb = bg.padded(n_rows).composite(rgb, opacity)
     diff = rgb - x.gt
     if rgb_loss == "huber":
         per_ray = torch.nn.functional.smooth_l1_loss(rgb, x.gt, beta=0.1, reduction="none").mean(-1)
@@ -142,6 +148,7 @@ class GraphStep:
         self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss}
         self.device = dev
         self.buf = self.new_inputs()
+        self.bg_rows: int | None = None  # see step_losses; part of the key the graph is captured for
         self.graph: torch.cuda.CUDAGraph | None = None
         self.key: object = None
         self.out: dict[str, torch.Tensor] = {}
@@ -204,13 +211,24 @@ class GraphStep:
             b.bg_jitter[:r].copy_(bg_jitter)
 
     def _body(self) -> dict[str, torch.Tensor]:
-        out = step_losses(self.field, self.buf, **self.kw)
+        out = step_losses(self.field, self.buf, **self.kw, bg_rows=self.bg_rows)
         out["loss"].backward(inputs=self.params)
         self.optimizer.step()
         return {k: v.detach() for k, v in out.items()}
 
-    def run(self, key: object) -> dict[str, torch.Tensor]:
-        """One step on the loaded buffers; ``key`` names what the graph bakes in (recapture when it changes)."""
+    def background_rows(self, n_rays: int) -> int | None:
+        """The background rows (see :func:`step_losses`) for a batch of ``n_rays`` drawn rays: the next power of two
+        (at least 1024; all rows past the capacity), so that the graph is captured again only a few times as the
+        rays per step grow. None without a background field."""
+        if not self.has_bg_field:
+            return None
+        return min(self.R + 1, max(1024, 1 << max(int(n_rays) - 1, 1).bit_length()))
+
+    def run(self, key: object, bg_rows: int | None = None) -> dict[str, torch.Tensor]:
+        """One step on the loaded buffers; ``key`` names what the graph bakes in besides ``bg_rows`` (the background
+        rows, see :meth:`background_rows`): the graph is captured again when either changes."""
+        key = (key, bg_rows)
+        self.bg_rows = bg_rows
         if self.graph is None or key != self.key:  # the warm-up step that capture requires is a real step
             self.graph, self.out = capture_graph(self._body, self.optimizer)
             self.key = key

@@ -502,12 +502,12 @@ class Trainer:
             out.bg_jitter[:n].copy_(u[:, 3])
         out.rand_pts.uniform_(-1.0, 1.0)
         if self.device.type != "cuda":
-            return {"inputs": out, "stats": stats, "done": None, "n_marched": total}
+            return {"inputs": out, "stats": stats, "done": None, "n_marched": total, "drawn": gid.shape[0]}
         host = torch.empty(3, dtype=torch.long, pin_memory=True)
         host.copy_(stats, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return {"inputs": out, "stats": host, "done": done, "n_marched": total}
+        return {"inputs": out, "stats": host, "done": done, "n_marched": total, "drawn": gid.shape[0]}
 
     def _next_batch(self) -> dict[str, Any]:
         return self._batch_fused() if self.fused_batch() else self._batch()
@@ -546,7 +546,7 @@ class Trainer:
                         b["mask"], b["rand_pts"], cos, ray_origins=b["ray_origins"], bg_jitter=b["bg_jitter"])
             loaded = torch.cuda.Event()
             loaded.record(main)
-            out = gs.run(key=levels)
+            out = gs.run(key=levels, bg_rows=gs.background_rows(b["drawn"] if "inputs" in b else b["n_rays"]))
             if "inputs" in b:
                 b["done"].synchronize()  # its counts (long done by now: the graph is already queued)
                 _, n_rays, n_samples = (int(v) for v in b["stats"])  # rays that fit; samples kept before the cut

@@ -423,10 +423,11 @@ def test_background_field_matches_reference(jittered: bool) -> None:
     dirs = torch.nn.functional.normalize(-origins.cpu() + torch.randn(n, 3, generator=gen) * 0.6, dim=-1).to(DEV)
     jitter = torch.rand(n, generator=gen).to(DEV) if jittered else None
     weight = torch.randn(n, 3, generator=gen).to(DEV)
+    fg_rgb, fg_op = torch.rand(n, 3, generator=gen).to(DEV), torch.rand(n, generator=gen).to(DEV)
     outs = []
     for field in (fast, ref):
         field.zero_grad(set_to_none=True)
-        out = field.background(dirs, origins, jitter)
+        out = field.background(dirs, origins, jitter).composite(fg_rgb, fg_op)
         (out * weight).sum().backward()
         outs.append((out.detach(), {k: p.grad.clone() for k, p in field.named_parameters() if p.grad is not None}))
     (got, got_g), (want, want_g) = outs

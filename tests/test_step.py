@@ -78,6 +78,8 @@ def test_padded_step_equals_unpadded(background: str) -> None:
             bg_jitter=b["bg_jitter"] if with_bg else None)
     assert int(gs.buf.sample_valid.sum()) == len(b["pts"]) and int(gs.buf.ray_valid.sum()) == n
     assert (gs.buf.ray_origins is not None) == with_bg
+    assert gs.background_rows(n) == (81 if with_bg else None)  # the next power of two, at most the capacity
+    gs.bg_rows = n if with_bg else None  # the background field on the valid rows only: the same step
     out = gs._body()
     for k in ("loss", "mse", "eikonal", "mask"):
         torch.testing.assert_close(out[k], ref[k].detach(), rtol=1e-5, atol=1e-6)
