@@ -76,6 +76,7 @@ class TrainConfig:
     bg_log2_table_size: int = 18
     bg_finest_resolution: int = 1024
     bg_hidden: int = 32
+    bg_sh_degree: int = 3  # view dependence of the background's colour (spherical-harmonics bands)
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3
@@ -124,7 +125,7 @@ class TrainConfig:
 ARCHITECTURE_KEYS = ("n_levels", "n_features", "log2_table_size", "base_resolution", "finest_resolution",
                      "sdf_hidden", "sdf_layers", "feature_dim", "color_hidden", "color_layers", "activation",
                      "sphere_init_radius", "grid_resolution", "seed", "background", "bg_levels",
-                     "bg_log2_table_size", "bg_finest_resolution", "bg_hidden")
+                     "bg_log2_table_size", "bg_finest_resolution", "bg_hidden", "bg_sh_degree")
 
 
 def load_preset(name: str) -> TrainConfig:

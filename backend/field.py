@@ -227,15 +227,20 @@ def contract(p: torch.Tensor) -> torch.Tensor:
     return torch.where(r <= 1.0, p, (2.0 - 1.0 / r) * (p / r))
 
 
+NEAR_FRACTION = 0.5  # background samples start at this fraction of the camera's distance to the region's centre
+
+
 def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitter: torch.Tensor | None,
                          spacing: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the background samples lie along each ray: everywhere but inside the unit sphere.
 
-    A ray through the sphere gets ``n // 4`` samples in front of it, from near its origin to its entry, closer
-    together towards the entry (a table or floor around the object is there), and the rest beyond its exit, spaced
-    evenly in ``u = s / (s + spacing)``, ``s`` the distance past the exit, so they thin out towards infinity
-    (``u = 1``). A ray that misses the sphere gets all ``n`` that way from its origin, with the spacing at least half
-    the distance to its point closest to the sphere (what it passes there is as far away as the region).
+    A ray through the sphere gets ``n // 4`` samples in front of it, from half the camera's distance to the centre
+    to its entry, closer together towards the entry (a table or floor around the object is there), and the rest
+    beyond its exit, spaced evenly in ``u = s / (s + spacing)``, ``s`` the distance past the exit, so they thin out
+    towards infinity (``u = 1``). A ray that misses the sphere gets all ``n`` that way from that same near distance
+    (or its point closest to the centre, if nearer), with the spacing at least half the distance to that point
+    (what it passes there is as far away as the region). Nothing nearer the camera: space that one camera alone
+    sees would hold whatever fits that view (floaters) and spoil the others.
 
     Args:
         origins, dirs: (R, 3) rays (unit directions), normalized frame; n: samples per ray;
@@ -245,10 +250,14 @@ def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitt
         t: (R, n) distances along the rays, increasing; front: (R, n) bool, the samples in front of the sphere.
     """
     b = (origins * dirs).sum(-1)
-    disc = b * b - ((origins * origins).sum(-1) - 1.0)
+    oo = (origins * origins).sum(-1)
+    disc = b * b - (oo - 1.0)
     root = torch.sqrt(disc.clamp_min(0.0))
     t_in, t_out = (-b - root).clamp_min(0.0), (-b + root).clamp_min(0.0)
     hit = (disc > 0) & (t_out > 0)
+    # nothing closer to the camera than half its distance to the region: space seen by one camera only would hold
+    # whatever fits that view (floaters) and spoil the others
+    t_near = NEAR_FRACTION * torch.sqrt(oo)
     n_front = n // 4
     k = torch.arange(n, device=origins.device, dtype=origins.dtype)[None]  # (1, n)
     j = (torch.full_like(b, 0.5) if jitter is None else jitter)[:, None]  # (R, 1)
@@ -256,12 +265,12 @@ def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitt
     n_back = torch.where(hit, torch.full_like(b, n - n_front), torch.full_like(b, n))[:, None]
     k_back = k - torch.where(hit, torch.full_like(b, n_front), torch.zeros_like(b))[:, None]
     u = ((k_back + j) / n_back).clamp(0.0, 1.0 - 1e-6)
-    start = torch.where(hit, t_out, torch.zeros_like(b))[:, None]
+    start = torch.where(hit, t_out, torch.minimum(t_near, (-b).clamp_min(0.0)))[:, None]
     scale = torch.where(hit, torch.full_like(b, spacing), (-0.5 * b).clamp_min(spacing))[:, None]
     t_back = start + scale * (u / (1.0 - u))
     # in front: v from 1 (near the origin) down to 0 (the entry), quadratically denser towards the entry
     v = (1.0 - (k + j) / max(n_front, 1)).clamp(0.0, 1.0)
-    near = 0.05 * t_in[:, None]
+    near = torch.minimum(t_near, t_in)[:, None]
     t_front = t_in[:, None] - (t_in[:, None] - near) * v * v
     front = hit[:, None] & (k < n_front)
     return torch.where(front, t_front, t_back), front
@@ -374,7 +383,8 @@ class FieldConfig:
             bg = BackgroundConfig(grid=HashGridConfig(n_levels=cfg.bg_levels, n_features=2,
                                                       log2_table_size=cfg.bg_log2_table_size, base_resolution=16,
                                                       finest_resolution=cfg.bg_finest_resolution),
-                                  hidden=cfg.bg_hidden, samples=cfg.bg_samples, spacing=cfg.bg_spacing)
+                                  hidden=cfg.bg_hidden, samples=cfg.bg_samples, spacing=cfg.bg_spacing,
+                                  sh_degree=cfg.bg_sh_degree)
         return cls(grid=grid, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers, feature_dim=cfg.feature_dim,
                    color_hidden=cfg.color_hidden, color_layers=cfg.color_layers, activation=cfg.activation,
                    sphere_init_radius=cfg.sphere_init_radius, background=background, bg=bg,
