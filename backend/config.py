@@ -76,7 +76,9 @@ class TrainConfig:
     bg_log2_table_size: int = 18
     bg_finest_resolution: int = 1024
     bg_hidden: int = 32
-    bg_sh_degree: int = 3  # view dependence of the background's colour (spherical-harmonics bands)
+    bg_sh_degree: int = 1  # view dependence of the background's colour (spherical-harmonics bands)
+    bg_front_fraction: float = 0.25  # share of the background samples in front of the region (rays through it)
+    bg_distortion_weight: float = 0.0  # mip-NeRF 360's distortion loss on the background's weights
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3

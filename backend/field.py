@@ -184,6 +184,7 @@ class Background:
     back: torch.Tensor
     front: torch.Tensor | None = None
     front_trans: torch.Tensor | None = None
+    distortion: torch.Tensor | None = None  # (R,) see BackgroundField.forward
 
     def composite(self, rgb: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
         """The ray's colour (R, 3) with the foreground's accumulated colour ``rgb`` (R, 3) and ``opacity`` (R,)
@@ -199,10 +200,12 @@ class Background:
         if extra <= 0:
             return self
         z = self.back.new_zeros(extra, 3)
+        zeros = self.back.new_zeros(extra)
         return Background(back=torch.cat([self.back, z]),
                           front=None if self.front is None else torch.cat([self.front, z]),
                           front_trans=None if self.front_trans is None else torch.cat(
-                              [self.front_trans, self.front_trans.new_ones(extra)]))
+                              [self.front_trans, zeros + 1.0]),
+                          distortion=None if self.distortion is None else torch.cat([self.distortion, zeros]))
 
 
 @dataclass
@@ -211,9 +214,10 @@ class BackgroundConfig:
 
     grid: HashGridConfig
     hidden: int = 32
-    samples: int = 16  # samples per ray beyond the sphere
-    spacing: float = 1.0  # half of a ray's samples lie within this distance (normalized frame) of its start
-    sh_degree: int = 3
+    samples: int = 16  # samples per ray outside the sphere
+    spacing: float = 1.0  # half of the samples behind the sphere lie within this distance (normalized frame) of it
+    sh_degree: int = 1
+    front_fraction: float = 0.25  # share of a ray's samples in front of the sphere (for rays through it)
 
 
 def contract(p: torch.Tensor) -> torch.Tensor:
@@ -231,23 +235,26 @@ NEAR_FRACTION = 0.5  # background samples start at this fraction of the camera's
 
 
 def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitter: torch.Tensor | None,
-                         spacing: float) -> tuple[torch.Tensor, torch.Tensor]:
+                         spacing: float, front_fraction: float = 0.25
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the background samples lie along each ray: everywhere but inside the unit sphere.
 
-    A ray through the sphere gets ``n // 4`` samples in front of it, from half the camera's distance to the centre
-    to its entry, closer together towards the entry (a table or floor around the object is there), and the rest
-    beyond its exit, spaced evenly in ``u = s / (s + spacing)``, ``s`` the distance past the exit, so they thin out
-    towards infinity (``u = 1``). A ray that misses the sphere gets all ``n`` that way from that same near distance
-    (or its point closest to the centre, if nearer), with the spacing at least half the distance to that point
-    (what it passes there is as far away as the region). Nothing nearer the camera: space that one camera alone
-    sees would hold whatever fits that view (floaters) and spoil the others.
+    A ray through the sphere gets ``round(n * front_fraction)`` samples in front of it, from half the camera's
+    distance to the centre to its entry, closer together towards the entry (a table or floor around the object is
+    there), and the rest beyond its exit, spaced evenly in ``u = s / (s + spacing)``, ``s`` the distance past the
+    exit, so they thin out towards infinity (``u = 1``). A ray that misses the sphere gets all ``n`` that way from
+    that same near distance (or its point closest to the centre, if nearer), with the spacing at least half the
+    distance to that point (what it passes there is as far away as the region). Nothing nearer the camera: space
+    that one camera alone sees would hold whatever fits that view (floaters) and spoil the others.
 
     Args:
         origins, dirs: (R, 3) rays (unit directions), normalized frame; n: samples per ray;
         jitter: (R,) in [0, 1) (None: 0.5): where each ray's samples sit in their intervals; spacing: see above.
 
     Returns:
-        t: (R, n) distances along the rays, increasing; front: (R, n) bool, the samples in front of the sphere.
+        t: (R, n) distances along the rays, increasing; front: (R, n) bool, the samples in front of the sphere;
+        s: (R, n) each sample's place in its stretch, in [0, 1] (in front: from the near end to the entry;
+        behind: ``u``), the coordinate of the distortion loss.
     """
     b = (origins * dirs).sum(-1)
     oo = (origins * origins).sum(-1)
@@ -258,7 +265,7 @@ def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitt
     # nothing closer to the camera than half its distance to the region: space seen by one camera only would hold
     # whatever fits that view (floaters) and spoil the others
     t_near = NEAR_FRACTION * torch.sqrt(oo)
-    n_front = n // 4
+    n_front = min(max(int(round(n * front_fraction)), 1), n - 1)
     k = torch.arange(n, device=origins.device, dtype=origins.dtype)[None]  # (1, n)
     j = (torch.full_like(b, 0.5) if jitter is None else jitter)[:, None]  # (R, 1)
     # behind (or all along a miss): u evenly spaced in (0, 1)
@@ -273,7 +280,7 @@ def background_distances(origins: torch.Tensor, dirs: torch.Tensor, n: int, jitt
     near = torch.minimum(t_near, t_in)[:, None]
     t_front = t_in[:, None] - (t_in[:, None] - near) * v * v
     front = hit[:, None] & (k < n_front)
-    return torch.where(front, t_front, t_back), front
+    return torch.where(front, t_front, t_back), front, torch.where(front, 1.0 - v, u)
 
 
 class BackgroundField(nn.Module):
@@ -316,7 +323,7 @@ class BackgroundField(nn.Module):
         return sigma, torch.sigmoid(self.color_layers[1](c))
 
     def forward(self, origins: torch.Tensor, dirs: torch.Tensor, jitter: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Volume-render the background along rays, in front of the sphere and behind it apart.
 
         Args:
@@ -324,23 +331,30 @@ class BackgroundField(nn.Module):
 
         Returns:
             front_rgb (R, 3) and front_trans (R,): colour accumulated in front of the sphere and the transmittance
-            through it; back_rgb (R, 3) and back_trans (R,): the same behind the sphere (all of a ray that misses it).
+            through it; back_rgb (R, 3) and back_trans (R,): the same behind the sphere (all of a ray that misses it);
+            distortion (R,): mip-NeRF 360's distortion of each stretch's weights, summed (small when each stretch's
+            light comes from one compact place: a surface rather than haze).
         """
         n = self.cfg.samples
         R = origins.shape[0]
-        t, front = background_distances(origins, dirs, n, jitter, self.cfg.spacing)  # (R, n)
+        t, front, s = background_distances(origins, dirs, n, jitter, self.cfg.spacing, self.cfg.front_fraction)
         pts = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(R * n, 3)
         sh = sh_encode(dirs, self.cfg.sh_degree)  # (R, D)
         sigma, rgb = self.query(pts, sh[:, None].expand(R, n, sh.shape[-1]).reshape(R * n, -1))
         tau = sigma.view(R, n) / n  # optical depth of each sample's interval
         rgb = rgb.view(R, n, 3)
         out = []
+        distortion = tau.new_zeros(R)
         for part in (front, ~front):
             tp = tau * part
             acc = torch.cumsum(tp, 1)  # (R, n): through sample k, this part's samples only
             w = torch.exp(tp - acc) - torch.exp(-acc)  # alpha_k * transmittance before k (0 outside the part)
             out += [(w[..., None] * rgb).sum(1), torch.exp(-acc[:, -1])]
-        return out[0], out[1], out[2], out[3]
+            sp = s * part
+            width = 1.0 / part.sum(1, keepdim=True).clamp_min(1)  # each sample's share of its stretch
+            distortion = distortion + (w[:, :, None] * w[:, None, :] * (sp[:, :, None] - sp[:, None, :]).abs()
+                                       ).sum((1, 2)) + (w * w).sum(1) * width[:, 0] / 3.0
+        return out[0], out[1], out[2], out[3], distortion
 
 
 @dataclass
@@ -384,7 +398,7 @@ class FieldConfig:
                                                       log2_table_size=cfg.bg_log2_table_size, base_resolution=16,
                                                       finest_resolution=cfg.bg_finest_resolution),
                                   hidden=cfg.bg_hidden, samples=cfg.bg_samples, spacing=cfg.bg_spacing,
-                                  sh_degree=cfg.bg_sh_degree)
+                                  sh_degree=cfg.bg_sh_degree, front_fraction=cfg.bg_front_fraction)
         return cls(grid=grid, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers, feature_dim=cfg.feature_dim,
                    color_hidden=cfg.color_hidden, color_layers=cfg.color_layers, activation=cfg.activation,
                    sphere_init_radius=cfg.sphere_init_radius, background=background, bg=bg,
@@ -598,8 +612,9 @@ class NeuSField(nn.Module):
             return Background(back=env)
         if origins is None:
             raise ValueError("the background field needs the rays' origins")
-        front, front_trans, back, back_trans = self.bg_field(origins, view_dir, jitter)
-        return Background(back=back + back_trans[:, None] * env, front=front, front_trans=front_trans)
+        front, front_trans, back, back_trans, distortion = self.bg_field(origins, view_dir, jitter)
+        return Background(back=back + back_trans[:, None] * env, front=front, front_trans=front_trans,
+                          distortion=distortion)
 
     def inv_s(self) -> torch.Tensor:
         """Scalar sharpness 1/s of the logistic density (grows as training converges)."""

@@ -58,12 +58,14 @@ class StepInputs:
 
 
 def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_weight: float,
-                rgb_loss: str = "l1", bg_rows: int | None = None) -> dict[str, torch.Tensor]:
+                rgb_loss: str = "l1", bg_rows: int | None = None, distortion_weight: float = 0.0
+                ) -> dict[str, torch.Tensor]:
     """Render the packed samples and compute the training losses (nothing is synchronised with the host).
 
     Args:
         bg_rows: the background field is evaluated on the first this many ray rows only (None: all); the rows past
             them must not be valid rays. Its cost grows with the rows, so the CUDA graph sizes it to the rays drawn.
+        distortion_weight: weight of the background field's distortion loss (mean over the valid rays).
 
     Returns:
         ``loss`` (total), ``mse``, ``eikonal``, ``mask`` (zero without masks): scalar tensors.
@@ -76,6 +78,7 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     rgb_s = field.color(x.pts, normal, x.dirs, feat)
     rgb = torch.zeros(n_rows, 3, device=x.pts.device).index_add(0, x.ray_indices, weights[:, None] * rgb_s)
     opacity = torch.zeros(n_rows, device=x.pts.device).index_add(0, x.ray_indices, weights)
+    distortion = None
     if x.bg is not None:  # masks: a given colour behind the object
         rgb = rgb + (1.0 - opacity[:, None]) * x.bg
     else:
@@ -83,7 +86,10 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
         bg = field.background(x.ray_dirs[:rows], None if x.ray_origins is None else x.ray_origins[:rows],
                               None if x.bg_jitter is None else x.bg_jitter[:rows])
         if bg is not None:
-            rgb = bg.padded(n_rows).composite(rgb, opacity)
+            bg = bg.padded(n_rows)
+            rgb = bg.composite(rgb, opacity)
+            if distortion_weight > 0 and bg.distortion is not None:
+                distortion = (bg.distortion * x.ray_valid).sum() * x.inv_n_rays
     diff = rgb - x.gt
     if rgb_loss == "huber":
         per_ray = torch.nn.functional.smooth_l1_loss(rgb, x.gt, beta=0.1, reduction="none").mean(-1)
@@ -97,6 +103,8 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     eik_r = field.eikonal_sum(rand_grad)
     loss_eik = (eik_s + eik_r) / (x.sample_valid.sum() + x.rand_pts.shape[0])
     loss = loss_rgb + eikonal_weight * loss_eik
+    if distortion is not None:
+        loss = loss + distortion_weight * distortion
     loss_mask = torch.zeros((), device=x.pts.device)
     if x.mask is not None and mask_weight > 0:
         op = opacity.clamp(1e-3, 1 - 1e-3)
@@ -139,13 +147,14 @@ class GraphStep:
 
     def __init__(self, field: NeuSField, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], *,
                  max_rays: int, sample_capacity: int, eik_points: int, has_masks: bool, eikonal_weight: float,
-                 mask_weight: float, rgb_loss: str) -> None:
+                 mask_weight: float, rgb_loss: str, distortion_weight: float = 0.0) -> None:
         dev = next(field.parameters()).device
         self.field, self.optimizer, self.params = field, optimizer, params
         self.R, self.S, self.E = int(max_rays), int(sample_capacity), int(eik_points)
         self.has_masks = has_masks
         self.has_bg_field = getattr(field, "bg_field", None) is not None
-        self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss}
+        self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss,
+                   "distortion_weight": distortion_weight}
         self.device = dev
         self.buf = self.new_inputs()
         self.bg_rows: int | None = None  # see step_losses; part of the key the graph is captured for

@@ -212,7 +212,8 @@ def test_background_samples_lie_outside_the_sphere_in_ray_order() -> None:
     g = torch.Generator().manual_seed(0)
     origins = torch.nn.functional.normalize(torch.randn(400, 3, generator=g), dim=-1) * 3.0
     dirs = torch.nn.functional.normalize(-origins + torch.randn(400, 3, generator=g) * 1.5, dim=-1)
-    t, front = background_distances(origins, dirs, 16, torch.rand(400, generator=g), 1.0)
+    t, front, u = background_distances(origins, dirs, 16, torch.rand(400, generator=g), 1.0)
+    assert bool(((u >= 0) & (u <= 1)).all())
     assert t.shape == front.shape == (400, 16)
     assert bool((t[:, 1:] > t[:, :-1]).all()) and bool((t > 0).all())
     r = (origins[:, None] + dirs[:, None] * t[..., None]).norm(dim=-1)
@@ -243,9 +244,10 @@ def test_background_composites_in_ray_order() -> None:
     fg_rgb, fg_op = torch.tensor([[0.2, 0.9, 0.4], [0.0, 0.0, 0.0]]), torch.tensor([0.7, 0.0])
     with torch.no_grad():
         got = field.background(dirs, origins).composite(fg_rgb * fg_op[:, None], fg_op)
-        t, front = background_distances(origins, dirs, 8, None, 1.0)
+        t, front, _ = background_distances(origins, dirs, 8, None, 1.0, bg_cfg.front_fraction)
         pts = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(-1, 3)
-        sh = sh_encode(dirs, 3)[:, None].expand(2, 8, 9).reshape(-1, 9)
+        deg = bg_cfg.sh_degree
+        sh = sh_encode(dirs, deg)[:, None].expand(2, 8, deg * deg).reshape(-1, deg * deg)
         sigma, rgb = field.bg_field.query(pts, sh)
         alpha, rgb = 1 - torch.exp(-sigma.view(2, 8) / 8), rgb.view(2, 8, 3)
         env = field.environment(dirs)
@@ -256,3 +258,27 @@ def test_background_composites_in_ray_order() -> None:
             for a, c in pieces:
                 color, trans = color + trans * a * c, trans * (1 - a)
             torch.testing.assert_close(got[i], color, rtol=1e-5, atol=1e-6)
+
+
+def test_background_distortion_prefers_one_compact_place() -> None:
+    """The distortion loss of the background's weights: all light from one sample costs less than the same light
+    spread over the stretch, and it is differentiable."""
+    from backend.field import BackgroundConfig, BackgroundField
+
+    torch.manual_seed(2)
+    bgf = BackgroundField(BackgroundConfig(grid=HashGridConfig(n_levels=2, log2_table_size=8, finest_resolution=16),
+                                           hidden=8, samples=8))
+    origins = torch.tensor([[0.0, 0.0, -3.0]])
+    dirs = torch.tensor([[0.0, 0.0, 1.0]])
+    spread = torch.full((8,), 2.0)  # haze: every sample a little opaque
+    compact = torch.zeros(8)
+    compact[6] = 16.0  # one opaque sample behind the sphere
+    losses = []
+    for sigma in (spread, compact):
+        sig = sigma.clone().requires_grad_(True)
+        bgf.query = lambda pts, sh, s=sig: (s, torch.full((len(pts), 3), 0.5))  # noqa: B023 - a fixed field
+        loss = bgf(origins, dirs)[4]
+        loss.sum().backward()
+        assert sig.grad is not None and torch.isfinite(sig.grad).all()
+        losses.append(float(loss))
+    assert losses[1] < losses[0]

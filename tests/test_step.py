@@ -50,8 +50,8 @@ def test_padded_step_equals_unpadded(background: str) -> None:
     masks = background == "none"
     b = random_batch(50, seed=3, masks=masks)
     n = b["ray_dirs"].shape[0]
-    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1"}
     with_bg = background == "field"
+    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1", "distortion_weight": 0.01 if with_bg else 0.0}
 
     ref_field = make_field(0, background)
     valid = torch.ones(n + 1)
