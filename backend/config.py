@@ -78,7 +78,7 @@ class TrainConfig:
     bg_hidden: int = 32
     bg_sh_degree: int = 1  # view dependence of the background's colour (spherical-harmonics bands)
     bg_front_fraction: float = 0.25  # share of the background samples in front of the region (rays through it)
-    bg_distortion_weight: float = 0.0  # mip-NeRF 360's distortion loss on the background's weights
+    bg_distortion_weight: float = 0.01  # mip-NeRF 360's distortion loss on the background (sharper)
     # optimisation
     lr: float = 1e-2
     lr_mlp: float = 1e-3
