@@ -431,7 +431,8 @@ def test_headless_checks_its_outputs_before_it_starts(capture: Path, tmp_path: P
     t0 = time.monotonic()
     proc = run_headless("--images", str(capture), "--out", str(tmp_path / "ok.blend"), "--out",
                         str(blocker / "mesh.ply"), "--render", str(tmp_path / "render.png"), "--preset", "preview",
-                        tmp_path=tmp_path)
+                        "--steps", "2", "--max-image-size", "48", "--final-resolution", "32", "--device", "cpu",
+                        tmp_path=tmp_path)  # (a short run: the script used to train first and fail at the end)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"error: cannot write --out {blocker / 'mesh.ply'}" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and time.monotonic() - t0 < 60
