@@ -129,6 +129,8 @@ class NEUSBLEND_PG_status(bpy.types.PropertyGroup):
     error_hint: StringProperty(name="Hint")
     error_file: StringProperty(name="File")
     warning: StringProperty(name="Warning")
+    skipped_photos: StringProperty(name="Skipped Photos", description="Damaged photos the last job left out, "
+                                   "one a line (name: reason)")
     log_line: StringProperty(name="Log")
     summary: StringProperty(name="Summary")
     meshes_applied: IntProperty(name="Mesh Updates")

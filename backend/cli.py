@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from . import protocol
-from .errors import BackendError
+from .errors import BackendError, io_error
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,6 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_module(args.command).run(args, emitter) or 0)
     except BackendError as exc:
         emitter.emit("error", message=exc.message, hint=exc.hint, file=exc.file)
+        return protocol.EXIT_ERROR
+    except OSError as exc:  # a full disk, no permission, an I/O error: the machine's, named with its file
+        known = io_error(exc)
+        if known is None:
+            traceback.print_exc(file=sys.stderr)
+            emitter.emit("error", message=f"{type(exc).__name__}: {exc}", file=exc.filename,
+                         hint="This is a bug in the backend; the traceback is on stderr. Please report it.")
+        else:
+            log.error("%s", exc)
+            emitter.emit("error", message=known.message, hint=known.hint, file=known.file)
         return protocol.EXIT_ERROR
     except KeyboardInterrupt:
         emitter.emit("error", message="interrupted", hint="Run the command again; training resumes with --resume.")

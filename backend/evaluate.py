@@ -291,14 +291,10 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint file, or a job folder's last checkpoint."""
-    p = Path(path)
-    if p.is_dir():
-        p = protocol.JobLayout(p).last_checkpoint
-    if not p.is_file():
-        raise BackendError("checkpoint not found", hint="Give the job folder of a training run or its "
-                           "checkpoints/last.pt.", file=p)
-    return p
+    """A checkpoint file, or a job folder's last checkpoint (see :func:`backend.checkpoint.resolve_checkpoint`)."""
+    from .checkpoint import resolve_checkpoint as resolve
+
+    return resolve(path)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *,
@@ -321,19 +317,20 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathL
     """
     import torch
 
+    from .checkpoint import load_checkpoint, load_module_state
     from .data import load_scene
     from .extract import field_from_checkpoint
     from .neus import render_image
     from .render import OccupancyGrid
-    from .train import load_checkpoint, resolve_device
+    from .train import resolve_device
 
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
-    field, cfg = field_from_checkpoint(ckpt, dev)
+    field, cfg = field_from_checkpoint(ckpt, dev, path)
     field.eval()
     grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold)
-    grid.load_state_dict(ckpt["grid"])
+    load_module_state(grid, ckpt["grid"], "occupancy grid", path)
     grid = grid.to(dev)
     data = data or ckpt.get("data")
     if not data:

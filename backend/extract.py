@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -150,14 +151,18 @@ class Frame:
         return pts @ inv[:3, :3].T + inv[:3, 3]
 
 
-def field_from_checkpoint(ckpt: dict[str, Any], device: Any):  # noqa: ANN201
-    """Rebuild the :class:`~backend.field.NeuSField` stored in a checkpoint."""
+def field_from_checkpoint(ckpt: dict[str, Any], device: Any, source: str | os.PathLike[str] | None = None
+                          ):  # noqa: ANN201
+    """Rebuild the :class:`~backend.field.NeuSField` stored in a checkpoint (read by
+    :func:`backend.checkpoint.load_checkpoint`; ``source``, its file, names it in errors)."""
+    from .checkpoint import load_module_state
     from .config import TrainConfig
     from .field import FieldConfig, NeuSField
 
-    cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint")
+    where = source or "checkpoint"
+    cfg = TrainConfig.from_dict(ckpt["config"], source=str(where))
     field = NeuSField(FieldConfig.from_train(cfg, bool(ckpt.get("has_masks"))))
-    field.load_state_dict(ckpt["field"])
+    load_module_state(field, ckpt["field"], "network", where)
     field.encoding.active_levels = cfg.n_levels
     field = field.to(device)
     from .kernels import select_path, use_fast_path
@@ -169,20 +174,16 @@ def field_from_checkpoint(ckpt: dict[str, Any], device: Any):  # noqa: ANN201
 
 
 def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
-    from .train import load_checkpoint, resolve_device
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .train import resolve_device
 
-    path = Path(args.checkpoint)
-    job = JobLayout(path) if path.is_dir() else JobLayout(path.parent.parent)
-    if path.is_dir():
-        path = job.last_checkpoint
-    if not path.is_file():
-        raise BackendError("checkpoint not found", hint="Give the job folder of a training run or its "
-                           "checkpoints/last.pt; train first if there is none.", file=path)
+    path = resolve_checkpoint(args.checkpoint)
+    job = JobLayout(path.parent.parent)
     if args.resolution < 8 or args.resolution > 4096:
         raise BackendError(f"resolution {args.resolution} is out of range", hint="Use 8 to 4096.")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(path)
-    field, cfg = field_from_checkpoint(ckpt, device)
+    field, cfg = field_from_checkpoint(ckpt, device, path)
     frame = Frame(ckpt["to_world"])
     emitter.emit("start", command="extract", device=device, checkpoint=str(path),
                  step=int(ckpt["step"]), resolution=args.resolution)

@@ -164,20 +164,45 @@ def format_human(msg: Mapping[str, Any]) -> str:
 # files
 
 
+def file_mode() -> int:
+    """The permission bits a new file gets from this process's umask (``0o666 & ~umask``), as ``open`` gives."""
+    try:  # Linux: read it without changing it (os.umask would race with other threads)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``data`` to a temporary file beside ``path`` (``.<name>.<random>.tmp``) and rename it into place.
+
+    The file gets the permissions the umask gives a new file (not the 0600 of a temporary file). On failure the
+    temporary file is removed and ``path`` is untouched; an :class:`OSError` (full disk, no permission, I/O error)
+    names ``path`` in its ``filename``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and (exc.filename is None or (
+                str(exc.filename).endswith(".tmp") and Path(exc.filename).parent == path.parent)):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # name the file, not its temp
         raise
     return path
 
@@ -314,3 +339,58 @@ class JobLayout:
 
     def extracted(self, resolution: int, tag: str = "") -> Path:
         return self.meshes / f"extract_{resolution}{('_' + tag) if tag else ''}.npz"
+
+    @property
+    def marker(self) -> Path:
+        """``neusblend-job.json``: says the folder is one of our jobs (see :func:`read_job_marker`)."""
+        return self.root / JOB_MARKER
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# job folders: whose they are
+
+#: The file that marks a folder as a job of ours: ``{"kind": ..., "kinds": [...], "version": 1}``.
+JOB_MARKER = "neusblend-job.json"
+JOB_MARKER_VERSION = 1
+#: Kinds of job: ``poses`` (``python -m backend poses``), ``train`` (``python -m backend train``).
+JOB_KINDS = ("poses", "train")
+
+
+def read_job_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The marker of a job folder, or None when there is none (or it is not ours: unreadable, another format).
+
+    Returns:
+        ``{"kind": str, "kinds": [str, ...], "version": int}``: ``kind`` is what made the folder first,
+        ``kinds`` everything that has written into it since (a Reconstruct job is ``poses`` then ``train``).
+    """
+    try:
+        doc = json.loads((Path(root) / JOB_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("kind") not in JOB_KINDS:
+        return None
+    kinds = [k for k in doc.get("kinds") or [doc["kind"]] if k in JOB_KINDS]
+    return {"kind": doc["kind"], "kinds": kinds or [doc["kind"]], "version": doc.get("version", 1)}
+
+
+def write_job_marker(root: str | os.PathLike[str], kind: str) -> Path:
+    """Mark ``root`` as a job of ours that ``kind`` writes into (kept: the kinds already recorded)."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    old = read_job_marker(root)
+    doc = {"kind": old["kind"] if old else kind, "kinds": sorted({*(old["kinds"] if old else ()), kind}),
+           "version": JOB_MARKER_VERSION}
+    return atomic_write_text(Path(root) / JOB_MARKER, json.dumps(doc, indent=1) + "\n")
+
+
+def stale_temporaries(root: str | os.PathLike[str], subdirs: tuple[str, ...] = ("", "meshes", "checkpoints",
+                                                                              "previews")) -> list[Path]:
+    """Temporary files (``.<name>.<random>.tmp``, from :func:`atomic_write_bytes`) that a killed writer left in a
+    job folder and the given sub-folders."""
+    found = []
+    for sub in subdirs:
+        folder = Path(root) / sub
+        if folder.is_dir():
+            found += [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")
+                      and p.is_file()]
+    return sorted(found)

@@ -39,6 +39,7 @@ class Scene:
         image_paths: the image files, length N.
         roi: None or (2, 3) axis-aligned box in the normalized frame that bounds the object (used for
             mesh extraction and the occupancy grid); defaults to the cube [-1, 1]^3.
+        skipped: damaged images the loader left out (with their cameras): ``{"name", "reason", "file"}`` each.
     """
 
     names: list[str]
@@ -53,6 +54,7 @@ class Scene:
     root: Path | None = None
     image_paths: list[Path] = field(default_factory=list)
     roi: np.ndarray | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -158,6 +160,7 @@ class Scene:
             "source": self.source,
             "root": str(self.root) if self.root else None,
             "scale": self.scale,
+            "skipped": [{"name": s["name"], "reason": s["reason"]} for s in self.skipped],
         }
 
 

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from dataclasses import replace
@@ -23,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from . import protocol
+from .checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from .config import ARCHITECTURE_KEYS, PRESETS, TrainConfig, load_preset
-from .errors import BackendError
+from .errors import BackendError, io_error
 from .protocol import JobLayout
 
 log = logging.getLogger(__name__)
@@ -64,18 +64,75 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "crashed client never leaves training running")
 
 
-def prepare_job_folder(out: str | os.PathLike[str]) -> JobLayout:
-    """Create the job folder and check it is writable (BackendError otherwise)."""
-    job = JobLayout(out)
+#: What ``train`` writes directly in its job folder, and what ``poses`` does (a Reconstruct job holds both).
+TRAIN_ENTRIES = ("config.json", "meshes", "checkpoints", "previews", "mesh.ply")
+POSES_ENTRIES = ("poses", "colmap")
+
+
+def _earlier_job(root: Path, names: list[str]) -> bool:
+    """A folder without a marker that is a job of an earlier version: only our entries, and our files in them."""
+    if any(n not in (*TRAIN_ENTRIES, *POSES_ENTRIES, protocol.JOB_MARKER) for n in names):
+        return False
+    layout = JobLayout(root)
     try:
-        job.root.mkdir(parents=True, exist_ok=True)
-        probe = job.root / ".write_test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        config = json.loads(layout.config.read_text(encoding="utf-8")) if layout.config.is_file() else None
+    except (OSError, ValueError):
+        return False
+    return ((isinstance(config, dict) and "config" in config) or layout.last_checkpoint.is_file()
+            or (layout.poses / "report.json").is_file())
+
+
+def prepare_job_folder(out: str | os.PathLike[str], emitter: protocol.Emitter | None = None, *,
+                       resume: bool = False) -> JobLayout:
+    """Create or claim the job folder (``--out``), mark it as a train job, and check it is writable.
+
+    A new or empty folder becomes a job; a folder that is a job of ours (its ``neusblend-job.json``, or an earlier
+    version's layout) is reused: training again replaces only our files there (a ``warning`` says so), and
+    temporary files a killed run left behind are removed. Anything else is refused, untouched.
+
+    Raises:
+        BackendError: the folder holds files that are not ours, or cannot be written (naming it).
+    """
+    job = JobLayout(Path(out).expanduser())
+    root = job.root
+    if root.exists() and not root.is_dir():
+        raise BackendError("the job folder is a file", hint="Give --out a new or empty folder.", file=root)
+    names = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    marker = protocol.read_job_marker(root) if names else None
+    ours = marker is not None or (bool(names) and _earlier_job(root, names))
+    if names and not ours:
+        raise BackendError(
+            "the job folder is not empty and is not a NeuS Blend job folder, so nothing is written into it",
+            hint="Give --out a new or empty folder (it is created); this one was left as it is.", file=root)
+    trained = (marker is not None and "train" in marker["kinds"]) or (
+        marker is None and ours and (job.config.is_file() or job.last_checkpoint.is_file()))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        protocol.write_job_marker(root, "train")  # before anything else: the folder is recognisably ours
     except OSError as exc:
+        err = io_error(exc, exc.filename or root)
         raise BackendError(f"cannot write into the job folder: {exc.strerror or exc}",
-                           hint="Choose a job folder you can write to (--out).", file=job.root) from exc
+                           hint=err.hint if err else "Choose a job folder you can write to (--out).",
+                           file=root) from exc
+    if ours:
+        for tmp in protocol.stale_temporaries(root):  # left by a run killed while it wrote
+            try:
+                tmp.unlink()
+                log.info("removed %s, left by an interrupted run", tmp)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", tmp, exc)
+    if trained and not resume and emitter is not None:
+        emitter.emit("warning", message=f"{root} holds an earlier training run: its configuration, meshes and "
+                     "checkpoint are replaced by this run's (other files stay)", file=str(root))
     return job
+
+
+def clear_snapshots(job: JobLayout) -> list[Path]:
+    """Remove the mesh snapshots (``meshes/step_*.npz``) of an earlier run in a job folder we train into again."""
+    removed = sorted(job.meshes.glob("step_*.npz")) if job.meshes.is_dir() else []
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def resolve_device(name: str) -> str:
@@ -140,7 +197,7 @@ def resolve_data_path(data: str | None) -> Path:
 
 
 def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
-    job = prepare_job_folder(args.out)
+    job = prepare_job_folder(args.out, emitter, resume=args.resume)
     checkpoint = None
     if args.resume:
         if not job.last_checkpoint.is_file():
@@ -152,6 +209,14 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
         if args.more_steps:
             cfg.steps = int(checkpoint["step"]) + int(args.more_steps)
         data = args.data or checkpoint["data"]
+        if not args.data and data and not Path(data).exists():
+            raise BackendError(f"the capture this job was trained on is no longer at {data}",
+                               hint="If you moved or renamed it, say where it is now: python -m backend train "
+                               f"--out {job.root} --resume --data NEW_PATH", file=data)
+        if not args.masks and checkpoint["masks"] and not Path(checkpoint["masks"]).is_dir():
+            raise BackendError(f"the mask folder this job was trained with is no longer at {checkpoint['masks']}",
+                               hint="If you moved it, say where it is now: add --masks NEW_PATH to the command.",
+                               file=checkpoint["masks"])
     else:
         cfg = build_config(args)
         data = args.data
@@ -196,11 +261,43 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     trainer.masks_path = str(Path(masks).resolve()) if masks else None
     trainer.t_load = t_load
     if checkpoint is not None:
-        trainer.load_state(checkpoint)
+        trainer.load_state(checkpoint, job.last_checkpoint)
+    else:
+        clear_snapshots(job)  # an earlier run's snapshots would mix with this run's
+    warn_about_capture(emitter, scene, len(trainer.train_scene), data_path)
     if args.exit_on_stdin_close:
         watch_stdin(trainer)
     with trainer.handle_signals():
         return trainer.train()
+
+
+def warn_about_capture(emitter: protocol.Emitter, scene, n_train: int, data_path: Path) -> None:  # noqa: ANN001
+    """``warning`` messages for a capture that cannot train well: damaged photos left out, fewer than 3 views to
+    train on, a COLMAP model (a poses job) without sparse points, cameras the pose report flagged."""
+    skipped = list(getattr(scene, "skipped", None) or [])
+    if skipped:
+        emitter.emit("warning", message=f"left out {len(skipped)} damaged photo(s): " + "; ".join(
+            f"{s['name']} ({s['reason']})" for s in skipped[:10]) + (" ..." if len(skipped) > 10 else ""),
+            files=[s["name"] for s in skipped])
+    if n_train < 3:
+        emitter.emit("warning", message=f"only {n_train} view(s) to train on: a surface needs at least 3 photos "
+                     "from different directions (20 or more all round the object work well); expect a poor mesh",
+                     file=str(data_path))
+    if scene.source == "colmap" and (scene.points is None or len(scene.points) == 0):
+        emitter.emit("warning", message="the camera model has no sparse points: the poses may be unreliable, and "
+                     "the region to reconstruct is guessed from where the cameras look (give a region box with "
+                     "--roi to be sure)", file=str(data_path))
+    report = data_path / "report.json"
+    if report.is_file():
+        try:
+            flagged = json.loads(report.read_text(encoding="utf-8")).get("suspicious") or []
+        except (OSError, ValueError, AttributeError):
+            flagged = []
+        names = sorted({str(f.get("name")) for f in flagged if isinstance(f, dict) and f.get("name")})
+        if names:
+            emitter.emit("warning", message=f"the pose report flags {len(names)} camera(s) as suspect: "
+                         f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}; if the mesh looks wrong, "
+                         "remove those photos and estimate the poses again", files=names, file=str(report))
 
 
 def read_roi(path: str) -> np.ndarray:
@@ -239,16 +336,6 @@ def watch_stdin(trainer: Trainer) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- training
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same user problem
-        raise BackendError(f"cannot read checkpoint: {exc}", hint="The file is damaged or from another version; "
-                           "train again without --resume.", file=path) from exc
 
 
 class Trainer:
@@ -648,23 +735,23 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict[str, Any]:
-        return {"version": 1, "step": self.step, "config": self.cfg.to_dict(), "field": self.field.state_dict(),
-                "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "n_rays": self.n_rays,
+        """What a checkpoint holds (tensors and plain data; see :mod:`backend.checkpoint`)."""
+        return {"step": self.step, "config": self.cfg.to_dict(), "field": self.field.state_dict(),
+                "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "n_rays": int(self.n_rays),
                 "to_world": self.scene.to_world, "roi": self.scene.roi,
                 "data": str(self.data_path) if self.data_path else None, "roi_matrix": self.roi_matrix,
-                "has_masks": self.has_masks, "masks": self.masks_path}
+                "has_masks": bool(self.has_masks), "masks": self.masks_path}
 
     def save_checkpoint(self) -> Path:
-        import io
+        return save_checkpoint(self.job.last_checkpoint, self.state())
 
-        buf = io.BytesIO()
-        self.torch.save(self.state(), buf)
-        return protocol.atomic_write_bytes(self.job.last_checkpoint, buf.getvalue())
-
-    def load_state(self, ckpt: dict[str, Any]) -> None:
-        self.field.load_state_dict(ckpt["field"])
-        self.grid.load_state_dict(ckpt["grid"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+    def load_state(self, ckpt: dict[str, Any], path: Path | None = None) -> None:
+        """Restore a checkpoint read by :func:`backend.checkpoint.load_checkpoint` (``path``: its file, for
+        errors)."""
+        where = path or self.job.last_checkpoint
+        load_module_state(self.field, ckpt["field"], "network", where)
+        load_module_state(self.grid, ckpt["grid"], "occupancy grid", where)
+        load_module_state(self.optimizer, ckpt["optimizer"], "optimiser state", where)
         self.step = int(ckpt["step"])
         self._pending = None  # a batch marched through the grid before it was restored
         self.n_rays = int(ckpt.get("n_rays", self.cfg.init_rays))
@@ -752,8 +839,7 @@ class Trainer:
         final_path = self.job.final_mesh
         if cancelled and self.last_snapshot is not None and self.last_snapshot.is_file():
             # be quick: the latest snapshot becomes the result
-            shutil.copyfile(self.last_snapshot, final_path.with_suffix(".tmp"))
-            os.replace(final_path.with_suffix(".tmp"), final_path)
+            protocol.atomic_write_bytes(final_path, self.last_snapshot.read_bytes())
             snap = protocol.read_snapshot(final_path)
             verts, faces, colors = snap["vertices"], snap["faces"], snap.get("colors")
         else:

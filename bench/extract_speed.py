@@ -40,8 +40,8 @@ def load_field(checkpoint: str | None, device: str) -> tuple[Any, np.ndarray, st
     from backend.extract import field_from_checkpoint
 
     if checkpoint:
+        from backend.checkpoint import load_checkpoint
         from backend.protocol import JobLayout
-        from backend.train import load_checkpoint
 
         path = Path(checkpoint)
         if path.is_dir():

@@ -136,6 +136,7 @@ class JobState:
     elapsed_s: float | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    skipped_photos: list[dict[str, str]] = field(default_factory=list)  # damaged photos training left out
     error: ErrorInfo | None = None
     start: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
@@ -155,6 +156,10 @@ class JobState:
             self.device = str(msg.get("device") or "")
             self.compute_path = str(msg.get("path") or "")
             self.dataset = dict(msg.get("dataset") or {})
+            skipped = self.dataset.get("skipped")
+            if isinstance(skipped, list) and skipped:
+                self.skipped_photos = [{"name": str(s.get("name", "?")), "reason": str(s.get("reason", ""))}
+                                       for s in skipped if isinstance(s, dict)]
             if self.status in ("idle", "starting"):
                 self.status = "running"
         elif t == "progress":
@@ -236,6 +241,11 @@ class JobState:
         eta = format_duration(self.eta_s) if self.running else ""
         text = " ".join(parts)
         return f"{text} · ETA {eta}" if eta else text
+
+    def skipped_text(self) -> str:
+        """``photo.jpg: reason`` for each damaged photo left out, one a line (empty when none)."""
+        return "\n".join(f"{s['name']}: {s['reason']}" if s.get("reason") else s["name"]
+                         for s in self.skipped_photos)
 
     def metrics_text(self) -> str:
         """``1.2M samples/s · loss 0.0213 · PSNR 24.1`` for whatever is known."""

@@ -328,6 +328,7 @@ def sync_status() -> None:
     status.error_hint = s.error.hint if s.error else ""
     status.error_file = s.error.file if s.error else ""
     status.warning = s.warnings[-1] if s.warnings else ""
+    status.skipped_photos = s.skipped_text()
     status.log_line = s.log_line
     status.meshes_applied = job.meshes_applied
     status.pid = job.pipeline.pid or 0

@@ -170,6 +170,14 @@ class VIEW3D_PT_neusblend_status(bpy.types.Panel):
                          icon="PREFERENCES").module = preferences.ADDON_ID
         elif status.warning:
             _wrapped(layout, status.warning, width, icon="ERROR")
+        if status.skipped_photos:
+            box = layout.box()
+            lines = status.skipped_photos.splitlines()
+            box.label(text=f"Left out {len(lines)} damaged photo(s):", icon="IMAGE_DATA")
+            for line in lines[:12]:
+                _wrapped(box, line, width, icon="BLANK1")
+            if len(lines) > 12:
+                box.label(text=f"... and {len(lines) - 12} more", icon="BLANK1")
         if status.job_dir and status.state in ("DONE", "CANCELLED", "FAILED"):
             row = layout.row()
             row.operator("neusblend.load_result", text="Load Result", icon="IMPORT").directory = status.job_dir

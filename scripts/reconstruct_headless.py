@@ -18,8 +18,9 @@ Refining (after training, or with ``--job`` on an earlier job folder): ``--more-
 (which is then what ``--out`` writes; ``.glb`` carries the texture).
 At the end it disables the extension again (Blender 4.5 hangs at exit when add-on classes stay registered).
 
-Exit status: 0 done, 2 failed (the message and hint are printed), 3 cancelled (Ctrl+C, SIGTERM or --timeout;
-the outputs still hold the last mesh when there was one).
+Exit status: 0 done, 2 failed (the message, the file to blame and the hint are printed; outputs that cannot be
+written are found before anything starts), 3 cancelled (Ctrl+C, SIGTERM or --timeout; the outputs still hold the
+last mesh when there was one). Warnings (damaged photos left out, too few views, ...) go to stderr as they come.
 """
 
 from __future__ import annotations
@@ -189,6 +190,41 @@ def enable_extension(source_root: Path | None = SOURCE_ROOT, use_installed: bool
 # outputs
 
 
+def unwritable_output(path: Path) -> str:
+    """Why ``path`` (an output file) cannot be written, or "" when it can: the file is not a folder, and the nearest
+    existing folder above it takes a new file (tried with an empty probe file, removed again)."""
+    if path.is_dir():
+        return "it is a folder, not a file"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file exists and is read-only"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".neusblend-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot create files in {parent}: {exc.strerror or exc}"
+    return ""
+
+
+def check_outputs(args: argparse.Namespace) -> int:
+    """Before anything runs: every ``--out`` and ``--render`` file can be written (exit status; errors on stderr)."""
+    code = EXIT_OK
+    for flag, out in [*(("--out", o) for o in args.out), *((("--render", args.render),) if args.render else ())]:
+        path = Path(out).expanduser().resolve()
+        why = unwritable_output(path)
+        if why:
+            print(f"error: cannot write {flag} {path}: {why}", file=sys.stderr)
+            print("hint: choose a file in a folder you can write to; nothing was started.", file=sys.stderr)
+            code = EXIT_ERROR
+    return code
+
+
+
 def export_mesh(obj: bpy.types.Object, path: Path) -> None:
     """Write the object's mesh (with its texture or colours) in input coordinates: without the frame of an
     imported capture, which is lifted for the export (exporters write world coordinates)."""
@@ -290,8 +326,13 @@ class _Printer:
     def __init__(self, quiet: bool, every: float = 2.0) -> None:
         self.quiet, self.every = quiet, every
         self._last_text, self._last_time, self._stage = "", 0.0, ""
+        self._warned: set[str] = set()
 
     def __call__(self, job: Any) -> None:
+        for warning in job.state.warnings:  # always, on stderr: what may spoil the result
+            if warning not in self._warned:
+                self._warned.add(warning)
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
         if self.quiet:
             return
         s = job.state
@@ -313,7 +354,8 @@ def import_cameras(runner: ModuleType, args: argparse.Namespace) -> int:
         if bpy.ops.neusblend.estimate_poses() == {"FINISHED"}:
             job = runner.wait(timeout=args.timeout or None, interval=0.1, callback=_Printer(args.quiet))
             if job is None or job.state.status != "done":
-                print(f"error: pose estimation failed: {status.error_message}", file=sys.stderr)
+                where = f" ({status.error_file})" if status.error_file else ""
+                print(f"error: pose estimation failed: {status.error_message}{where}", file=sys.stderr)
                 if status.error_hint:
                     print(f"hint: {status.error_hint}", file=sys.stderr)
                 return EXIT_ERROR if job is None or job.state.status == "failed" else EXIT_CANCELLED
@@ -328,10 +370,20 @@ def import_cameras(runner: ModuleType, args: argparse.Namespace) -> int:
 
 
 def _fail(status: Any, what: str = "") -> int:
-    print(f"error: {what}{status.error_message}", file=sys.stderr)
+    where = f" ({status.error_file})" if status.error_file else ""
+    print(f"error: {what}{status.error_message}{where}", file=sys.stderr)
     if status.error_hint:
         print(f"hint: {status.error_hint}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _print_skipped(status: Any) -> None:
+    """The damaged photos the job left out, one a line (stderr)."""
+    lines = status.skipped_photos.splitlines() if status.skipped_photos else []
+    if lines:
+        print(f"skipped {len(lines)} damaged photo(s):", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
 
 
 def _run_job(runner: ModuleType, op: Any, args: argparse.Namespace, **kwargs: Any) -> tuple[int, Any]:
@@ -340,7 +392,8 @@ def _run_job(runner: ModuleType, op: Any, args: argparse.Namespace, **kwargs: An
     try:
         result = op(**kwargs)
     except RuntimeError as exc:  # the operator reported an error (bad folder, no interpreter, no checkpoint)
-        print(f"error: {status.error_message or exc}", file=sys.stderr)
+        where = f" ({status.error_file})" if status.error_message and status.error_file else ""
+        print(f"error: {status.error_message or exc}{where}", file=sys.stderr)
         if status.error_hint:
             print(f"hint: {status.error_hint}", file=sys.stderr)
         return EXIT_ERROR, None
@@ -349,6 +402,7 @@ def _run_job(runner: ModuleType, op: Any, args: argparse.Namespace, **kwargs: An
         return EXIT_ERROR, None
     job = runner.wait(timeout=args.timeout or None, interval=0.1, callback=_Printer(args.quiet))
     state = job.state if job is not None else None
+    _print_skipped(status)
     if state is None or state.status == "failed":
         code = _fail(status)
         print(f"log: {job.pipeline.log_path if job else '?'}", file=sys.stderr)
@@ -482,7 +536,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(parse_args(argv))
+    """Parse, check the outputs, run; the exit status is always 0, 2 or 3 (argparse's usage errors are 2 too)."""
+    args = parse_args(argv)
+    code = check_outputs(args)
+    if code != EXIT_OK:
+        return code
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except OSError as exc:  # writing an output failed after all (a full disk, a folder removed meanwhile)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        print("hint: free some space or choose another output folder.", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - never exit 1 with a bare traceback
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: if this is not about your input, it is a bug: please report it with the lines above.",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def trained_job(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def checkpoint_step(job: Path) -> int:
     """The training step stored in the job's last checkpoint (read by the backend's Python)."""
-    code = ("import sys, torch; print(int(torch.load(sys.argv[1], map_location='cpu', weights_only=False)"
+    code = ("import sys, torch; print(int(torch.load(sys.argv[1], map_location='cpu', weights_only=True)"
             "['step']))")
     out = subprocess.run([BACKEND_PYTHON, "-c", code, str(job / "checkpoints" / "last.pt")], capture_output=True,
                          text=True, check=True)

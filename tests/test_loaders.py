@@ -464,16 +464,29 @@ def test_error_unknown_file(tmp_path: Path) -> None:
     assert "COLMAP" in exc.value.hint and "Middlebury" in exc.value.hint
 
 
-def test_error_corrupt_image(tmp_path: Path) -> None:
+def test_damaged_images_are_left_out_with_their_cameras(tmp_path: Path) -> None:
+    """A damaged photo is decoded completely or not at all: it is left out (named, with the reason), its camera
+    with it; the others keep their own cameras. With every photo damaged, or skip_damaged=False, it is an error."""
     root = _neus_folder(tmp_path)
+    whole = load_scene(root, normalize=False)
     bad = root / "image" / "000001.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    with raises("Cannot read the image") as exc:
-        load_scene(root)
-    assert exc.value.file == str(bad)
+    scene = load_scene(root, normalize=False)
+    assert scene.names == [whole.names[0], whole.names[2]] and len(scene.images) == 2
+    np.testing.assert_array_equal(scene.c2w, whole.c2w[[0, 2]])
+    np.testing.assert_array_equal(scene.K, whole.K[[0, 2]])
+    assert len(scene.masks) == 2 and scene.image_paths == [whole.image_paths[0], whole.image_paths[2]]
+    assert [s["name"] for s in scene.skipped] == ["000001.png"] and scene.skipped[0]["file"] == str(bad)
+    assert scene.summary()["skipped"][0]["name"] == "000001.png"
     noise = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
     bad.write_bytes(Image.fromarray(noise)._repr_png_()[:2000])  # truncated
-    with raises("Cannot read the image"):
+    assert "truncated" in load_scene(root, normalize=False).skipped[0]["reason"]
+    with raises("Cannot read the image") as exc:
+        load_images([bad], skip_damaged=False)
+    assert exc.value.file == str(bad)
+    for i in (0, 2):
+        (root / "image" / f"{i:06d}.png").write_bytes(b"not an image")
+    with raises("None of the 3 images can be read"):
         load_scene(root)
 
 

@@ -71,13 +71,25 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "colmap"
     if find_par_file(p) is not None:
         return "middlebury"
-    has_images = any(is_image_file(f) for f in p.iterdir()) or any(
-        (p / d).is_dir() and any(is_image_file(f) for f in (p / d).iterdir()) for d in ("images", "image"))
-    if has_images:
-        raise BackendError("The folder holds photos but no camera poses",
-                           f"Estimate them first with `python -m backend poses {p}` (looked for {_LOOKED_FOR}).", p)
+    photos = p if any(is_image_file(f) for f in p.iterdir()) else next(
+        (p / d for d in ("images", "image") if (p / d).is_dir() and any(is_image_file(f) for f in (p / d).iterdir())),
+        None)
+    if photos is not None:
+        raise BackendError("The folder holds photos but no camera poses", poses_hint(photos) +
+                           f" (looked for {_LOOKED_FOR})", p)
     raise BackendError("The folder holds no capture",
                        f"Looked for {_LOOKED_FOR}; images must be {', '.join(IMAGE_EXTENSIONS)}.", p)
+
+
+def poses_hint(photos: str | os.PathLike[str]) -> str:
+    """What to run for a folder of photos without poses: the ``poses`` command, then ``train`` on its job."""
+    import shlex
+
+    photos = Path(photos).resolve()
+    job = photos.parent / f"{photos.name}-poses"
+    return (f"Estimate the camera poses first: `python -m backend poses --images {shlex.quote(str(photos))} "
+            f"--out {shlex.quote(str(job))}`, then train on that job: `python -m backend train --data "
+            f"{shlex.quote(str(job))} --out JOB`")
 
 
 def load_scene_with_info(path: str | os.PathLike[str], *, max_image_size: int = 0, normalize: bool = True,

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 ZERO_DISTORTION_OK = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
-UNDISTORT_HINT = ("Undistort the photos first: `python -m backend poses <folder>` writes undistorted images and a "
-                  "PINHOLE model, or run `colmap image_undistorter` and choose its output folder.")
+UNDISTORT_HINT = ("Undistort the photos first: `python -m backend poses --images PHOTOS --out JOB` writes undistorted "
+                  "images and a PINHOLE model (then train with --data JOB), or run `colmap image_undistorter` and "
+                  "choose its output folder.")
 
 
 def is_model_dir(d: Path) -> bool:
@@ -136,6 +137,8 @@ def load_colmap(path: str | os.PathLike[str], *, max_image_size: int = 0) -> Sce
     mask_dir = find_subfolder(root, ("masks", "mask"))
     mask_paths = match_masks(image_paths, mask_dir, names) if mask_dir is not None else None
     loaded = load_images(image_paths, mask_paths, max_image_size=max_image_size)
+    images, names, image_paths = loaded.pick(images), loaded.pick(names), loaded.pick(image_paths)
+    K, c2w = K[loaded.kept], [c2w[int(i)] for i in loaded.kept]
     # the size COLMAP calibrated for must be the size of the files
     for im, (w, h), p in zip(images, loaded.full_sizes, image_paths, strict=True):
         cam = rec.cameras[im.camera_id]
@@ -149,4 +152,5 @@ def load_colmap(path: str | os.PathLike[str], *, max_image_size: int = 0) -> Sce
         points = np.array([p.xyz for p in pts], dtype=np.float64).reshape(-1, 3)
         colors = np.array([p.color for p in pts], dtype=np.uint8).reshape(-1, 3)
     return Scene(names=names, images=loaded.images, K=loaded.scale_K(K), c2w=np.stack(c2w), masks=loaded.masks,
-                 points=points, point_colors=colors, source="colmap", root=root, image_paths=image_paths)
+                 points=points, point_colors=colors, source="colmap", root=root, image_paths=image_paths,
+                 skipped=loaded.skipped)

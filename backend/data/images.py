@@ -24,8 +24,9 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 _EXIF_ORIENTATION = 0x0112
+
+T = TypeVar("T")
 
 
 def natural_key(text: str) -> list[object]:
@@ -88,6 +91,10 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
+class DamagedImageError(BackendError):
+    """An image file that cannot be decoded completely (truncated, corrupt, not an image)."""
+
+
 def _open(path: Path) -> Image.Image:
     return _open_for_size(path, 0)[0]
 
@@ -112,10 +119,12 @@ def _open_for_size(path: Path, max_size: int) -> tuple[Image.Image, tuple[int, i
         im.load()
     except FileNotFoundError as exc:
         raise BackendError("Image file not found", "Check that the file exists and is readable.", path) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BackendError(f"Cannot read the image: {exc}",
-                           "The file is corrupt or not an image; replace it or remove it (and its camera).",
-                           path) from exc
+    except PermissionError as exc:
+        raise BackendError("No permission to read the image", "Make the file readable for you.", path) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DamagedImageError(f"Cannot read the image: {exc}",
+                                "The file is corrupt or not an image; replace it or remove it (and its camera).",
+                                path) from exc
     return im, full
 
 
@@ -241,22 +250,30 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass
 class LoadedImages:
-    """The result of :func:`load_images`.
+    """The result of :func:`load_images`: the images that decoded completely, and which were left out.
 
     Attributes:
-        images: N (h, w, 3) uint8 arrays (after any resize).
-        masks: None or N (h, w) uint8 0/255 arrays.
-        full_sizes: (N, 2) int, (w, h) of each file as stored.
-        scales: (N, 2) float, (new_w / w, new_h / h) per image; use with :func:`scale_intrinsics`.
+        images: K (h, w, 3) uint8 arrays (after any resize), one per kept image.
+        masks: None or K (h, w) uint8 0/255 arrays.
+        full_sizes: (K, 2) int, (w, h) of each kept file as stored.
+        scales: (K, 2) float, (new_w / w, new_h / h) per kept image; use with :func:`scale_intrinsics`.
+        kept: (K,) int indices of the kept images among the N paths given.
+        skipped: ``{"name", "reason", "file"}`` for each damaged image left out (in order).
     """
 
     images: list[np.ndarray]
     masks: list[np.ndarray] | None
     full_sizes: np.ndarray
     scales: np.ndarray
+    kept: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def pick(self, items: Sequence[T]) -> list[T]:
+        """The entries of a per-image list (N long) that belong to the kept images."""
+        return [items[int(i)] for i in self.kept]
 
     def scale_K(self, K: np.ndarray) -> np.ndarray:
-        """(N, 3, 3) full-resolution intrinsics -> intrinsics of the loaded images."""
+        """(K, 3, 3) full-resolution intrinsics of the kept images -> intrinsics of the loaded images."""
         K = np.asarray(K, dtype=np.float64).reshape(-1, 3, 3)
         return np.stack([scale_intrinsics(k, sx, sy) for k, (sx, sy) in zip(K, self.scales, strict=True)])
 
@@ -288,8 +305,12 @@ def default_workers() -> int:
 
 
 def load_images(paths: Sequence[Path], mask_paths: Sequence[Path] | None = None, *, max_image_size: int = 0,
-                alpha_as_mask: bool = False, workers: int | None = None) -> LoadedImages:
+                alpha_as_mask: bool = False, workers: int | None = None, skip_damaged: bool = True) -> LoadedImages:
     """Load images (and masks) in parallel threads (Pillow decodes without holding the GIL).
+
+    Every image is decoded completely (a truncated or corrupt file raises, never comes back half grey). A damaged
+    image is left out (``skipped``, with the reason; the loaders drop its camera too) unless ``skip_damaged`` is
+    False; a damaged mask is always an error.
 
     Args:
         paths: N image files.
@@ -298,9 +319,11 @@ def load_images(paths: Sequence[Path], mask_paths: Sequence[Path] | None = None,
         alpha_as_mask: without ``mask_paths``, use the images' alpha channel as masks when every image has one
             and at least one of them is not fully opaque.
         workers: threads; default min(8, cores).
+        skip_damaged: leave damaged images out instead of raising.
 
     Raises:
-        BackendError: naming the first file that cannot be read or whose mask does not fit.
+        BackendError: naming the first file that cannot be read (an image when none of them can be, or
+            ``skip_damaged`` is False) or whose mask does not fit.
     """
     paths = [Path(p) for p in paths]
     if mask_paths is not None and len(mask_paths) != len(paths):
@@ -308,22 +331,44 @@ def load_images(paths: Sequence[Path], mask_paths: Sequence[Path] | None = None,
     masks_in = [Path(m) for m in mask_paths] if mask_paths is not None else [None] * len(paths)
     n_workers = workers or default_workers()
     args = [(p, m, max_image_size, alpha_as_mask and mask_paths is None) for p, m in zip(paths, masks_in, strict=True)]
+
+    def one(a: tuple[Path, Path | None, int, bool]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int],
+                                                              tuple[float, float]] | DamagedImageError:
+        try:
+            return _load_one(*a)
+        except DamagedImageError as exc:
+            if not skip_damaged or exc.file != str(a[0]):  # a damaged mask is the user's to fix
+                raise
+            return exc
+
     if n_workers <= 1 or len(paths) <= 1:
-        results = [_load_one(*a) for a in args]
+        outcomes = [one(a) for a in args]
     else:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(lambda a: _load_one(*a), args))
+            outcomes = list(pool.map(one, args))
+    damaged = [(i, r) for i, r in enumerate(outcomes) if isinstance(r, DamagedImageError)]
+    if paths and len(damaged) == len(paths):
+        first = damaged[0][1]
+        raise BackendError(f"None of the {len(paths)} images can be read ({first.message})",
+                           "The files are corrupt or not images; replace them.", first.file)
+    skipped = [{"name": paths[i].name, "reason": r.message.removeprefix("Cannot read the image: "),
+                "file": str(paths[i])} for i, r in damaged]
+    for s in skipped:
+        log.warning("left out the damaged image %s: %s", s["file"], s["reason"])
+    kept = np.array([i for i, r in enumerate(outcomes) if not isinstance(r, DamagedImageError)], dtype=np.int64)
+    results = [outcomes[i] for i in kept]
     images = [r[0] for r in results]
     found = [r[1] for r in results]
     masks: list[np.ndarray] | None = None
-    if all(m is not None for m in found):
+    if found and all(m is not None for m in found):
         checked = [m for m in found if m is not None]
         # alpha becomes the masks only when every image has alpha and it actually cuts something out
         if mask_paths is not None or any(int(m.min()) < 255 for m in checked):
             masks = checked
     return LoadedImages(images=images, masks=masks,
                         full_sizes=np.array([r[2] for r in results], dtype=np.int64).reshape(-1, 2),
-                        scales=np.array([r[3] for r in results], dtype=np.float64).reshape(-1, 2))
+                        scales=np.array([r[3] for r in results], dtype=np.float64).reshape(-1, 2),
+                        kept=kept, skipped=skipped)
 
 
 # ---------------------------------------------------------------------------------------------------------------

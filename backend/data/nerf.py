@@ -172,16 +172,17 @@ def load_nerf(path: str | os.PathLike[str], *, max_image_size: int = 0) -> Scene
     loaded = load_images(image_paths, final_masks, max_image_size=max_image_size,
                          alpha_as_mask=final_masks is None)
     K_full = np.stack([
-        _frame_intrinsics(meta, fr, (int(w), int(h)), json_path, f"frame {i}")
-        for i, (fr, (w, h)) in enumerate(zip(frames, loaded.full_sizes, strict=True))
+        _frame_intrinsics(meta, frames[i], (int(w), int(h)), json_path, f"frame {i}")
+        for i, (w, h) in zip(loaded.kept, loaded.full_sizes, strict=True)
     ])
     return Scene(
-        names=names,
+        names=loaded.pick(names),
         images=loaded.images,
         K=loaded.scale_K(K_full),
-        c2w=np.stack(c2w),
+        c2w=np.stack(c2w)[loaded.kept],
         masks=loaded.masks,
         source="nerf",
         root=base,
-        image_paths=image_paths,
+        image_paths=loaded.pick(image_paths),
+        skipped=loaded.skipped,
     )

@@ -104,13 +104,14 @@ def load_neus(path: str | os.PathLike[str], *, max_image_size: int = 0) -> Scene
     mask_paths = match_masks(image_paths, mask_dir) if mask_dir is not None else None
     loaded = load_images(image_paths, mask_paths, max_image_size=max_image_size)
     return Scene(
-        names=[p.name for p in image_paths],
+        names=[p.name for p in loaded.pick(image_paths)],
         images=loaded.images,
-        K=loaded.scale_K(K),
-        c2w=c2w,
+        K=loaded.scale_K(K[loaded.kept]),
+        c2w=c2w[loaded.kept],
         masks=loaded.masks,
         to_world=scale_mat if scale_mat is not None else np.eye(4),
         source="neus",
         root=root,
-        image_paths=image_paths,
+        image_paths=loaded.pick(image_paths),
+        skipped=loaded.skipped,
     )
