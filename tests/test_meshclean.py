@@ -4,13 +4,19 @@ parts against scipy's; and the Stanford bunny (flat base, no support plane) from
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from backend import meshclean
 from backend.meshclean import Cameras, CleanOptions, Region
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------------------------
 # synthetic meshes
@@ -359,3 +365,64 @@ def test_nothing_left_keeps_the_mesh() -> None:
     v2, f2, _, report = meshclean.clean_mesh(v, f, None, region=Region(sphere_center=np.zeros(3), sphere_radius=1.0))
     assert len(f2) == len(f) and report["removed"] == {} and "every face" in report["kept_whole"]
     assert report["would_remove"]["boundary_shell"] == len(f)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# python -m backend extract --clean / --no-clean / --remove-plane
+
+
+def _backend(*args: str) -> tuple[int, list[dict[str, Any]], str]:
+    proc = subprocess.run([sys.executable, "-m", "backend", *args, "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+    return proc.returncode, [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")], proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_extract_cleans_by_default_without_masks(data_dir: Path, tmp_path: Path) -> None:
+    """Two-step trainings on eight DTU views without masks (the field is still its initial sphere): ``extract``
+    cleans by default and reports what it removed; a field whose surface is all shell on the training sphere is
+    kept whole with a warning rather than emptied; ``--remove-plane`` on a sphere finds no plane."""
+    from dataclasses import replace
+
+    from backend.data import load_scene
+    from backend.data.export import write_neus
+
+    scene = load_scene(data_dir / "dtu_scan65", max_image_size=96, normalize=False).subset(range(0, 48, 6))
+    write_neus(replace(scene, masks=None), tmp_path / "capture")
+    jobs = {}
+    for name, radius in (("sphere", "0.5"), ("shell", "1.5")):
+        jobs[name] = tmp_path / name
+        code, _, err = _backend("train", "--data", str(tmp_path / "capture"), "--out", str(jobs[name]), "--preset",
+                                "preview", "--steps", "2", "--mesh-every", "0", "--final-resolution", "32",
+                                "--device", "cpu", "--set", f"sphere_init_radius={radius}")
+        assert code == 0, err[-3000:]
+
+    def extract(job: Path, *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, np.ndarray]]:
+        out = tmp_path / f"{job.name}{''.join(flags)}.npz"
+        code, msgs, err = _backend("extract", "--checkpoint", str(job), "--resolution", "40", "--device", "cpu",
+                                   "--out", str(out), *flags)
+        assert code == 0, err[-3000:]
+        from backend.protocol import read_snapshot
+
+        return next(m for m in msgs if m["type"] == "done"), msgs, read_snapshot(out)
+
+    done, msgs, mesh = extract(jobs["sphere"])
+    assert any(m["type"] == "stage" and m["name"] == "clean" for m in msgs)
+    assert set(done["removed"]) == {"outside_region", "boundary_shell", "unseen", "floaters"}, done
+    plain, _, plain_mesh = extract(jobs["sphere"], "--no-clean")
+    assert plain["removed"] == {} and plain["n_faces"] > 1000
+    # the sphere is seen by every camera and lies well inside the region: nothing of it goes
+    assert sum(done["removed"].values()) == 0 and done["n_faces"] == plain["n_faces"], done
+    np.testing.assert_array_equal(mesh["faces"], plain_mesh["faces"])
+    done, msgs, _ = extract(jobs["sphere"], "--remove-plane")
+    assert done["removed"]["support_plane"] == 0 and done["n_faces"] == plain["n_faces"]
+    assert any(m["type"] == "warning" and "no plane found" in m["message"] for m in msgs)
+    # all shell: the clean-up would remove everything, so it keeps the mesh and says so
+    shell_plain, _, shell_mesh = extract(jobs["shell"], "--no-clean")
+    region = meshclean.region_from_frame(scene.to_world)
+    d = region.inside_distance(shell_mesh["vertices"])
+    assert np.abs(d).max() < 0.01 * region.size()  # the surface is the training sphere itself
+    done, msgs, _ = extract(jobs["shell"])
+    assert done["n_faces"] == shell_plain["n_faces"] and done["removed"] == {}
+    assert any(m["type"] == "warning" and "every face" in m["message"] for m in msgs)
