@@ -529,6 +529,26 @@ def support_plane(vertices: np.ndarray, faces: np.ndarray, *, cameras: Cameras |
     return keep, {**info, "removed": int((~keep).sum())}
 
 
+def remove_support_plane(vertices: np.ndarray, faces: np.ndarray, *, cameras: Cameras | None = None,
+                         options: CleanOptions = CleanOptions()) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`support_plane`, then the floaters that leaves (parts below ``options.min_part`` of the largest part
+    left; ``min_part`` 0 skips them): what Blender's Remove Support Plane runs on any triangle mesh.
+
+    Returns:
+        keep (F,) bool over ``faces``, and a report: ``removed`` {"support_plane": n, "floaters": m} and ``plane``
+        (the :func:`find_support_plane` report).
+    """
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    keep, plane = support_plane(vertices, f, cameras=cameras, options=options)
+    removed = {"support_plane": int((~keep).sum()), "floaters": 0}
+    if plane.get("found") and options.floaters and options.min_part > 0 and keep.any():
+        kept = np.flatnonzero(keep)
+        part_keep, _ = floaters(vertices, f[kept], min_part=options.min_part)
+        keep[kept[~part_keep]] = False
+        removed["floaters"] = int((~part_keep).sum())
+    return keep, {"removed": removed, "plane": plane}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # everything
 
@@ -555,10 +575,10 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | Non
     c = colors
     report: dict[str, Any] = {"removed": {}, "faces_before": int(len(f)), "steps": {}}
 
-    def apply(reason: str, keep: np.ndarray, info: dict[str, Any], step: str = "") -> None:
+    def apply(reason: str, keep: np.ndarray, info: dict[str, Any]) -> None:
         nonlocal v, f, c
-        report["removed"][reason] = report["removed"].get(reason, 0) + int((~keep).sum())
-        report["steps"][step or reason] = info
+        report["removed"][reason] = int((~keep).sum())
+        report["steps"][reason] = info
         if not keep.all():
             v, f, c = submesh(v, f, c, keep)
             f = f.astype(np.int64)
@@ -573,11 +593,14 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | Non
     if options.floaters and options.min_part > 0 and len(f):
         apply("floaters", *floaters(v, f, min_part=options.min_part))
     if options.remove_plane and len(f):
-        keep, info = support_plane(v, f, cameras=cameras, options=options)
-        report["plane"] = info
-        apply("support_plane", keep, info)
-        if info.get("removed") and options.floaters and options.min_part > 0 and len(f):
-            apply("floaters", *floaters(v, f, min_part=options.min_part), step="floaters_after_plane")
+        keep, info = remove_support_plane(v, f, cameras=cameras, options=options)
+        report["plane"] = info["plane"]
+        for reason, n in info["removed"].items():
+            report["removed"][reason] = report["removed"].get(reason, 0) + n
+        report["steps"]["support_plane"] = info
+        if not keep.all():
+            v, f, c = submesh(v, f, c, keep)
+            f = f.astype(np.int64)
     if len(f) == 0 and report["faces_before"] > 0:
         return (np.asarray(vertices), np.asarray(faces, dtype=np.int32), colors,
                 {**report, "faces_after": report["faces_before"],
