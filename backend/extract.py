@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -14,6 +16,8 @@ import numpy as np
 from . import protocol
 from .errors import BackendError
 from .protocol import JobLayout
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-colors", action="store_true", help="skip vertex colours")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--block", type=int, default=128, help="marching-cubes block size (memory ~ block^3 floats)")
+    p.add_argument("--clean", action=argparse.BooleanOptionalAction, default=None,
+                   help="clean the mesh: cut to the region, remove the shell on its boundary, parts seen by fewer "
+                        "than two cameras and floaters (default: on when the job was trained without masks)")
+    p.add_argument("--remove-plane", action="store_true",
+                   help="also remove the supporting plane (table, ground) and what lies beyond it")
 
 
 def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,  # noqa: ANN001
@@ -218,6 +227,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
         verts, faces, colors = crop_mesh(verts, faces, colors, crop)
     if len(faces) == 0:
         raise BackendError("no surface inside the box", hint="Enlarge or move the crop box, or train longer.")
+    verts, faces, colors, removed = clean_extracted(args, ckpt, verts, faces, colors, emitter)
     out = Path(args.out) if args.out else job.extracted(args.resolution)
     if out.suffix.lower() == ".ply":
         from .meshing import write_ply
@@ -229,5 +239,59 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
                  bounds=protocol.mesh_bounds(verts), final=True, has_colors=colors is not None)
     emitter.emit("done", mesh=str(out.resolve()), elapsed_s=time.perf_counter() - t0, n_vertices=len(verts),
                  n_faces=len(faces), cancelled=False, resolution=args.resolution, step=int(ckpt["step"]),
-                 peak_rss_mb=peak_rss_mb())
+                 peak_rss_mb=peak_rss_mb(), removed=removed)
     return protocol.EXIT_OK
+
+
+def checkpoint_cameras(ckpt: dict[str, Any], emitter: protocol.Emitter):  # noqa: ANN201 - meshclean.Cameras
+    """The cameras a checkpoint was trained with, in input coordinates: its ``cameras`` entry (K, c2w, sizes) when
+    it has one, else read again from its capture (images at 64 px: only the intrinsics and sizes matter). None,
+    after a warning, when the capture is gone."""
+    from .meshclean import Cameras
+
+    cams = ckpt.get("cameras")
+    if isinstance(cams, dict):
+        return Cameras(cams["K"], cams["c2w"], cams["sizes"])
+    data = ckpt.get("data")
+    if data and Path(data).exists():
+        from .data import load_scene
+
+        try:
+            scene = load_scene(data, max_image_size=64, normalize=False)
+            return Cameras(scene.K, scene.c2w, scene.sizes)
+        except BackendError as exc:
+            emitter.emit("warning", message=f"cannot read the capture's cameras ({exc.message}); the clean-up keeps "
+                         "parts seen by fewer than two cameras", file=str(data))
+            return None
+    emitter.emit("warning", message="the capture this job was trained on is gone; the clean-up keeps parts seen by "
+                 "fewer than two cameras", file=str(data) if data else None)
+    return None
+
+
+def clean_extracted(args: argparse.Namespace, ckpt: dict[str, Any], verts: np.ndarray, faces: np.ndarray,
+                    colors: np.ndarray | None, emitter: protocol.Emitter
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, int]]:
+    """``--clean`` / ``--remove-plane``: :func:`backend.meshclean.clean_mesh` with the training region (sphere and
+    region box; a crop box has cut the mesh already) and cameras. Returns the mesh and {reason: faces removed}."""
+    from . import meshclean
+
+    clean = not ckpt.get("has_masks") if args.clean is None else args.clean
+    if not (clean or args.remove_plane):
+        return verts, faces, colors, {}
+    options = meshclean.CleanOptions(remove_plane=bool(args.remove_plane))
+    if not clean:  # the plane alone, and the floaters it leaves
+        options = dataclasses.replace(options, crop=False, shell=False, min_views=0)
+    detail = "cut to the region, boundary shell, unseen parts, floaters" if clean else "floaters"
+    emitter.emit("stage", name="clean", detail=detail + (", support plane" if args.remove_plane else ""))
+    roi_matrix = ckpt.get("roi_matrix")
+    region = meshclean.region_from_frame(ckpt["to_world"], ckpt.get("roi"),
+                                         None if roi_matrix is None else np.asarray(roi_matrix, dtype=np.float64))
+    cameras = checkpoint_cameras(ckpt, emitter)
+    verts, faces, colors, report = meshclean.clean_mesh(verts, faces, colors, region=region if clean else None,
+                                                        cameras=cameras, options=options)
+    if report.get("kept_whole"):
+        emitter.emit("warning", message=report["kept_whole"])
+    elif args.remove_plane and not report.get("plane", {}).get("found"):
+        emitter.emit("warning", message="no plane found: the mesh keeps everything the plane step would remove")
+    log.info("clean-up: %s", meshclean.removed_summary(report))
+    return verts, faces, colors, report["removed"]

@@ -318,6 +318,25 @@ def read_roi(path: str) -> np.ndarray:
     return m
 
 
+def clean_scene_mesh(scene, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, *,  # noqa: ANN001
+                     roi_matrix: np.ndarray | None = None, remove_plane: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """The final mesh of a capture without masks, cleaned (:func:`backend.meshclean.clean_final_mesh`): cut to the
+    training region (the unit sphere of ``scene.to_world`` and ``scene.roi``, or the ``--roi`` box ``roi_matrix``),
+    without the shell on its boundary, parts seen by fewer than two of the scene's cameras and floaters; with
+    ``remove_plane`` also the support plane. :meth:`Trainer.finish` calls it for captures without masks and reports
+    ``report["removed"]`` in the ``done`` message.
+
+    Args:
+        scene: a :class:`backend.scene.Scene` (its K, c2w, sizes, to_world, roi); verts (V, 3) input coordinates,
+            faces (F, 3), colors (V, C) or None.
+    """
+    from .meshclean import clean_final_mesh
+
+    return clean_final_mesh(verts, faces, colors, K=scene.K, c2w=scene.c2w, sizes=scene.sizes,
+                            to_world=scene.to_world, roi=scene.roi, roi_matrix=roi_matrix, remove_plane=remove_plane)
+
+
 def watch_stdin(trainer: Trainer) -> None:
     """Ask the trainer to stop once standard input reaches end of file (the client went away)."""
     import sys
@@ -740,7 +759,9 @@ class Trainer:
                 "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "n_rays": int(self.n_rays),
                 "to_world": self.scene.to_world, "roi": self.scene.roi,
                 "data": str(self.data_path) if self.data_path else None, "roi_matrix": self.roi_matrix,
-                "has_masks": bool(self.has_masks), "masks": self.masks_path}
+                "has_masks": bool(self.has_masks), "masks": self.masks_path,
+                # the cameras in input coordinates, for the mesh clean-up of a later extraction
+                "cameras": {"K": self.scene.K, "c2w": self.scene.c2w, "sizes": self.scene.sizes}}
 
     def save_checkpoint(self) -> Path:
         return save_checkpoint(self.job.last_checkpoint, self.state())
@@ -847,6 +868,12 @@ class Trainer:
             res = 32 if cancelled else self.cfg.final_resolution
             self.emitter.emit("stage", name="extract", detail=f"final mesh at {res}^3")
             verts, faces, colors = self.extract(res, colors=not cancelled)
+        removed = None
+        if not cancelled and not self.has_masks and len(faces):  # photos without masks: a clean object by default
+            self.emitter.emit("stage", name="clean", detail="cut to the region; shell, unseen parts and floaters")
+            verts, faces, colors, report = clean_scene_mesh(self.scene, verts, faces, colors,
+                                                            roi_matrix=self.roi_matrix)
+            removed = report["removed"]
         from .meshing import write_ply
 
         self.emit_mesh(verts, faces, colors, final_path, final=True)
@@ -863,7 +890,8 @@ class Trainer:
             metrics["eval_s"] = time.perf_counter() - t_eval
         self.emitter.emit("done", mesh=str(final_path.resolve()), ply=str(self.job.final_ply.resolve()),
                           checkpoint=str(ckpt.resolve()), steps=self.step, elapsed_s=time.perf_counter() - t0,
-                          cancelled=cancelled, metrics=metrics, n_vertices=len(verts), n_faces=len(faces))
+                          cancelled=cancelled, metrics=metrics, n_vertices=len(verts), n_faces=len(faces),
+                          removed=removed)
         return protocol.EXIT_CANCELLED if cancelled else protocol.EXIT_OK
 
     # ------------------------------------------------------------------ evaluation

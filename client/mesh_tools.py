@@ -17,6 +17,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..backend import meshclean
 from .camera_math import box_matrix
 from .scene_capture import region_matrix, wire_box
 from .scene_mesh import COLOR_ATTRIBUTE, has_vertex_colors, principled_material
@@ -133,6 +134,81 @@ def remove_small_parts(obj: bpy.types.Object, *, keep_largest: bool = False, min
         bm.free()
     mesh.update()
     return removed_parts, removed_faces
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# support plane
+
+
+def triangles(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Fan triangulation of any polygon mesh: (T, 3) vertex indices and the (T,) polygon of each triangle."""
+    corner_vertex, _ = face_vertex_lists(mesh)
+    n_polys = len(mesh.polygons)
+    start = np.empty(n_polys, dtype=np.int64)
+    total = np.empty(n_polys, dtype=np.int64)
+    mesh.polygons.foreach_get("loop_start", start)
+    mesh.polygons.foreach_get("loop_total", total)
+    per_poly = np.maximum(total - 2, 0)
+    poly = np.repeat(np.arange(n_polys), per_poly)
+    k = np.arange(len(poly)) - np.repeat(np.cumsum(per_poly) - per_poly, per_poly) + 1  # 1..n-2 in each polygon
+    first = start[poly]
+    tris = np.stack([corner_vertex[first], corner_vertex[first + k], corner_vertex[first + k + 1]], axis=1)
+    return tris, poly
+
+
+def delete_polygons(obj: bpy.types.Object, drop: np.ndarray) -> None:
+    """Delete the polygons ``drop`` (indices) with bmesh, and the edges and vertices only they used; every
+    attribute of what stays (colours, UVs) stays."""
+    mesh: bpy.types.Mesh = obj.data
+    bm = bmesh.new()
+    try:
+        bm.from_mesh(mesh)
+        bm.faces.ensure_lookup_table()
+        bmesh.ops.delete(bm, geom=[bm.faces[int(i)] for i in drop], context="FACES")
+        bm.to_mesh(mesh)
+    finally:
+        bm.free()
+    mesh.update()
+
+
+def remove_support_plane(obj: bpy.types.Object, *, tolerance: float = 0.01, min_part: float = 0.05,
+                         up: tuple[float, float, float] | None = (0.0, 0.0, 1.0)) -> dict[str, object]:
+    """Remove the plane the object stands on (table, ground) with :func:`backend.meshclean.remove_support_plane`:
+    RANSAC and least squares, planes facing ``up`` first, then the faces on it and beyond it, then the floaters
+    that leaves. The mesh is untouched when no plane qualifies.
+
+    Args:
+        obj: a mesh object (any polygons; they are fan-triangulated for the fit, and a polygon goes only when
+            all its triangles go).
+        tolerance: inlier distance of the fit and upper bound of the band removed beside the plane, as a fraction
+            of the mesh's bounding diagonal.
+        min_part: afterwards, drop parts with less area than this fraction of the largest (0: keep them).
+        up: the up direction in world coordinates (an imported capture is upright: +Z), or None.
+
+    Returns:
+        the report: ``removed`` {"support_plane": triangles, "floaters": triangles} (polygons, for a mesh of
+        triangles like a reconstruction), ``polygons_removed``, and ``plane`` (``found``, ``normal`` and ``point``
+        in the mesh's coordinates, ``tolerance``; or ``why``).
+    """
+    mesh: bpy.types.Mesh = obj.data
+    if len(mesh.polygons) == 0:
+        raise MeshToolError(f"'{obj.name}' has no faces")
+    co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+    mesh.vertices.foreach_get("co", co)
+    tris, poly = triangles(mesh)
+    up_local = None
+    if up is not None:  # a direction normal to the ground: local = M^T world for the object's 3x3 M
+        m = np.array(obj.matrix_world.to_3x3(), dtype=np.float64)
+        up_local = m.T @ np.asarray(up, dtype=np.float64)
+        up_local = tuple(up_local / np.linalg.norm(up_local))
+    options = meshclean.CleanOptions(remove_plane=True, plane_tolerance=float(tolerance), min_part=float(min_part),
+                                     floaters=min_part > 0, up=up_local)
+    keep_tri, report = meshclean.remove_support_plane(co.reshape(-1, 3), tris, options=options)
+    keep_poly = np.bincount(poly, weights=keep_tri, minlength=len(mesh.polygons)) > 0
+    drop = np.flatnonzero(~keep_poly)
+    if len(drop):
+        delete_polygons(obj, drop)
+    return {"removed": report["removed"], "polygons_removed": int(len(drop)), "plane": report["plane"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------

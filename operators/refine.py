@@ -3,7 +3,8 @@
 Re-extract and Continue Training run the backend on the job folder that made the selected mesh (its
 ``neusblend_job`` property) and stream the result like Reconstruct does; nothing in the scene changes until a
 mesh arrives, so a failure (no checkpoint, an empty box) leaves the existing mesh as it was. Clean Up and Bake
-Texture run in Blender and can be undone.
+Texture run in Blender and can be undone, and so can Remove Support Plane (the table or ground under the object,
+found by a robust plane fit in :mod:`backend.meshclean`).
 """
 
 from pathlib import Path
@@ -234,6 +235,45 @@ class NEUSBLEND_OT_cleanup_mesh(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class NEUSBLEND_OT_remove_support_plane(bpy.types.Operator):
+    """Remove the table or ground the selected mesh stands on (a robust plane fit), what lies beyond it, and the
+    floaters that leaves"""
+
+    bl_idname = "neusblend.remove_support_plane"
+    bl_label = "Remove Support Plane"
+    bl_options = {"REGISTER", "UNDO"}
+
+    tolerance: FloatProperty(name="Tolerance", default=0.01, min=0.0005, max=0.1, precision=4,
+                             description="Plane fit's inlier distance, and the most that is removed beside the "
+                                         "plane, as a fraction of the mesh's size")
+    min_part: FloatProperty(name="Min Part", default=0.05, min=0.0, max=1.0, subtype="FACTOR",
+                            description="Afterwards, drop parts smaller than this fraction of the largest (area)")
+    use_up: BoolProperty(name="Up Is +Z", default=True,
+                         description="Prefer planes facing the scene's +Z (an imported capture stands upright)")
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _mesh_poll(cls, context, need_job=False)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = context.active_object
+        try:
+            report = mesh_tools.remove_support_plane(obj, tolerance=self.tolerance, min_part=self.min_part,
+                                                     up=(0.0, 0.0, 1.0) if self.use_up else None)
+        except mesh_tools.MeshToolError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        plane = report["plane"]
+        if not plane.get("found"):
+            self.report({"WARNING"}, f"'{obj.name}': no plane found; the mesh is unchanged")
+            return {"CANCELLED"}
+        removed = report["removed"]
+        self.report({"INFO"}, f"'{obj.name}': removed the support plane ({removed['support_plane']} faces, within "
+                              f"{plane['tolerance']:.3g} of it or beyond) and {removed['floaters']} faces of "
+                              "floaters")
+        return {"FINISHED"}
+
+
 class NEUSBLEND_OT_bake_texture(bpy.types.Operator):
     """Make a textured low-poly copy of the selected reconstruction: decimate, unwrap, bake its colours"""
 
@@ -305,4 +345,5 @@ def vertex_colored(obj: bpy.types.Object | None) -> bool:
 
 
 CLASSES = (NEUSBLEND_OT_add_crop_box, NEUSBLEND_OT_reextract, NEUSBLEND_OT_continue_training,
-           NEUSBLEND_OT_cleanup_mesh, NEUSBLEND_OT_bake_texture, NEUSBLEND_OT_export_mesh)
+           NEUSBLEND_OT_cleanup_mesh, NEUSBLEND_OT_remove_support_plane, NEUSBLEND_OT_bake_texture,
+           NEUSBLEND_OT_export_mesh)

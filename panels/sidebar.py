@@ -236,6 +236,7 @@ class VIEW3D_PT_neusblend_refine(bpy.types.Panel):
         op = box.operator("neusblend.cleanup_mesh", icon="BRUSH_DATA")
         op.parts, op.min_part = settings.cleanup_mode, settings.min_part
         op.smooth, op.target_faces = settings.smooth_iterations, settings.decimate_faces
+        box.operator("neusblend.remove_support_plane", icon="MESH_PLANE")
         box = layout.box()
         box.label(text="Texture", icon="TEXTURE")
         row = box.row(align=True)
@@ -266,6 +267,7 @@ class NEUSBLEND_MT_add(bpy.types.Menu):
         layout.operator("neusblend.add_crop_box", icon="CUBE")
         layout.operator("neusblend.continue_training", icon="PLAY")
         layout.operator("neusblend.cleanup_mesh", icon="BRUSH_DATA")
+        layout.operator("neusblend.remove_support_plane", icon="MESH_PLANE")
         layout.operator("neusblend.bake_texture", icon="RENDER_STILL")
         layout.operator("neusblend.export_mesh", icon="EXPORT")
 

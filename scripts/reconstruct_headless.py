@@ -13,7 +13,8 @@ With ``--cameras`` it first imports the capture's cameras, photos, sparse points
 poses first for plain photos, through Estimate Poses), so the mesh lands in that upright frame and training uses the
 region box; mesh files are still written in capture coordinates.
 Refining (after training, or with ``--job`` on an earlier job folder): ``--more-steps`` continues training,
-``--extract-resolution`` / ``--crop`` re-extract from the checkpoint, ``--keep-largest`` / ``--min-part`` /
+``--extract-resolution`` / ``--crop`` re-extract from the checkpoint, ``--remove-plane`` removes the table or
+ground, ``--keep-largest`` / ``--min-part`` /
 ``--smooth`` / ``--decimate`` clean up, ``--texture-size`` bakes the colours into a texture on a low-poly copy
 (which is then what ``--out`` writes; ``.glb`` carries the texture).
 At the end it disables the extension again (Blender 4.5 hangs at exit when add-on classes stay registered).
@@ -89,6 +90,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="re-extract only inside this box (the mesh's input coordinates)")
     r.add_argument("--extract-into", default="replace", choices=["replace", "new"],
                    help="the re-extracted mesh replaces the mesh or goes into a new object")
+    r.add_argument("--remove-plane", action="store_true",
+                   help="remove the table or ground the object stands on (Remove Support Plane)")
     r.add_argument("--keep-largest", action="store_true", help="keep only the largest connected part")
     r.add_argument("--min-part", type=float, default=0.0, help="drop parts with fewer than this fraction of faces")
     r.add_argument("--smooth", type=int, default=0, help="smoothing passes")
@@ -420,7 +423,8 @@ def _activate(obj: bpy.types.Object) -> None:
 
 def refine(runner: ModuleType, obj: bpy.types.Object, args: argparse.Namespace
            ) -> tuple[int, bpy.types.Object]:
-    """The refine options, in order: more steps, re-extract (cropped), clean up, bake. (exit status, object)."""
+    """The refine options, in order: more steps, re-extract (cropped), support plane, clean up, bake. (exit status,
+    object)."""
     tools = sys.modules[_tools_module()]
     ops = bpy.ops.neusblend
     if args.more_steps:
@@ -446,6 +450,13 @@ def refine(runner: ModuleType, obj: bpy.types.Object, args: argparse.Namespace
         if code != EXIT_OK:
             return code, obj
         obj = bpy.data.objects.get(job.object_name) or obj
+    if args.remove_plane:
+        _activate(obj)
+        before = len(obj.data.polygons)
+        found = "FINISHED" in ops.remove_support_plane()
+        if not args.quiet:
+            print(f"removed the support plane of '{obj.name}': {before} -> {len(obj.data.polygons)} faces" if found
+                  else f"no support plane found under '{obj.name}'; the mesh is unchanged", flush=True)
     if args.keep_largest or args.min_part or args.smooth or args.decimate:
         _activate(obj)
         ops.cleanup_mesh(parts="LARGEST" if args.keep_largest else "SMALL" if args.min_part else "ALL",

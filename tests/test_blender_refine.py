@@ -76,13 +76,21 @@ def copy_job(job: Path, dest: Path) -> Path:
     return dest
 
 
-pytestmark = [pytest.mark.blender, pytest.mark.slow, pytest.mark.data, needs_bpy, needs_torch]
+pytestmark = [pytest.mark.blender, needs_bpy]
+
+
+def trained(test: Any) -> Any:
+    """Marks of the tests that refine a trained job (a short CPU training on DTU scan 65 first)."""
+    for mark in (pytest.mark.slow, pytest.mark.data, needs_torch):
+        test = mark(test)
+    return test
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # tests
 
 
+@trained
 def test_reextract_inside_a_smaller_box_is_finer_and_inside(tmp_path: Path, trained_job: Path) -> None:
     r = run_case(THIS, "reextract", tmp_path, job=str(copy_job(trained_job, tmp_path / "job")),
                  python=BACKEND_PYTHON)
@@ -97,6 +105,7 @@ def test_reextract_inside_a_smaller_box_is_finer_and_inside(tmp_path: Path, trai
     assert r["replace_status"] == "done" and r["replaced_vertices"] != r["preview_vertices"], r
 
 
+@trained
 def test_continue_training_advances_the_checkpoint(tmp_path: Path, trained_job: Path) -> None:
     job = copy_job(trained_job, tmp_path / "job")
     before = checkpoint_step(job)
@@ -108,6 +117,7 @@ def test_continue_training_advances_the_checkpoint(tmp_path: Path, trained_job: 
     assert "--resume" in r["argv"] and r["object"] == r["preview_object"], r
 
 
+@trained
 def test_cleanup_bake_and_export(tmp_path: Path, trained_job: Path) -> None:
     r = run_case(THIS, "cleanup_bake", tmp_path, job=str(trained_job), out=str(tmp_path / "out"))
     # a floater added to the mesh is removed, the largest part stays whole
@@ -134,6 +144,7 @@ def test_cleanup_bake_and_export(tmp_path: Path, trained_job: Path) -> None:
     assert "map_Kd" in mtl
 
 
+@trained
 def test_bad_input_leaves_the_mesh_untouched(tmp_path: Path, trained_job: Path) -> None:
     r = run_case(THIS, "bad_inputs", tmp_path, job=str(copy_job(trained_job, tmp_path / "job")),
                  python=BACKEND_PYTHON)
@@ -148,6 +159,7 @@ def test_bad_input_leaves_the_mesh_untouched(tmp_path: Path, trained_job: Path) 
     assert "GiB" in r["huge_texture"], r
 
 
+@trained
 def test_headless_refine_of_an_earlier_job(tmp_path: Path, trained_job: Path) -> None:
     """The batch script on a finished job: crop and re-extract, keep the largest part, decimate, bake, write glTF."""
     from backend.protocol import read_snapshot
@@ -179,6 +191,7 @@ def test_headless_refine_of_an_earlier_job(tmp_path: Path, trained_job: Path) ->
     assert mesh["vertices"][:, 0].min() >= crop[0] - 1e-3 * (hi[0] - lo[0])
 
 
+@trained
 def test_extraction_at_1024_stays_within_memory_bound(trained_job: Path) -> None:
     """``extract --resolution 1024`` on the CPU: the peak resident memory stays bounded (block-wise grid)."""
     out = trained_job.parent / "extract_1024.npz"
@@ -188,6 +201,23 @@ def test_extraction_at_1024_stays_within_memory_bound(trained_job: Path) -> None
     done = next(m for m in msgs if m["type"] == "done")
     assert done["resolution"] == 1024 and done["n_faces"] > 100_000, done
     assert done["peak_rss_mb"] < EXTRACT_1024_RSS_BOUND_MB, done
+
+
+def test_remove_support_plane_is_undoable(tmp_path: Path) -> None:
+    """Remove Support Plane on a sphere standing on a table in front of a larger wall, the object turned so that
+    the table faces the scene's +Z: the table and what lies below it go, the sphere (above the tolerance) and the
+    wall stay, colours follow; undo restores the mesh exactly, redo removes again; a mesh without a plane is
+    left as it was."""
+    r = run_case(THIS, "support_plane_undo", tmp_path)
+    assert r["result"] == ["FINISHED"], r
+    assert r["plane_found"] and r["plane_normal_world_z"] > 0.999, r
+    assert r["table_vertices_left"] == 0 and r["below_table_left"] == 0, r
+    assert r["sphere_lost_above_tolerance"] == 0 and r["wall_lost_above_tolerance"] == 0, r
+    assert r["removed"]["support_plane"] >= r["table_faces"], r
+    assert r["faces_after"] < r["faces_before"] and r["colors_after"] == r["vertices_after"], r
+    assert r["undo_faces"] == r["faces_before"] and r["undo_same_positions"], r
+    assert r["redo_faces"] == r["faces_after"], r
+    assert r["no_plane_result"] == ["CANCELLED"] and r["no_plane_faces_after"] == r["no_plane_faces_before"], r
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -477,7 +507,106 @@ def _plain_cube() -> Any:
     return obj
 
 
+def _scan_on_table() -> tuple[Any, dict[str, Any]]:
+    """One mesh object: a 4 x 4 table (80 x 80 cells) in its local y = 0 plane facing +y, a sphere of radius 0.5
+    standing on it, a 5 x 5 wall behind reaching below the table; the object turned +90 degrees about X, so local
+    +y is the scene's +Z. Vertex colours in "Col". Returns the object and the parts' local vertex positions."""
+    import bmesh
+    import bpy
+    from mathutils import Matrix
+
+    bm = bmesh.new()
+    table = bmesh.ops.create_grid(bm, x_segments=80, y_segments=80, size=2.0,
+                                  matrix=Matrix.Rotation(-math.pi / 2, 4, "X"))["verts"]
+    sphere = bmesh.ops.create_uvsphere(bm, u_segments=64, v_segments=32, radius=0.5,
+                                       matrix=Matrix.Translation((0.3, 0.5, -0.2)))["verts"]
+    wall = bmesh.ops.create_grid(bm, x_segments=100, y_segments=100, size=2.5,
+                                 matrix=Matrix.Translation((0.0, 2.0, -2.2)))["verts"]
+    parts = {name: np.array([tuple(v.co) for v in verts]) for name, verts in
+             (("table", table), ("sphere", sphere), ("wall", wall))}
+    mesh = bpy.data.meshes.new("Scan")
+    bm.to_mesh(mesh)
+    bm.free()
+    col = mesh.color_attributes.new("Col", "BYTE_COLOR", "POINT")
+    rgba = np.tile([0.2, 0.5, 0.8, 1.0], len(mesh.vertices))
+    col.data.foreach_set("color", rgba)
+    obj = bpy.data.objects.new("Scan", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    bpy.context.view_layer.update()
+    return obj, parts
+
+
+def _present(points: np.ndarray, mesh_points: np.ndarray) -> np.ndarray:
+    """(len(points),) bool: which points are vertices of the mesh (to 1e-6)."""
+    have = {tuple(p) for p in np.round(mesh_points, 6)}
+    return np.array([tuple(p) in have for p in np.round(points, 6)])
+
+
+def case_support_plane_undo() -> dict[str, Any]:
+    import bmesh
+    import bpy
+
+    ext, _runner, tools, _ = _setup()
+    try:
+        obj, parts = _scan_on_table()
+        name = obj.name
+        # what the operator will find: the same function on a copy (the operator's report goes to the status bar)
+        probe = obj.copy()
+        probe.data = obj.data.copy()
+        report = tools.remove_support_plane(probe, up=(0.0, 0.0, 1.0))
+        bpy.data.meshes.remove(probe.data)
+        _activate(obj)
+        bpy.ops.ed.undo_push(message="scan")  # background mode starts without an undo stack; this makes one
+        before = _positions(obj)
+        faces_before = len(obj.data.polygons)
+        result = bpy.ops.neusblend.remove_support_plane("EXEC_DEFAULT", True)  # as a button calls it: undoable
+        obj = bpy.data.objects[name]
+        after = _positions(obj)
+        col = obj.data.color_attributes.get("Col")
+        out: dict[str, Any] = {"result": sorted(result), "faces_before": faces_before,
+                               "faces_after": len(obj.data.polygons), "vertices_after": len(obj.data.vertices),
+                               "colors_after": len(col.data) if col else 0, "table_faces": 80 * 80}
+        bpy.ops.ed.undo()
+        obj = bpy.data.objects[name]  # undo replaced the datablocks: look them up again
+        restored = _positions(obj)
+        out.update(undo_faces=len(obj.data.polygons),
+                   undo_same_positions=bool(restored.shape == before.shape and np.array_equal(restored, before)))
+        bpy.ops.ed.redo()
+        out["redo_faces"] = len(bpy.data.objects[name].data.polygons)
+
+        plane = report["plane"]
+        tol = plane.get("tolerance", 0.0)
+        obj = bpy.data.objects[name]
+        normal = np.array(obj.matrix_world.to_3x3(), dtype=np.float64) @ np.asarray(plane.get("normal", [0, 0, 0]))
+        table, sphere, wall = parts["table"], parts["sphere"], parts["wall"]
+        below = np.concatenate([p[p[:, 1] < -1e-6] for p in (sphere, wall)])
+        out.update(plane_found=bool(plane.get("found")),
+                   plane_normal_world_z=float(normal[2] / max(np.linalg.norm(normal), 1e-12)),
+                   removed=report["removed"], table_vertices_left=int(_present(table, after).sum()),
+                   below_table_left=int(_present(below, after).sum()),
+                   sphere_lost_above_tolerance=int((~_present(sphere, after) & (sphere[:, 1] > tol)).sum()),
+                   wall_lost_above_tolerance=int((~_present(wall, after) & (wall[:, 1] > tol)).sum()))
+
+        # a mesh without a plane: nothing happens
+        mesh = bpy.data.meshes.new("Ball")
+        bm = bmesh.new()
+        bmesh.ops.create_icosphere(bm, subdivisions=3, radius=1.0)
+        bm.to_mesh(mesh)
+        bm.free()
+        ball = bpy.data.objects.new("Ball", mesh)
+        bpy.context.scene.collection.objects.link(ball)
+        _activate(ball)
+        out["no_plane_faces_before"] = len(ball.data.polygons)
+        out["no_plane_result"] = sorted(bpy.ops.neusblend.remove_support_plane("EXEC_DEFAULT", True))
+        out["no_plane_faces_after"] = len(bpy.data.objects["Ball"].data.polygons)
+        return out
+    finally:
+        ext.disable()
+
+
 CASES = {
+    "support_plane_undo": case_support_plane_undo,
     "reextract": case_reextract,
     "continue_training": case_continue_training,
     "cleanup_bake": case_cleanup_bake,
