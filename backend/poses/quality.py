@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ..region import object_region
+
 #: Points of the region of interest are subsampled to at most this many (visibility costs points x cameras).
-MAX_ROI_POINTS = 60_000
 
 
 @dataclass
@@ -122,17 +123,6 @@ def visibility_counts(m: ModelArrays, points: np.ndarray, margin: float = 0.0) -
     return counts
 
 
-def look_at_point(centers: np.ndarray, axes: np.ndarray) -> np.ndarray | None:
-    """Least-squares point closest to all optical axes, or None when the axes are (nearly) parallel."""
-    eye = np.eye(3)
-    proj = eye[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3) projectors orthogonal to each axis
-    a = proj.sum(0)
-    b = np.einsum("nij,nj->i", proj, centers)
-    if len(centers) < 2 or np.linalg.cond(a) > 1e6:
-        return None
-    return np.linalg.solve(a, b)
-
-
 def mean_up(m: ModelArrays) -> np.ndarray:
     """Normalized mean of the cameras' up vectors (camera -y in world coordinates)."""
     up = m.ups.sum(0)
@@ -140,81 +130,66 @@ def mean_up(m: ModelArrays) -> np.ndarray:
     return up / norm if norm > 1e-12 else np.array([0.0, 0.0, 1.0])
 
 
-def _robust_points(m: ModelArrays, min_points: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Sparse points worth bounding: well triangulated, inside the views' common frustum, outliers trimmed."""
+def _well_triangulated(m: ModelArrays, min_points: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Sparse points worth locating the object with: seen by several cameras with a low reprojection error (relaxed
+    when that leaves too few)."""
     pts, err, tl = m.points, m.errors, m.track_lengths
     info: dict[str, Any] = {"n_points_total": len(pts)}
     ok = np.isfinite(pts).all(1)
-    # well triangulated: seen by several cameras with a low error (relaxed when that leaves too little)
     med_err = float(np.median(err[ok])) if ok.any() else 0.0
     for min_track, max_err in ((3, max(1.0, 2.0 * med_err)), (2, max(2.0, 3.0 * med_err)), (2, np.inf)):
         good = ok & (tl >= min_track) & (err <= max_err)
         if good.sum() >= min_points:
             break
-    pts = pts[good]
     info.update(min_track_length=int(min_track), max_error_px=float(max_err) if np.isfinite(max_err) else None)
-    if len(pts) > MAX_ROI_POINTS:
-        pts = pts[np.random.default_rng(0).choice(len(pts), MAX_ROI_POINTS, replace=False)]
-    # inside the common frustum: seen by at least half of the cameras (or by as many as the median point is)
-    if len(pts) >= min_points and len(m.names) >= 2:
-        vis = visibility_counts(m, pts)
-        need = max(2, min(math.ceil(0.5 * len(m.names)), int(np.median(vis))))
-        common = vis >= need
-        if common.sum() >= min_points:
-            pts = pts[common]
-            info["min_views"] = int(need)
-    # trim what is far from the bulk (stray points, far background)
-    if len(pts) >= min_points:
-        med = np.median(pts, axis=0)
-        d = np.linalg.norm(pts - med, axis=1)
-        keep = d <= min(np.percentile(d, 98.0), 5.0 * max(np.median(d), 1e-12))
-        pts = pts[keep]
-    info["n_points_used"] = len(pts)
-    return pts, info
+    return pts[good], info
 
 
-def region_of_interest(model: Any, min_points: int = 20, padding: float = 0.05) -> dict[str, Any]:
-    """Bounding sphere and box of what the cameras look at, in the reconstruction's coordinates.
+def model_c2w(m: ModelArrays) -> np.ndarray:
+    """(N, 4, 4) camera-to-world (OpenCV axes) of the registered images."""
+    c2w = np.tile(np.eye(4), (len(m.names), 1, 1))
+    c2w[:, :3, :3] = np.transpose(m.R, (0, 2, 1))
+    c2w[:, :3, 3] = m.centers
+    return c2w
+
+
+def region_of_interest(model: Any, min_points: int = 20) -> dict[str, Any]:
+    """Bounding sphere and box of the object the cameras look at, in the reconstruction's coordinates: what the
+    optical axes converge on and the sparse points every photo frames around it (:func:`backend.region.
+    object_region`, the same region training finds by itself), not the walls and floor farther away.
 
     Args:
         model: a ``pycolmap.Reconstruction`` or :class:`ModelArrays`.
-        min_points: fewest filtered sparse points to trust; with fewer, the point the optical axes meet
-            (or the cameras' centroid) gives the centre and the camera distances the size.
-        padding: the box grows by this fraction of its size on each side.
+        min_points: fewest well-triangulated sparse points to size the region from; with fewer, a ball of the
+            radius the photos frame around the point the optical axes meet.
 
     Returns:
         ``{"center": [x, y, z], "radius": r, "box_min": [...], "box_max": [...], "up": [...],
-        "n_points": used, "source": "points" | "cameras", "cameras_inside": k}`` where ``up`` is the
-        normalized mean camera up vector (camera -y) and ``cameras_inside`` counts cameras inside the sphere.
+        "n_points": used, "source": "points" | "cameras" | "all_points", "converged": bool,
+        "cameras_inside": k, "filter": {...}}`` where ``up`` is the normalized mean camera up vector (camera -y),
+        ``converged`` False means the cameras look the same way (the region is then the points' bulk and may hold
+        walls: the user should draw the box) and ``cameras_inside`` counts cameras inside the sphere.
     """
     m = model if isinstance(model, ModelArrays) else model_arrays(model)
     if len(m.names) == 0:
         raise ValueError("no registered images")
-    pts, info = _robust_points(m, min_points)
+    pts, info = _well_triangulated(m, min_points)
     centers = m.centers
-    if len(pts) >= max(min_points, 4):
-        lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
-        pad = padding * (hi - lo)
-        lo, hi = lo - pad, hi + pad
-        inside = pts[((pts >= lo) & (pts <= hi)).all(1)]
-        center = 0.5 * (lo + hi)
-        radius = float(np.linalg.norm(inside - center, axis=1).max()) * (1.0 + padding) if len(inside) else 0.0
-        source = "points"
-    else:
-        center = look_at_point(centers, m.axes)
-        if center is None or not np.isfinite(center).all():
-            center = centers.mean(0)
-        dist = np.linalg.norm(centers - center, axis=1)
-        radius = 0.5 * float(np.median(dist)) if len(dist) else 1.0
-        lo, hi = center - radius / math.sqrt(3.0), center + radius / math.sqrt(3.0)
-        source = "cameras"
-    if not radius > 0.0:
-        radius = 1.0
+    r = object_region(model_c2w(m), m.K, m.sizes, pts)
+    if r["source"] == "none":  # no focus and too few points: around the cameras' centroid
+        center = centers.mean(0)
+        radius = 0.5 * float(np.median(np.linalg.norm(centers - center, axis=1))) if len(centers) > 1 else 1.0
+        box = np.stack([center - radius / math.sqrt(3.0), center + radius / math.sqrt(3.0)])
+        r.update(center=center, radius=radius, box=box, source="cameras")
+    center = np.asarray(r["center"], dtype=np.float64)
+    radius = float(r["radius"]) if r["radius"] and r["radius"] > 0 else 1.0
+    info.update(n_points_near=r["n_points_near"], frame_radius=r["frame_radius"], focus=r["focus"])
     cam_dist = np.linalg.norm(centers - center, axis=1)
     return {
-        "center": center.tolist(), "radius": radius, "box_min": lo.tolist(), "box_max": hi.tolist(),
-        "up": mean_up(m).tolist(), "n_points": int(len(pts)) if source == "points" else 0, "source": source,
-        "cameras_inside": int((cam_dist < radius).sum()), "filter": info,
+        "center": center.tolist(), "radius": radius, "box_min": np.asarray(r["box"][0]).tolist(),
+        "box_max": np.asarray(r["box"][1]).tolist(), "up": mean_up(m).tolist(), "n_points": int(r["n_points"]),
+        "source": r["source"], "converged": bool(r["converged"]), "cameras_inside": int((cam_dist < radius).sum()),
+        "filter": info,
     }
 
 
