@@ -276,20 +276,26 @@ def boundary_shell(vertices: np.ndarray, faces: np.ndarray, region: Region, *, b
     return keep, {"removed": int((~keep).sum()), "parts": int(shell_part.sum()), "band": width}
 
 
-def view_counts(vertices: np.ndarray, cameras: Cameras) -> np.ndarray:
+def view_counts(vertices: np.ndarray, cameras: Cameras, cap: int | None = None) -> np.ndarray:
     """(V,) number of cameras each vertex is in front of and inside the image of (pixel centres at integers,
-    the image spans [-0.5, size - 0.5))."""
+    the image spans [-0.5, size - 0.5)). With ``cap``, counting stops at ``cap`` (a vertex that reached it is not
+    projected again: most vertices reach a small cap within the first few cameras)."""
     pts = np.asarray(vertices, dtype=np.float64)
     count = np.zeros(len(pts), dtype=np.int32)
+    todo = np.arange(len(pts))
     for K, c2w, (w, h) in zip(cameras.K, cameras.c2w, cameras.sizes):
+        if cap is not None:
+            todo = todo[count[todo] < cap]
+            if len(todo) == 0:
+                break
         R, t = c2w[:3, :3], c2w[:3, 3]
-        pc = (pts - t) @ R  # world -> camera for a rigid camera-to-world: R^T (x - t)
+        pc = (pts[todo] - t) @ R  # world -> camera for a rigid camera-to-world: R^T (x - t)
         z = pc[:, 2]
         front = z > 1e-9 * max(float(np.abs(pc).max(initial=0.0)), 1.0)
         uvw = pc @ K.T
         zs = np.where(front, uvw[:, 2], 1.0)
         u, v = uvw[:, 0] / zs, uvw[:, 1] / zs
-        count += front & (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
+        count[todo] += front & (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
     return count
 
 
@@ -297,7 +303,7 @@ def seen_faces(vertices: np.ndarray, faces: np.ndarray, cameras: Cameras, *, min
                ) -> tuple[np.ndarray, dict[str, Any]]:
     """Keep the faces with at least one corner in front of and inside the image of ``min_views`` cameras or
     more. No occlusion test (see docs/REFINE.md): this removes what lies outside the views, not what is hidden."""
-    counts = view_counts(vertices, cameras)
+    counts = view_counts(vertices, cameras, cap=min_views)
     keep = (counts >= min_views)[faces].any(axis=1)
     return keep, {"removed": int((~keep).sum()), "min_views": int(min_views)}
 
