@@ -491,6 +491,13 @@ def normalization_from_box(scene: Scene, box_to_world: np.ndarray, margin: float
     inv = np.linalg.inv(to_world)
     c = corners @ inv[:3, :3].T + inv[:3, 3]
     roi = np.clip(np.stack([c.min(0), c.max(0)]), -1.0, 1.0)
+    if scene.points is not None and len(scene.points) >= 20:  # a box beside the object holds none of its points
+        p = np.asarray(scene.points, dtype=np.float64).reshape(-1, 3)
+        local = (p - m[:3, 3]) @ np.linalg.inv(m[:3, :3]).T  # in the box's cube [-1, 1]^3
+        n_in = int(np.all(np.abs(local) <= 1.0, axis=1).sum())
+        if n_in < max(5, 0.001 * len(p)):
+            warnings.append(f"the region box holds {n_in} of the {len(p)} sparse points: it may miss the object; "
+                            "move and scale the box over the object (or remove it to use the automatic region)")
     d = float(np.linalg.norm(scene.camera_centers() - center, axis=1).min())
     info = {"method": "box", "center": [float(x) for x in center], "radius": radius, "roi": roi.tolist(),
             "camera_distance": d / radius, "warnings": warnings}

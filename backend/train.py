@@ -252,6 +252,9 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
             scene, info = normalization_from_box(scene, roi_matrix)
         else:
             scene, info = normalize_scene(scene)
+    if checkpoint is None:  # what the region finding noticed (cameras that do not converge, an empty box)
+        for w in (info or {}).get("warnings", []):
+            emitter.emit("warning", message=f"region of interest: {w}")
     if checkpoint is not None:  # the field lives in the checkpoint's frame, whatever the data says now
         scene.to_world = np.asarray(checkpoint["to_world"], dtype=np.float64)
         scene.roi = None if checkpoint.get("roi") is None else np.asarray(checkpoint["roi"], dtype=np.float64)

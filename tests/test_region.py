@@ -121,3 +121,17 @@ def test_training_normalizes_to_the_object_and_warns_when_cameras_do_not_converg
                                             for x in np.linspace(-3, 3, len(c2w))]))
     _, _, info = auto_normalization(parallel)
     assert not info["converged"] and any("do not converge" in w for w in info["warnings"])
+
+
+def test_a_region_box_beside_the_object_is_warned_about() -> None:
+    """A box the user drew where no sparse points are: a warning that says to move it over the object."""
+    from backend.normalize import normalization_from_box
+    from backend.protocol import box_matrix
+
+    c2w, K, sizes, pts, _ = room_capture()
+    images = [np.zeros((H, W, 3), dtype=np.uint8)] * len(c2w)
+    scene = Scene(names=[f"{i:03d}.jpg" for i in range(len(c2w))], images=images, K=K, c2w=c2w, points=pts)
+    _, info = normalization_from_box(scene, box_matrix([-0.6, -0.6, -0.6], [0.6, 0.6, 0.6]))
+    assert info["warnings"] == []
+    _, info = normalization_from_box(scene, box_matrix([1.6, 1.6, 0.5], [2.0, 2.0, 0.9]))  # empty air
+    assert any("move and scale the box" in w for w in info["warnings"])
