@@ -227,11 +227,14 @@ class GraphStep:
 
     def background_rows(self, n_rays: int) -> int | None:
         """The background rows (see :func:`step_losses`) for a batch of ``n_rays`` drawn rays: the next power of two
-        (at least 1024; all rows past the capacity), so that the graph is captured again only a few times as the
-        rays per step grow. None without a background field."""
+        (at least 1024; all rows past the capacity), and never fewer than an earlier batch needed (a ray count that
+        wanders across a power of two would otherwise capture the graph again at every step), so that the graph is
+        captured again only a few times as the rays per step grow. None without a background field."""
         if not self.has_bg_field:
             return None
-        return min(self.R + 1, max(1024, 1 << max(int(n_rays) - 1, 1).bit_length()))
+        rows = min(self.R + 1, max(1024, 1 << max(int(n_rays) - 1, 1).bit_length()))
+        self._bg_rows_seen = max(rows, getattr(self, "_bg_rows_seen", 0))
+        return self._bg_rows_seen
 
     def run(self, key: object, bg_rows: int | None = None) -> dict[str, torch.Tensor]:
         """One step on the loaded buffers; ``key`` names what the graph bakes in besides ``bg_rows`` (the background

@@ -79,6 +79,9 @@ def test_padded_step_equals_unpadded(background: str) -> None:
     assert int(gs.buf.sample_valid.sum()) == len(b["pts"]) and int(gs.buf.ray_valid.sum()) == n
     assert (gs.buf.ray_origins is not None) == with_bg
     assert gs.background_rows(n) == (81 if with_bg else None)  # the next power of two, at most the capacity
+    if with_bg:  # never fewer rows than before: a wandering ray count must not capture the graph at every step
+        small = GraphStep(field, opt, params, max_rays=5000, sample_capacity=64, eik_points=8, has_masks=False, **kw)
+        assert [small.background_rows(r) for r in (900, 1500, 1000, 2100, 1900)] == [1024, 2048, 2048, 4096, 4096]
     gs.bg_rows = n if with_bg else None  # the background field on the valid rows only: the same step
     out = gs._body()
     for k in ("loss", "mse", "eikonal", "mask"):
