@@ -283,3 +283,34 @@ def model_statistics(m: ModelArrays) -> dict[str, Any]:
         "mean_reprojection_error_px": float((m.errors * m.track_lengths).sum() / obs) if obs else None,
         "mean_points_per_image": float(m.image_num_points.mean()) if len(m.names) else 0.0,
     }
+
+
+def subset_images(m: ModelArrays, keep: np.ndarray) -> ModelArrays:
+    """The same model with only the images where ``keep`` (N,) bool is true; the points stay as they are."""
+    keep = np.asarray(keep, dtype=bool)
+    return ModelArrays(
+        names=[n for n, k in zip(m.names, keep, strict=True) if k], R=m.R[keep], t=m.t[keep], K=m.K[keep],
+        sizes=m.sizes[keep], camera_ids=m.camera_ids[keep], points=m.points, colors=m.colors, errors=m.errors,
+        track_lengths=m.track_lengths, image_num_points=m.image_num_points[keep], image_errors=m.image_errors[keep],
+    )
+
+
+def implausible_cameras(m: ModelArrays, codes: tuple[str, ...], rounds: int = 3) -> list[str]:
+    """Names of cameras whose pose does not fit the others, by the checks ``codes`` of :func:`suspicious_cameras`.
+
+    Misplaced cameras pull the region of interest towards themselves, which can hide each other; so the check is
+    repeated (up to ``rounds`` times) on the cameras left, with the region found again without the ones already
+    flagged. Stops before fewer than 3 cameras would remain.
+    """
+    keep = np.ones(len(m.names), dtype=bool)
+    flagged: list[str] = []
+    for _ in range(rounds):
+        if keep.sum() < 3:
+            break
+        sub = subset_images(m, keep)
+        found = sorted({s["name"] for s in suspicious_cameras(sub, region_of_interest(sub)) if s["code"] in codes})
+        if not found or keep.sum() - len(found) < 3:
+            break
+        flagged += found
+        keep &= np.array([n not in set(found) for n in m.names])
+    return sorted(flagged)
