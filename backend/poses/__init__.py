@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .jobdir import PosesJob, free_bytes
+from .jobdir import DISK_FULL_BYTES, PosesJob, free_bytes
 from .pipeline import (
     CAMERA_MODE_CHOICES,
     CAMERA_MODEL_CHOICES,
@@ -99,8 +99,6 @@ def options_from_args(args: argparse.Namespace) -> PoseOptions:
 
 #: Set in the child process that does the work (see :func:`run`).
 WORKER_ENV = "NEUSBLEND_POSES_WORKER"
-#: Below this many free bytes after a crash, the disk is taken to be what ran out.
-DISK_FULL_BYTES = 1_000_000
 
 
 def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:

@@ -5,7 +5,8 @@ Rules (docs/POSES.md, "The output folder"):
 - A poses job folder carries a marker, :data:`MARKER` (``{"kind": "poses", ...}``), written before anything else.
 - ``--out`` may name a new folder, an empty one, or one of our poses jobs. Any other non-empty folder is refused
   before anything is written (nothing the user made is touched). An older job without the marker is accepted when
-  its top level holds only what a poses run writes and ``poses/report.json`` or ``colmap/database.db`` exists.
+  its top level holds only ``poses/`` and ``colmap/`` and ``poses/report.json`` is one of ours (it lists our
+  ``layout``).
 - A run builds everything under temporary names (:data:`WORK_PARTIAL`, :data:`POSES_PARTIAL`) and only at the end
   renames them over ``colmap/`` and ``poses/``; entries of the old folders that a poses run does not write are moved
   into the new ones, never deleted. Whatever else lies in the job folder (training's meshes, checkpoints, ...) is
@@ -38,13 +39,15 @@ WORK_PARTIAL = ".colmap.partial"
 POSES_PARTIAL = ".poses.partial"
 #: Entries a poses run writes inside ``colmap/`` and ``poses/`` (anything else there is kept across runs).
 WORK_ENTRIES = frozenset({"database.db", "database.db-wal", "database.db-shm", "database.db-journal", "probe.db",
-                          "probe.db-wal", "probe.db-shm", "probe.db-journal", "feature_probe", "pairs.txt",
-                          "pairs_first.txt", "sparse", "sparse_relaxed", "sparse_global", "refined",
-                          "feature_masks"})
+                          "probe.db-wal", "probe.db-shm", "probe.db-journal", "pairs.txt",
+                          "pairs_first.txt", "sparse", "sparse_relaxed", "sparse_global", "sparse_guided",
+                          "sparse_relaxed_guided", "sparse_global_guided", "refined", "feature_masks"})
 POSES_ENTRIES = frozenset({"images", "masks", "sparse", "stereo", "cameras.json", "points.npz", "roi.json",
                            "report.json"})
 #: Top-level names of a poses job (older jobs without a marker are recognised by these alone).
 JOB_ENTRIES = frozenset({WORK_DIR, POSES_DIR, MARKER})
+#: Below this many free bytes after a failure, the disk is taken to be what ran out.
+DISK_FULL_BYTES = 1_000_000
 #: Files operating systems drop into folders by themselves: a folder holding only these counts as empty.
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
 
@@ -65,9 +68,18 @@ def read_marker(job: Path) -> dict[str, Any] | None:
 
 
 def _looks_like_old_job(job: Path, names: Iterable[str]) -> bool:
+    """A poses job written before the marker existed: only our top-level names, and our own ``report.json``.
+
+    A COLMAP project of the user's (``colmap/database.db``, ``poses/...``) has no such report, so it is refused.
+    """
     rest = {n for n in names if not _is_ours_by_name(n) and n not in SYSTEM_FILES}
-    return (bool(rest) and rest <= JOB_ENTRIES
-            and ((job / POSES_DIR / "report.json").is_file() or (job / WORK_DIR / "database.db").is_file()))
+    if not rest or not rest <= JOB_ENTRIES:
+        return False
+    try:
+        report = json.loads((job / POSES_DIR / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and "registered" in report and "layout" in report
 
 
 def os_error(exc: OSError, path: str | os.PathLike[str] | None, doing: str) -> BackendError:

@@ -38,7 +38,7 @@ from .. import protocol
 from ..data.images import image_decode_problem
 from ..errors import BackendError
 from . import pairs as pairing
-from .jobdir import PosesJob, os_error, require_space
+from .jobdir import DISK_FULL_BYTES, PosesJob, free_bytes, os_error, require_space
 from .quality import (
     ModelArrays,
     implausible_cameras,
@@ -74,6 +74,8 @@ IMPLAUSIBLE_CODES = ("looks_away", "axis_misses_region", "region_outside_image")
 IMPLAUSIBLE_CODES_RETRY = (*IMPLAUSIBLE_CODES, "few_points")
 #: Folder (under ``colmap/``) of each mapping attempt's models.
 MAPPER_FOLDERS = {"incremental": "sparse", "incremental_relaxed": "sparse_relaxed", "global": "sparse_global"}
+#: A guided re-match costs about this many times the plain matching (measured on plush_dog's ring: 2.5x).
+GUIDED_COST_FACTOR = 3.0
 #: Bytes the database, models and undistorted copies need at least: input bytes x this + per image + fixed.
 SPACE_PER_INPUT_BYTE = 1.1
 SPACE_PER_IMAGE = 100_000
@@ -167,17 +169,20 @@ class ImageEntry:
 
 @dataclass
 class StageTimer:
-    """Wall-clock seconds per stage."""
+    """Wall-clock seconds per stage, and CPU seconds of this process (all threads: on a busy machine the wall
+    time says little, the CPU time much more)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+            self.cpu_seconds[name] = round(self.cpu_seconds.get(name, 0.0) + time.process_time() - start_cpu, 3)
 
 
 class _NullEmitter:
@@ -266,6 +271,8 @@ class PoseEstimator:
         self.match_stats: dict[str, Any] = {}
         self.models_found: list[int] = []
         self.mapping_attempts: list[dict[str, Any]] = []
+        self.match_rounds: list[dict[str, Any]] = []  # statistics of earlier matching rounds (before a retry)
+        self.model_folder = "sparse"  # colmap/<folder> of the chosen model's mapping attempt
         self.implausible: dict[str, str] = {}  # cameras left out of the chosen model, with the reason
         self.refine_info: dict[str, Any] = {}
         self.reconstruction: Any = None  # the chosen pycolmap.Reconstruction (distorted cameras)
@@ -319,6 +326,11 @@ class PoseEstimator:
                 self.match()
             with self.timer.stage("map"):
                 self.map()
+            if self._rematch_worthwhile():
+                with self.timer.stage("match"):
+                    self.match(guided=True)
+                with self.timer.stage("map"):
+                    self.map()
             with self.timer.stage("refine"):
                 self.refine()
             with self.timer.stage("undistort"):
@@ -326,14 +338,20 @@ class PoseEstimator:
             with self.timer.stage("report"):
                 return self.report()
         except BaseException as exc:
-            if self.jobdir.root.is_dir() and self.jobdir.prepared:
+            free = free_bytes(self.job)  # before the partial files are removed again
+            if self.jobdir.prepared:
                 self.jobdir.abort()
             if isinstance(exc, OSError):
                 raise os_error(exc, self.job, "write to the job folder") from exc
-            if isinstance(exc, RuntimeError) and _is_disk_full(exc):
-                raise BackendError("the disk is full while pycolmap was writing", file=self.job,
-                                   hint="Free some space on that disk, or choose a job folder on another disk "
-                                        "(--out); the partial files of this run were removed.") from exc
+            if isinstance(exc, RuntimeError) and (_is_disk_full(exc) or (free is not None and free < DISK_FULL_BYTES)):
+                raise BackendError(f"the disk is full: pycolmap could not write to the job folder ({exc})",
+                                   file=self.job, hint="Free some space on that disk, or choose a job folder on "
+                                                       "another disk (--out); the partial files of this run were "
+                                                       "removed.") from exc
+            if isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in ("database", "sqlite")):
+                raise BackendError(f"pycolmap cannot open or write its database: {exc}", file=self.database,
+                                   hint="Check the disk of the job folder (free space, permissions, errors), or "
+                                        "choose another job folder (--out).") from exc
             raise
 
     def scan(self) -> None:
@@ -578,17 +596,34 @@ class PoseEstimator:
         finally:
             db.close()
 
-    def match(self) -> None:
-        """Match features between the chosen pairs and verify them geometrically."""
+    def match(self, guided: bool = False) -> None:
+        """Match features between the chosen pairs and verify them geometrically.
+
+        Args:
+            guided: match again from scratch with guided matching (each verified pair is matched once more
+                along its epipolar geometry, which finds the matches the ratio test rejected: more and longer
+                tracks between views far apart). The retry when images stay unregistered (see :meth:`run`).
+        """
         opts = self.options
+        if guided:
+            for e in self.entries:
+                if e.dropped == "no_matches":
+                    e.dropped, e.detail = None, ""
+            db = pycolmap.Database.open(self.database)
+            try:
+                db.clear_matches()
+                db.clear_two_view_geometries()
+            finally:
+                db.close()
         names = [e.name for e in self.usable]
         threads = opts.num_threads if opts.num_threads > 0 else (os.cpu_count() or 2)
         strategy = (pairing.choose_matching(names, self.features_info.get("mean_features"), threads)
                     if opts.matching == "auto" else opts.matching)
-        self.matching_used = strategy
+        self.matching_used = strategy + (" (guided)" if guided else "")
         matching = pycolmap.FeatureMatchingOptions()
         matching.num_threads = opts.num_threads
         matching.use_gpu = False
+        matching.guided_matching = guided
         verification = pycolmap.TwoViewGeometryOptions()
         verification.ransac.random_seed = opts.seed
         kwargs: dict[str, Any] = {"matching_options": matching, "verification_options": verification,
@@ -609,12 +644,14 @@ class PoseEstimator:
                 pair_list = sorted(set(pair_list) | set(pairing.sequential_pairs(len(names), opts.sequential_overlap)))
         n = len(names)
         known = len(pair_list) if pair_list is not None else (n * (n - 1) // 2 if strategy == "exhaustive" else None)
-        self.match_stats = {"pairs_matched": known}
+        if self.match_stats:
+            self.match_rounds.append(self.match_stats)
+        self.match_stats = {"pairs_matched": known, "guided": guided}
         if pair_list is not None:
-            self._stage("match", f"{strategy} matching: {len(pair_list)} pairs of {len(names)} images")
+            self._stage("match", f"{self.matching_used} matching: {len(pair_list)} pairs of {len(names)} images")
             self._match_pairs(names, pair_list, kwargs)
         else:
-            self._stage("match", f"{strategy} matching of {len(names)} images")
+            self._stage("match", f"{self.matching_used} matching of {len(names)} images")
             if strategy == "exhaustive":
                 pycolmap.match_exhaustive(self.database, **kwargs)
             elif strategy == "sequential":
@@ -721,12 +758,18 @@ class PoseEstimator:
         implausible cameras (:func:`implausible_cameras`) are counted out, and the model with the most plausible
         cameras wins (the earlier attempt on a tie): a larger model with a few misplaced cameras is kept without
         them rather than a smaller one. Every attempt is listed in the report (``mapping_attempts``).
+
+        Called again after a guided re-match (see :meth:`run`), the model chosen before competes too.
         """
         opts = self.options
         n_usable = sum(1 for e in self.entries if e.dropped in (None, "no_matches"))
         attempts = {"auto": ["incremental", "incremental_relaxed", "global"], "incremental": ["incremental"],
                     "global": ["global"]}[opts.mapper]
-        best: tuple[dict[str, Any], Any, dict[int, Any]] | None = None
+        guided = bool(self.match_stats.get("guided"))
+        best: tuple[dict[str, Any], Any] | None = None
+        earlier = next((a for a in self.mapping_attempts if a.get("used")), None)
+        if earlier is not None and self.reconstruction is not None:
+            best = (earlier, self.reconstruction)
         for k, attempt in enumerate(attempts):
             if k > 0:
                 have = best[0]["plausible"] if best else 0
@@ -735,9 +778,11 @@ class PoseEstimator:
                 self._emit("stage", name="map", detail=f"{self.mapping_attempts[-1]['mapper']} mapping kept "
                                                        f"{have}/{n_usable} images: retrying with {attempt} mapping")
             start = time.perf_counter()
-            models = self._run_mapper(attempt)
+            folder = MAPPER_FOLDERS[attempt] + ("_guided" if guided else "")
+            models = self._run_mapper(attempt, folder)
             rec = self._best(models)
-            info: dict[str, Any] = {"mapper": attempt, "registered": rec.num_reg_images() if rec else 0,
+            info: dict[str, Any] = {"mapper": attempt, "guided_matching": guided, "folder": folder,
+                                    "registered": rec.num_reg_images() if rec else 0,
                                     "models": sorted((m.num_reg_images() for m in models.values()), reverse=True),
                                     "implausible": [], "plausible": 0}
             if rec is not None:
@@ -749,14 +794,14 @@ class PoseEstimator:
             log.info("map: %s mapping registered %d images (%d implausible) in %.1f s", attempt,
                      info["registered"], len(info["implausible"]), info["seconds"])
             if rec is not None and (best is None or info["plausible"] > best[0]["plausible"]):
-                best = (info, rec, models)
+                best = (info, rec)
         if best is None or best[0]["plausible"] < 2:
             raise BackendError(
                 "no images could be registered: the matches between the images do not fit one 3D scene",
                 file=self.image_dir,
                 hint="Use more photos with more overlap (move a little between shots, walk around the object), "
                      "avoid moving objects and reflections, or try --matching exhaustive.")
-        info, rec, models = best
+        info, rec = best
         for attempt in self.mapping_attempts:
             attempt["used"] = attempt is info
         if info["implausible"]:
@@ -769,13 +814,35 @@ class PoseEstimator:
         self.implausible = {name: "its pose does not fit the others (see suspicious checks)"
                             for name in info["implausible"]}
         self.mapper_used = info["mapper"]
+        self.model_folder = info["folder"]
         self.models_found = info["models"]
         self.reconstruction = rec
 
-    def _run_mapper(self, mapper: str) -> dict[int, Any]:
-        """Run one mapping attempt (``incremental``, ``incremental_relaxed``, ``global``) into its own folder."""
+    def _rematch_worthwhile(self) -> bool:
+        """Whether to match again with guided matching: images stay out, and it is affordable (auto mode only)."""
         opts = self.options
-        out = self.work_dir / MAPPER_FOLDERS[mapper]
+        if opts.mapper != "auto" or self.match_stats.get("guided") or not self.mapping_attempts:
+            return False
+        n_candidates = sum(1 for e in self.entries if e.dropped in (None, "no_matches"))
+        have = next(a["plausible"] for a in self.mapping_attempts if a.get("used"))
+        if have >= n_candidates or (n_candidates > 200 and have >= 0.95 * n_candidates):
+            return False
+        threads = opts.num_threads if opts.num_threads > 0 else (os.cpu_count() or 2)
+        pairs = self.match_stats.get("pairs_matched") or n_candidates * (n_candidates - 1) // 2
+        cost = GUIDED_COST_FACTOR * pairing.estimated_match_seconds(pairs, self.features_info.get(
+            "mean_features", opts.max_features), threads)
+        if cost > pairing.EXHAUSTIVE_BUDGET_S:
+            log.info("map: %d of %d images kept; a guided re-match (about %.0f s) is not tried", have,
+                     n_candidates, cost)
+            return False
+        self._emit("stage", name="match", detail=f"{have} of {n_candidates} images kept: matching again with "
+                                                 "guided matching (more matches between views far apart)")
+        return True
+
+    def _run_mapper(self, mapper: str, folder: str) -> dict[int, Any]:
+        """Run one mapping attempt (``incremental``, ``incremental_relaxed``, ``global``) into ``colmap/<folder>``."""
+        opts = self.options
+        out = self.work_dir / folder
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         total = sum(1 for e in self.entries if e.dropped in (None, "no_matches"))
@@ -990,6 +1057,7 @@ class PoseEstimator:
             "mapping_attempts": self.mapping_attempts,
             "retries": max(0, len(self.mapping_attempts) - 1),
             **self.match_stats,
+            "earlier_matching_rounds": self.match_rounds,
             **self.refine_info,
             "timings_s": dict(self.timer.seconds),
             "options": asdict(self.options),
@@ -1005,6 +1073,7 @@ class PoseEstimator:
         self._write_cameras_json(staging / "cameras.json", undistorted, arrays)
         protocol.atomic_write_bytes(staging / "points.npz", _points_npz(arrays))
         report["timings_s"] = dict(self.timer.seconds)
+        report["cpu_s"] = dict(self.timer.cpu_seconds)
         protocol.atomic_write_text(staging / "report.json", json.dumps(protocol._clean(report), indent=1))
         self.jobdir.commit()  # colmap/ and poses/ renamed into place; the old ones' files that are not ours move over
         self.work_dir = self.jobdir.work_dir
@@ -1015,7 +1084,7 @@ class PoseEstimator:
 
     def _names_in_other_models(self, registered: set[str]) -> set[str]:
         names: set[str] = set()
-        root = self.work_dir / MAPPER_FOLDERS.get(self.mapper_used, "sparse")
+        root = self.work_dir / self.model_folder
         if root.is_dir():  # the other models of the mapper whose model was kept
             for model_dir in root.iterdir():
                 if (model_dir / "images.bin").is_file():
