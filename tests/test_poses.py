@@ -443,20 +443,34 @@ def test_temple_poses_match_calibration(data_dir: Path, tmp_path: Path,
 
 
 def test_implausible_cameras_are_dropped_until_the_rest_agree() -> None:
+    from backend.poses.pipeline import IMPLAUSIBLE_CODES
     from backend.poses.quality import implausible_cameras, subset_images
 
     m = ring_model(n=16)
-    assert implausible_cameras(m, ("looks_away", "axis_misses_region", "region_outside_image")) == []
+    assert implausible_cameras(m, IMPLAUSIBLE_CODES) == []
     # two cameras thrown far off and turned away from the object, as global mapping does with weak views
     centers = m.centers
     for i, shift in ((4, [40.0, 0.0, 0.0]), (11, [0.0, -35.0, 5.0])):
         c = centers[i] + np.array(shift)
         m.R[i] = look_at(c, c + np.array([0.0, 0.0, 1.0]) + np.array(shift), np.array([0.0, 0.0, 1.0]))
         m.t[i] = -m.R[i] @ c
-    found = implausible_cameras(m, ("looks_away", "axis_misses_region", "region_outside_image"))
+    found = implausible_cameras(m, IMPLAUSIBLE_CODES)
     assert found == ["004.jpg", "011.jpg"]
     kept = subset_images(m, np.array([n not in found for n in m.names]))
     assert len(kept.names) == 14 and kept.R.shape == (14, 3, 3) and len(kept.points) == len(m.points)
+    # one camera inside the object, looking at it from there
+    inside = ring_model(n=16)
+    c = np.array([1.0, 2.0, 3.2])
+    inside.R[6] = look_at(c, np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 0.0]))
+    inside.t[6] = -inside.R[6] @ c
+    assert implausible_cameras(inside, IMPLAUSIBLE_CODES) == ["006.jpg"]
+    # a model that does not hold together (most cameras misplaced) is implausible as a whole
+    scattered = ring_model(n=8)
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        scattered.R[i] = random_rotation(rng)
+        scattered.t[i] = rng.normal(size=3) * 5
+    assert implausible_cameras(scattered, IMPLAUSIBLE_CODES) == scattered.names
 
 
 # ------------------------------------------------------------------------------------------------ job folder

@@ -68,10 +68,10 @@ MIN_FEATURES = 16
 #: :data:`MIN_MEDIAN_FEATURES` features each (median): smooth, furry or small photos need a lower threshold.
 PEAK_THRESHOLDS = (0.02 / 3, 0.002, 0.001)
 MIN_MEDIAN_FEATURES = 2000
-#: Checks whose cameras are dropped from a model as implausible (the rest of :func:`suspicious_cameras` warns).
-IMPLAUSIBLE_CODES = ("looks_away", "axis_misses_region", "region_outside_image")
-#: ... and for models of the relaxed or global retries, whose weakly attached images are more often misplaced.
-IMPLAUSIBLE_CODES_RETRY = (*IMPLAUSIBLE_CODES, "few_points")
+#: Checks whose cameras are dropped as implausible from the models of the retries (relaxed incremental and global
+#: mapping place weakly attached images wrongly more often). The first, plain incremental model is trusted as it
+#: is: its checks only warn (``suspicious`` in the report), as before.
+IMPLAUSIBLE_CODES = ("looks_away", "axis_misses_region", "region_outside_image", "few_points", "inside_region")
 #: Folder (under ``colmap/``) of each mapping attempt's models.
 MAPPER_FOLDERS = {"incremental": "sparse", "incremental_relaxed": "sparse_relaxed", "global": "sparse_global"}
 #: A guided re-match costs about this many times the plain matching (measured on plush_dog's ring: 2.5x).
@@ -757,7 +757,8 @@ class PoseEstimator:
         only while more than 5% are missing: each costs about as much as the first run). Each model's
         implausible cameras (:func:`implausible_cameras`) are counted out, and the model with the most plausible
         cameras wins (the earlier attempt on a tie): a larger model with a few misplaced cameras is kept without
-        them rather than a smaller one. Every attempt is listed in the report (``mapping_attempts``).
+        them rather than a smaller one (the first, plain incremental model is taken as it is). Every attempt is
+        listed in the report (``mapping_attempts``).
 
         Called again after a guided re-match (see :meth:`run`), the model chosen before competes too.
         """
@@ -786,8 +787,8 @@ class PoseEstimator:
                                     "models": sorted((m.num_reg_images() for m in models.values()), reverse=True),
                                     "implausible": [], "plausible": 0}
             if rec is not None:
-                codes = IMPLAUSIBLE_CODES if attempt == "incremental" else IMPLAUSIBLE_CODES_RETRY
-                info["implausible"] = implausible_cameras(model_arrays(rec), codes)
+                if attempt != "incremental":
+                    info["implausible"] = implausible_cameras(model_arrays(rec), IMPLAUSIBLE_CODES)
                 info["plausible"] = info["registered"] - len(info["implausible"])
             info["seconds"] = round(time.perf_counter() - start, 3)
             self.mapping_attempts.append(info)

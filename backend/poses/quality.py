@@ -296,21 +296,27 @@ def subset_images(m: ModelArrays, keep: np.ndarray) -> ModelArrays:
 
 
 def implausible_cameras(m: ModelArrays, codes: tuple[str, ...], rounds: int = 3) -> list[str]:
-    """Names of cameras whose pose does not fit the others, by the checks ``codes`` of :func:`suspicious_cameras`.
+    """Names of cameras whose pose does not fit the others, by the checks ``codes``.
 
-    Misplaced cameras pull the region of interest towards themselves, which can hide each other; so the check is
-    repeated (up to ``rounds`` times) on the cameras left, with the region found again without the ones already
-    flagged. Stops before fewer than 3 cameras would remain.
+    ``codes`` are those of :func:`suspicious_cameras`, plus ``inside_region`` (the camera sits inside the region
+    the others look at: impossible for photos of an object). Misplaced cameras pull the region of interest towards
+    themselves, which can hide each other; so the check is repeated (up to ``rounds`` times) on the cameras left,
+    with the region found again without the ones already flagged. When more than half of the cameras are flagged,
+    the model as a whole does not hold together and every camera is returned.
     """
     keep = np.ones(len(m.names), dtype=bool)
     flagged: list[str] = []
     for _ in range(rounds):
-        if keep.sum() < 3:
-            break
         sub = subset_images(m, keep)
-        found = sorted({s["name"] for s in suspicious_cameras(sub, region_of_interest(sub)) if s["code"] in codes})
-        if not found or keep.sum() - len(found) < 3:
+        roi = region_of_interest(sub)
+        found = {s["name"] for s in suspicious_cameras(sub, roi) if s["code"] in codes}
+        if "inside_region" in codes:
+            dist = np.linalg.norm(sub.centers - np.asarray(roi["center"]), axis=1)
+            found |= {n for n, d in zip(sub.names, dist, strict=True) if d < roi["radius"]}
+        if not found:
             break
-        flagged += found
-        keep &= np.array([n not in set(found) for n in m.names])
+        flagged += sorted(found)
+        keep &= np.array([n not in found for n in m.names])
+        if 2 * len(flagged) > len(m.names) or keep.sum() < 3:
+            return sorted(m.names)
     return sorted(flagged)
