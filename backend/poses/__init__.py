@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .jobdir import DISK_FULL_BYTES, PosesJob, free_bytes
+from .jobdir import DISK_FULL_BYTES, MARKER_KIND, PosesJob, free_bytes, read_marker
 from .pipeline import (
     CAMERA_MODE_CHOICES,
     CAMERA_MODEL_CHOICES,
@@ -172,7 +172,10 @@ def _run_watched(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     # the child died without a word (a native abort or crash, or killed): the protocol still gets its error
     free = free_bytes(job)
     leftover = PosesJob(job)
-    leftover.prepared, leftover.created = job.is_dir(), not existed
+    marker = read_marker(job) if job.is_dir() else None
+    # clean up only in a folder the child accepted as ours (never in one it may have refused or not reached)
+    leftover.prepared = marker is not None and marker.get("kind") == MARKER_KIND
+    leftover.created = not existed
     leftover.abort()
     if stopped:
         emitter.emit("error", message="pose estimation was cancelled", file=str(job),

@@ -253,8 +253,7 @@ class PosesJob:
         for p in self.root.glob(".*.tmp") if self.root.is_dir() else ():
             with contextlib.suppress(OSError):
                 p.unlink()
-        if self.created:
-            with contextlib.suppress(OSError):
-                (self.root / MARKER).unlink()
-            with contextlib.suppress(OSError):
-                self.root.rmdir()  # only when empty: never removes anything else
+        if self.created and self.root.is_dir() and {p.name for p in self.root.iterdir()} <= {MARKER}:
+            with contextlib.suppress(OSError):  # nothing but our marker is left: the folder goes too
+                (self.root / MARKER).unlink(missing_ok=True)
+                self.root.rmdir()
