@@ -1,7 +1,8 @@
-"""Benchmark pose estimation on DTU scan 65 against its calibrated cameras.
+"""Benchmark pose estimation on DTU scan 65 against its calibrated cameras, and on unposed everyday photos.
 
     python bench/poses.py                      # every configuration below, appended to docs/BENCHMARKS.md
     python bench/poses.py --configs default size1000 --no-write
+    python bench/poses.py --unposed plush_dog plush_ring plush_every4   # stage times and plausibility only
 
 Runs the stages of ``python -m backend poses`` one by one (so each is timed) for each configuration, then
 compares the cameras with ``cameras_sphere.npz`` (``world_mat_i = K [R | t]`` in DTU millimetres) after a
@@ -48,6 +49,14 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                  {"match_in_chunks": False}),
 }
 STAGES = ("scan", "extract", "match", "map", "refine", "undistort", "report")
+#: Unposed captures (no calibration): name -> (what, which plush_dog photos; None = all)
+UNPOSED: dict[str, tuple[str, Any]] = {
+    "plush_dog": ("84 photos all round a plush toy, 750x500, no masks", None),
+    "plush_ring": ("the 21 plush_dog photos of its second height (IMG_3511, IMG_3517-3536), ~17 deg apart",
+                   lambda names: [n for n in names if n == "IMG_3511.jpg" or 3517 <= int(n[4:8]) <= 3536]),
+    "plush_every4": ("every 4th plush_dog photo (21 frames over five heights, neighbours 15-30 deg apart)",
+                     lambda names: names[::4]),
+}
 
 
 def cpu_model() -> str:
@@ -95,6 +104,9 @@ def run_config(name: str, images: Path, calibrated: dict, sphere: tuple[np.ndarr
     for stage in STAGES:
         start, start_cpu = time.perf_counter(), cpu_seconds()
         getattr(est, stage)()
+        if stage == "map" and est._rematch_worthwhile():  # what run() does when views stay out
+            est.match(guided=True)
+            est.map()
         times[stage] = time.perf_counter() - start
         cpu[stage] = cpu_seconds() - start_cpu
         if stage == "map":  # before the final bundle adjustment mutates it
@@ -116,6 +128,64 @@ def run_config(name: str, images: Path, calibrated: dict, sphere: tuple[np.ndarr
            "pp": [(c["cx"], c["cy"]) for c in report.get("cameras", [])]}
     shutil.rmtree(job, ignore_errors=True)
     return row
+
+
+def orbit_metrics(rec: Any) -> dict[str, float]:
+    """Camera distance spread (std / mean) around the region's centre, worst optical-axis miss (region radii)."""
+    from backend.poses.quality import region_of_interest
+
+    m = model_arrays(rec)
+    roi = region_of_interest(m)
+    to_center = np.asarray(roi["center"]) - m.centers
+    dist = np.linalg.norm(to_center, axis=1)
+    along = (to_center * m.axes).sum(1)
+    miss = np.linalg.norm(to_center - along[:, None] * m.axes, axis=1) / roi["radius"]
+    return {"spread": float(dist.std() / dist.mean()), "miss": float(miss.max()), "away": int((along <= 0).sum())}
+
+
+def run_unposed(name: str, work: Path) -> dict[str, Any]:
+    """``PoseEstimator.run()`` on an unposed capture: wall and CPU seconds per stage, what registered."""
+    import pycolmap
+
+    source = shared_data("plush_dog") / "images"
+    names = sorted(p.name for p in source.iterdir())
+    pick = UNPOSED[name][1]
+    images = source
+    if pick is not None:
+        images = work / f"{name}_images"
+        shutil.rmtree(images, ignore_errors=True)
+        images.mkdir(parents=True)
+        for n in pick(names):
+            shutil.copy(source / n, images / n)
+    job = work / f"{name}_job"
+    shutil.rmtree(job, ignore_errors=True)
+    est = PoseEstimator(images, job, PoseOptions())
+    report = est.run()
+    row = {"capture": name, "what": UNPOSED[name][0], "report": report,
+           "orbit": orbit_metrics(pycolmap.Reconstruction(job / "poses" / "sparse"))}
+    shutil.rmtree(job, ignore_errors=True)
+    return row
+
+
+def unposed_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`run_unposed` rows: wall seconds (CPU seconds of all threads) per stage."""
+    head = ("| capture | extract s | match s | map s | other s | total s | registered | reproj px | points "
+            "| matching / mapper (retries) | peak threshold | pairs verified | distance spread / worst axis miss |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        rep, o = r["report"], r["orbit"]
+        t, c = rep["timings_s"], rep["cpu_s"]
+
+        def cell(*stages: str, t: dict = t, c: dict = c) -> str:
+            return f"{sum(t.get(s, 0) for s in stages):.1f} ({sum(c.get(s, 0) for s in stages):.0f})"
+
+        lines.append(
+            f"| {r['capture']} | {cell('extract')} | {cell('match')} | {cell('map')} "
+            f"| {cell('scan', 'refine', 'undistort', 'report')} | {cell(*STAGES)} "
+            f"| {rep['registered']}/{rep['total']} | {rep['mean_reprojection_error_px']:.2f} | {rep['num_points']} "
+            f"| {rep['matching']} / {rep['mapper']} ({rep['retries']}) | {rep['features']['peak_threshold']:.4f} "
+            f"| {rep['pairs_verified']} | {o['spread']:.3f} / {o['miss']:.2f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -164,7 +234,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (a quick smoke run)")
+    parser.add_argument("--unposed", nargs="+", choices=list(UNPOSED), default=None,
+                        help="time unposed captures instead (printed only: stage times, registered, plausibility)")
     args = parser.parse_args(argv)
+    if args.unposed:
+        work = args.work or Path(tempfile.mkdtemp(prefix="bench_poses_"))
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        rows = []
+        for name in args.unposed:
+            print(f"== {name}: {UNPOSED[name][0]}", file=sys.stderr, flush=True)
+            rows.append(run_unposed(name, work))
+            print(unposed_table(rows[-1:]), file=sys.stderr, flush=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        after = os.getloadavg() if hasattr(os, "getloadavg") else None
+        print(f"Device: {cpu_model()}, {os.cpu_count()} cores; load average "
+              f"{load[0] if load else float('nan'):.1f} before, {after[0] if after else float('nan'):.1f} after. "
+              f"Commit {commit()}, {datetime.date.today().isoformat()}.\n")
+        print(unposed_table(rows))
+        return 0
 
     images = args.data / "image"
     if not images.is_dir():

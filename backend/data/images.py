@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import BackendError
 from .cameras import scale_intrinsics
@@ -126,6 +126,31 @@ def _open_for_size(path: Path, max_size: int) -> tuple[Image.Image, tuple[int, i
                                 "The file is corrupt or not an image; replace it or remove it (and its camera).",
                                 path) from exc
     return im, full
+
+
+def image_decode_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the image at ``path`` does not decode completely, or None when every pixel decodes.
+
+    Decodes the whole file with truncated images refused (a JPEG cut short would otherwise load with its missing
+    rows filled grey, and a re-encoded copy would carry them on). JPEGs are decoded at 1/8 scale: libjpeg still
+    reads every byte of the compressed data, so truncation and broken data are found at a fraction of the cost.
+    Files Pillow does not know as images are not judged here (None; another reader may handle them).
+    """
+    path = Path(path)
+    refuse = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a process-wide switch: make sure it refuses while we check
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+    except UnidentifiedImageError:
+        return None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = refuse
+    return None
 
 
 def _pil_to_rgb_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

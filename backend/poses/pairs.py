@@ -1,9 +1,12 @@
 """Which image pairs to match (numpy only).
 
-Exhaustive matching costs n(n-1)/2 pairs (DTU's 49 images: 1176 pairs, 87 s on 2 cores), so larger sets match
-only likely pairs: neighbours in file-name order for video-like captures, and for everything else the most
-similar images by a small bag-of-visual-words retrieval built from the SIFT descriptors already extracted
-(no vocabulary file to download; this also closes loops in sequential captures).
+Exhaustive matching costs n(n-1)/2 pairs, each about ``a + b F^2`` seconds for F features per image (DTU's 49
+images at 8192 features: 1176 pairs, 87 s on 2 cores; plush_dog's 84 at about 1600: 3486 pairs, 19-28 s). Every
+pair is matched while that is affordable (:func:`choose_matching`): photos taken as people take them are seldom
+in an order that neighbour pairs could follow, and a view missed by pairing is lost. Larger sets match only
+likely pairs: neighbours in file-name order for video-like captures, and for everything else the most similar
+images by a small bag-of-visual-words retrieval built from the SIFT descriptors already extracted (no vocabulary
+file to download; this also closes loops in sequential captures).
 """
 
 from __future__ import annotations
@@ -14,8 +17,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Up to this many images, ``auto`` matches every pair.
-EXHAUSTIVE_MAX_IMAGES = 60
+#: Up to this many images, ``auto`` always matches every pair.
+EXHAUSTIVE_ALWAYS_IMAGES = 60
+#: Up to this many images, ``auto`` matches every pair when it is estimated to take at most
+#: :data:`EXHAUSTIVE_BUDGET_S` (see :func:`estimated_match_seconds`).
+EXHAUSTIVE_MAX_IMAGES = 200
+EXHAUSTIVE_BUDGET_S = 600.0
+#: Seconds per pair on one core: a fixed part (loading, verification) and one growing with features squared,
+#: fitted to DTU 65 (8192 features, 74 ms a pair on 2 cores) and plush_dog (about 1600 features, 6-8 ms).
+PAIR_SECONDS_FIXED = 0.007
+PAIR_SECONDS_PER_FEATURE2 = 2.1e-9
 
 Pair = tuple[int, int]
 
@@ -141,9 +152,24 @@ def retrieval_pairs(descriptors: Sequence[np.ndarray], k: int = 20, words: int =
     return sorted(pairs)
 
 
-def choose_matching(names: Sequence[str]) -> str:
-    """The matching strategy ``auto`` picks: ``exhaustive``, ``sequential`` or ``retrieval``."""
-    if len(names) <= EXHAUSTIVE_MAX_IMAGES:
+def estimated_match_seconds(n_pairs: int, mean_features: float, threads: int) -> float:
+    """Rough wall seconds to match and verify ``n_pairs`` pairs of images with ``mean_features`` SIFT features."""
+    per_pair = PAIR_SECONDS_FIXED + PAIR_SECONDS_PER_FEATURE2 * float(mean_features) ** 2
+    return n_pairs * per_pair / max(1, threads)
+
+
+def choose_matching(names: Sequence[str], mean_features: float | None = None, threads: int = 2) -> str:
+    """The matching strategy ``auto`` picks: ``exhaustive``, ``sequential`` or ``retrieval``.
+
+    Every pair up to :data:`EXHAUSTIVE_ALWAYS_IMAGES` images, and up to :data:`EXHAUSTIVE_MAX_IMAGES` while
+    :func:`estimated_match_seconds` stays within :data:`EXHAUSTIVE_BUDGET_S` (``mean_features`` None: assume
+    the budget holds).
+    """
+    n = len(names)
+    if n <= EXHAUSTIVE_ALWAYS_IMAGES:
+        return "exhaustive"
+    if n <= EXHAUSTIVE_MAX_IMAGES and (mean_features is None or estimated_match_seconds(
+            n * (n - 1) // 2, mean_features, threads) <= EXHAUSTIVE_BUDGET_S):
         return "exhaustive"
     return "sequential" if looks_sequential(names) else "retrieval"
 

@@ -7,9 +7,10 @@ progress can be reported), ``match`` (pairs chosen by :mod:`.pairs`, matched in 
 adjustment that also refines the principal point of shared cameras), ``undistort`` (to PINHOLE, masks warped
 the same way) and ``report`` (statistics, suspicious cameras, region of interest).
 
-Everything is written under the job folder: ``<job>/colmap/`` holds the database and the raw models,
-``<job>/poses/`` the posed dataset (see :data:`POSES_LAYOUT`), built under a temporary name and renamed into
-place at the end. The user's image folder is only read.
+Everything is written under the job folder (see :mod:`.jobdir`): ``<job>/colmap/`` holds the database and
+the raw models, ``<job>/poses/`` the posed dataset (see :data:`POSES_LAYOUT`); both are built under temporary
+names and renamed into place at the end, so a failed run leaves the previous results as they were. A folder
+that is not empty and not a poses job is refused. The user's image folder is only read.
 
 This module needs numpy and pycolmap only (it runs in Blender's own Python), never torch.
 """
@@ -34,9 +35,18 @@ import numpy as np
 import pycolmap
 
 from .. import protocol
+from ..data.images import image_decode_problem
 from ..errors import BackendError
 from . import pairs as pairing
-from .quality import ModelArrays, model_arrays, model_statistics, region_of_interest, suspicious_cameras
+from .jobdir import DISK_FULL_BYTES, PosesJob, free_bytes, os_error, require_space
+from .quality import (
+    ModelArrays,
+    implausible_cameras,
+    model_arrays,
+    model_statistics,
+    region_of_interest,
+    suspicious_cameras,
+)
 
 log = logging.getLogger("backend.poses")
 
@@ -54,6 +64,22 @@ CAMERA_MODEL_CHOICES = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "SIMPLE_PINHOLE", "
 MIN_IMAGES_FOR_PRINCIPAL_POINT = 3
 #: Fewest features an image needs to be usable.
 MIN_FEATURES = 16
+#: SIFT peak thresholds tried in turn (COLMAP's default first) until a sample of the images gives at least
+#: :data:`MIN_MEDIAN_FEATURES` features each (median): smooth, furry or small photos need a lower threshold.
+PEAK_THRESHOLDS = (0.02 / 3, 0.002, 0.001)
+MIN_MEDIAN_FEATURES = 2000
+#: Checks whose cameras are dropped as implausible from the models of the retries (relaxed incremental and global
+#: mapping place weakly attached images wrongly more often). The first, plain incremental model is trusted as it
+#: is: its checks only warn (``suspicious`` in the report), as before.
+IMPLAUSIBLE_CODES = ("looks_away", "axis_misses_region", "region_outside_image", "few_points", "inside_region")
+#: Folder (under ``colmap/``) of each mapping attempt's models.
+MAPPER_FOLDERS = {"incremental": "sparse", "incremental_relaxed": "sparse_relaxed", "global": "sparse_global"}
+#: A guided re-match costs about this many times the plain matching (measured on plush_dog's ring: 2.5x).
+GUIDED_COST_FACTOR = 3.0
+#: Bytes the database, models and undistorted copies need at least: input bytes x this + per image + fixed.
+SPACE_PER_INPUT_BYTE = 1.1
+SPACE_PER_IMAGE = 100_000
+SPACE_FIXED = 4_000_000
 
 #: What ``<job>/poses`` holds (the training command reads it as a COLMAP dataset).
 POSES_LAYOUT = {
@@ -72,11 +98,14 @@ class PoseOptions:
     """Settings of a pose-estimation run (defaults are what ``python -m backend poses`` uses).
 
     Attributes:
-        matching: one of :data:`MATCHING_CHOICES`; ``auto`` matches every pair up to
-            :data:`.pairs.EXHAUSTIVE_MAX_IMAGES` images, else neighbours for numbered sequences plus retrieval.
+        matching: one of :data:`MATCHING_CHOICES`; ``auto`` matches every pair while that is affordable (see
+            :func:`.pairs.choose_matching`), else neighbours for numbered sequences plus retrieval.
         max_image_size: longer image side for feature extraction (larger images are downscaled for SIFT only).
         max_features: most SIFT features per image.
-        mapper: ``incremental``, ``global`` or ``auto`` (incremental, then global when images stay unregistered).
+        peak_threshold: SIFT peak threshold; None tries :data:`PEAK_THRESHOLDS` on a sample of the images and
+            takes the first that gives enough features.
+        mapper: ``incremental``, ``global`` or ``auto`` (incremental; when images stay unregistered, incremental
+            with relaxed thresholds and global mapping too; the model with the most plausible cameras wins).
         camera_mode: ``auto`` groups images into cameras by size and EXIF focal length; ``single``; ``per_image``.
         camera_model: COLMAP model estimated during mapping (undistorted to PINHOLE at the end).
         refine_principal_point: final bundle adjustment also refines principal points (of cameras shared by
@@ -93,6 +122,7 @@ class PoseOptions:
     matching: str = "auto"
     max_image_size: int = 3200
     max_features: int = 8192
+    peak_threshold: float | None = None
     mapper: str = "auto"
     camera_mode: str = "auto"
     camera_model: str = "SIMPLE_RADIAL"
@@ -117,6 +147,10 @@ class PoseOptions:
                                hint="Pass --vocab-tree FILE (from the COLMAP releases), or use --matching auto.")
         if self.max_image_size is not None and 0 < self.max_image_size < 64:
             raise BackendError(f"--max-image-size {self.max_image_size} is too small", hint="Use 64 or more.")
+        if self.peak_threshold is not None and not 0 < self.peak_threshold < 1:
+            raise BackendError(f"--peak-threshold {self.peak_threshold} is outside (0, 1)",
+                               hint="Leave it out (chosen from the photos), or use e.g. 0.0067 (COLMAP's default) "
+                                    "down to 0.001 for smooth objects.")
 
 
 @dataclass
@@ -135,17 +169,20 @@ class ImageEntry:
 
 @dataclass
 class StageTimer:
-    """Wall-clock seconds per stage."""
+    """Wall-clock seconds per stage, and CPU seconds of this process (all threads: on a busy machine the wall
+    time says little, the CPU time much more)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+            self.cpu_seconds[name] = round(self.cpu_seconds.get(name, 0.0) + time.process_time() - start_cpu, 3)
 
 
 class _NullEmitter:
@@ -211,7 +248,8 @@ class PoseEstimator:
     """Runs the stages for one image folder into one job folder.
 
     Usage: ``report = PoseEstimator(images, job, options, emitter).run()``; or call the stages in order
-    (``scan``, ``extract``, ``match``, ``map``, ``refine``, ``undistort``, ``report``) to time them.
+    (``scan``, ``extract``, ``match``, ``map``, ``refine``, ``undistort``, ``report``) to time them (then a
+    failure leaves the temporary folders for the next run to remove).
     """
 
     def __init__(self, images: str | os.PathLike[str], job: str | os.PathLike[str],
@@ -223,23 +261,24 @@ class PoseEstimator:
         self.options = options or PoseOptions()
         self.emitter = emitter or _NullEmitter()
         self.timer = StageTimer()
+        self.jobdir = PosesJob(self.job)
+        self.work_dir = self.jobdir.work_partial  # ``<job>/colmap`` once the run is finished
         self.entries: list[ImageEntry] = []
         self.skipped: list[dict[str, str]] = []
         self.matching_used = ""
         self.mapper_used = ""
+        self.features_info: dict[str, Any] = {}
         self.match_stats: dict[str, Any] = {}
         self.models_found: list[int] = []
-        self.global_attempt: dict[str, Any] | None = None  # set when auto mode tried global mapping too
+        self.mapping_attempts: list[dict[str, Any]] = []
+        self.match_rounds: list[dict[str, Any]] = []  # statistics of earlier matching rounds (before a retry)
+        self.model_folder = "sparse"  # colmap/<folder> of the chosen model's mapping attempt
+        self.implausible: dict[str, str] = {}  # cameras left out of the chosen model, with the reason
         self.refine_info: dict[str, Any] = {}
         self.reconstruction: Any = None  # the chosen pycolmap.Reconstruction (distorted cameras)
         self.final_report: dict[str, Any] | None = None
 
     # -------------------------------------------------------------------------------------------- paths
-
-    @property
-    def work_dir(self) -> Path:
-        """``<job>/colmap``: database and raw models (kept for inspection, not read by training)."""
-        return self.job / "colmap"
 
     @property
     def database(self) -> Path:
@@ -252,7 +291,7 @@ class PoseEstimator:
 
     @property
     def staging_dir(self) -> Path:
-        return self.job / ".poses.partial"
+        return self.jobdir.poses_partial
 
     @property
     def usable(self) -> list[ImageEntry]:
@@ -271,22 +310,49 @@ class PoseEstimator:
     # -------------------------------------------------------------------------------------------- stages
 
     def run(self) -> dict[str, Any]:
-        """All stages; returns the report (also in ``<job>/poses/report.json``)."""
+        """All stages; returns the report (also in ``<job>/poses/report.json``).
+
+        On any failure the files this run wrote are removed (the previous results of the job stay) and the
+        error is raised as a :class:`BackendError` naming the path and what to do.
+        """
         self.options.check()
-        with self.timer.stage("scan"):
-            self.scan()
-        with self.timer.stage("extract"):
-            self.extract()
-        with self.timer.stage("match"):
-            self.match()
-        with self.timer.stage("map"):
-            self.map()
-        with self.timer.stage("refine"):
-            self.refine()
-        with self.timer.stage("undistort"):
-            self.undistort()
-        with self.timer.stage("report"):
-            return self.report()
+        quiet_pycolmap_log_files()
+        try:
+            with self.timer.stage("scan"):
+                self.scan()
+            with self.timer.stage("extract"):
+                self.extract()
+            with self.timer.stage("match"):
+                self.match()
+            with self.timer.stage("map"):
+                self.map()
+            if self._rematch_worthwhile():
+                with self.timer.stage("match"):
+                    self.match(guided=True)
+                with self.timer.stage("map"):
+                    self.map()
+            with self.timer.stage("refine"):
+                self.refine()
+            with self.timer.stage("undistort"):
+                self.undistort()
+            with self.timer.stage("report"):
+                return self.report()
+        except BaseException as exc:
+            free = free_bytes(self.job)  # before the partial files are removed again
+            if self.jobdir.prepared:
+                self.jobdir.abort()
+            if isinstance(exc, OSError):
+                raise os_error(exc, self.job, "write to the job folder") from exc
+            if isinstance(exc, RuntimeError) and (_is_disk_full(exc) or (free is not None and free < DISK_FULL_BYTES)):
+                raise BackendError(f"the disk is full: pycolmap could not write to the job folder ({exc})",
+                                   file=self.job, hint="Free some space on that disk, or choose a job folder on "
+                                                       "another disk (--out); the partial files of this run were "
+                                                       "removed.") from exc
+            if isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in ("database", "sqlite")):
+                raise BackendError(f"pycolmap cannot open or write its database: {exc}", file=self.database,
+                                   hint="Check the disk of the job folder (free space, permissions, errors), or "
+                                        "choose another job folder (--out).") from exc
+            raise
 
     def scan(self) -> None:
         """Check the folders, list the images, skip what is not one, group images into cameras, fill the database."""
@@ -297,10 +363,25 @@ class PoseEstimator:
         if self.job == self.image_dir:
             raise BackendError("the output folder is the image folder", file=self.job,
                                hint="Choose a separate job folder with --out; the photos are never written to.")
-        self._check_writable()
+        if any(self.image_dir.is_relative_to(p) for p in (self.jobdir.poses_dir, self.jobdir.work_dir,
+                                                           self.jobdir.poses_partial, self.jobdir.work_partial)):
+            raise BackendError("the photos are inside the job folder's results, which this run replaces",
+                               file=self.image_dir, hint="Copy the photos to a folder of their own, or choose "
+                                                         "another job folder with --out.")
+        try:
+            files = _natural_sorted([p.name for p in self.image_dir.iterdir()
+                                     if not p.name.startswith(".") and p.is_file()])
+        except OSError as exc:
+            raise os_error(exc, self.image_dir, "read the image folder") from exc
+        self.jobdir.prepare(self.image_dir)
+        if self.jobdir.reused:
+            self._emit("warning", message=f"{self.job} already holds the results of a pose estimation: its "
+                                          "poses/ and colmap/ folders are replaced when this run finishes (until "
+                                          "then they stay as they are); other files in the folder are kept",
+                       file=str(self.job))
+        if self.jobdir.cleaned:
+            log.info("removed what an interrupted run left in %s: %s", self.job, ", ".join(self.jobdir.cleaned))
         self._stage("scan", f"reading {self.image_dir}")
-        files = _natural_sorted([p.name for p in self.image_dir.iterdir()
-                                 if not p.name.startswith(".") and p.is_file()])
         candidates = []
         for name in files:
             ext = Path(name).suffix.lower()
@@ -316,14 +397,16 @@ class PoseEstimator:
                        files=[s["name"] for s in self.skipped])
         self._require_enough(len(candidates), "image files")
         self.entries = [ImageEntry(name, self.image_dir / name) for name in candidates]
-
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.work_dir.mkdir(parents=True)
+        input_bytes = sum(_file_size(e.path) for e in self.entries)
+        require_space(self.job, int(SPACE_PER_INPUT_BYTE * input_bytes + SPACE_PER_IMAGE * len(self.entries)
+                                    + SPACE_FIXED), f"the pose estimation of {len(self.entries)} photos")
+        self.jobdir.start_work()
         self._probe_images()
         bad = [e for e in self.entries if e.dropped]
         if bad:
-            self._emit("warning", message=f"{len(bad)} image(s) cannot be read and are skipped: "
-                                          + ", ".join(e.name for e in bad[:20]), files=[e.name for e in bad])
+            self._emit("warning", message=f"{len(bad)} image(s) cannot be read completely and are skipped: "
+                                          + "; ".join(f"{e.name} ({e.detail})" for e in bad[:20]),
+                       files=[e.name for e in bad])
         self._require_enough(len(self.usable), "readable images")
         if self.mask_dir is not None:
             self._find_masks()
@@ -336,16 +419,6 @@ class PoseEstimator:
                                    image_names=names, options=reader)
         log.info("%d images in %d camera group(s)", len(self.usable), len(groups))
 
-    def _check_writable(self) -> None:
-        try:
-            self.job.mkdir(parents=True, exist_ok=True)
-            probe = self.job / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise BackendError(f"cannot write to the output folder: {exc.strerror or exc}", file=self.job,
-                               hint="Choose a job folder you can write to (--out).") from exc
-
     def _require_enough(self, n: int, what: str) -> None:
         if n < 3:
             raise BackendError(f"only {n} {what} in {self.image_dir}; pose estimation needs at least 3",
@@ -354,7 +427,11 @@ class PoseEstimator:
                                     "at least 3 photos) and put them in one folder.")
 
     def _probe_images(self) -> None:
-        """Import every candidate once (headers only) to find unreadable files and each image's size and focal."""
+        """Find each image's size and focal length (headers, with pycolmap) and check that it decodes completely.
+
+        An image pycolmap cannot open, or whose data ends early or is damaged (a JPEG cut short decodes with
+        grey rows and would be copied that way into the dataset), is dropped as ``unreadable`` with the reason.
+        """
         probe_db = self.work_dir / "probe.db"
         pycolmap.Database.open(probe_db).close()
         pycolmap.import_images(probe_db, self.image_dir, camera_mode=pycolmap.CameraMode.PER_IMAGE,
@@ -365,11 +442,16 @@ class PoseEstimator:
             found = {im.name: cams[im.camera_id] for im in db.read_all_images()}
         finally:
             db.close()
-        probe_db.unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{probe_db}{suffix}").unlink(missing_ok=True)
         for e in self.entries:
             cam = found.get(e.name)
             if cam is None:
                 e.dropped, e.detail = "unreadable", "the file cannot be decoded as an image"
+                continue
+            problem = image_decode_problem(e.path)
+            if problem is not None:
+                e.dropped, e.detail = "unreadable", f"the image data is damaged or cut short: {problem}"
                 continue
             e.width, e.height = int(cam.width), int(cam.height)
             focal = round(float(cam.focal_length), 1) if cam.has_prior_focal_length else None
@@ -424,7 +506,13 @@ class PoseEstimator:
         return out
 
     def extract(self) -> None:
-        """SIFT features for every usable image, in batches so progress can be reported."""
+        """SIFT features for every usable image, in batches so progress can be reported.
+
+        The first batch is a sample spread over the set. With ``peak_threshold`` None, when its median feature
+        count stays under :data:`MIN_MEDIAN_FEATURES` its features are dropped and it is extracted again with
+        the next, lower threshold of :data:`PEAK_THRESHOLDS` (smooth or furry objects and small photos give few
+        SIFT features at COLMAP's default, and too few to link views a few tens of degrees apart).
+        """
         opts = self.options
         names = [e.name for e in self.usable]
         size = "full size" if opts.max_image_size <= 0 else f"longer side <= {opts.max_image_size}px"
@@ -440,18 +528,48 @@ class PoseEstimator:
             reader.mask_path = self._feature_masks()
         threads = opts.num_threads if opts.num_threads > 0 else (os.cpu_count() or 2)
         batch = max(2 * threads, math.ceil(len(names) / 20))
-        self._progress("extract", 0, len(names))
-        for start in range(0, len(names), batch):
+        sample = sorted({round(k * (len(names) - 1) / max(batch - 1, 1)) for k in range(batch)})
+        order = [names[i] for i in sample] + [n for i, n in enumerate(names) if i not in set(sample)]
+
+        def run_batch(batch_names: list[str]) -> None:
             # the images are already in the database with their cameras; PER_IMAGE skips the single-size check
-            pycolmap.extract_features(self.database, self.image_dir, image_names=names[start:start + batch],
+            pycolmap.extract_features(self.database, self.image_dir, image_names=batch_names,
                                       camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader,
                                       extraction_options=ext, device=pycolmap.Device.cpu)
+
+        self._progress("extract", 0, len(names))
+        thresholds = PEAK_THRESHOLDS if opts.peak_threshold is None else (opts.peak_threshold,)
+        tried: list[dict[str, Any]] = []
+        first = order[:batch]
+        for k, threshold in enumerate(thresholds):
+            ext.sift.peak_threshold = float(threshold)
+            run_batch(first)
+            counts = self._keypoint_counts()
+            median = float(np.median([counts.get(n, 0) for n in first]))
+            tried.append({"peak_threshold": float(threshold), "sample_median_features": median})
+            if median >= MIN_MEDIAN_FEATURES or k == len(thresholds) - 1:
+                break
+            log.info("extract: %d features per image (median of %d) at peak threshold %.4f: trying %.4f",
+                     median, len(first), threshold, thresholds[k + 1])
+            db = pycolmap.Database.open(self.database)
+            try:  # only the sample has features so far
+                db.clear_keypoints()
+                db.clear_descriptors()
+            finally:
+                db.close()
+        self._progress("extract", len(first), len(names))
+        for start in range(batch, len(order), batch):
+            run_batch(order[start:start + batch])
             self._progress("extract", min(start + batch, len(names)), len(names))
-        db = pycolmap.Database.open(self.database)
-        try:
-            counts = {im.name: db.num_keypoints_for_image(im.image_id) for im in db.read_all_images()}
-        finally:
-            db.close()
+        counts = self._keypoint_counts()
+        self.features_info = {"peak_threshold": float(ext.sift.peak_threshold), "tried": tried,
+                              "median_features": float(np.median([counts.get(n, 0) for n in names])),
+                              "mean_features": float(np.mean([counts.get(n, 0) for n in names]))}
+        if len(tried) > 1:
+            self._emit("warning", message=f"few SIFT features at COLMAP's default threshold (median "
+                                          f"{tried[0]['sample_median_features']:.0f} per photo of a sample): "
+                                          f"extracted with peak threshold {ext.sift.peak_threshold:.4f} "
+                                          f"instead ({self.features_info['median_features']:.0f} per photo)")
         failed = []
         for e in self.usable:
             n = counts.get(e.name, 0)
@@ -464,6 +582,13 @@ class PoseEstimator:
                                           + ", ".join(failed[:20]), files=failed)
         self._require_enough(len(self.usable), "images with features")
 
+    def _keypoint_counts(self) -> dict[str, int]:
+        db = pycolmap.Database.open(self.database)
+        try:
+            return {im.name: db.num_keypoints_for_image(im.image_id) for im in db.read_all_images()}
+        finally:
+            db.close()
+
     def _image_ids(self) -> dict[str, int]:
         db = pycolmap.Database.open(self.database)
         try:
@@ -471,15 +596,34 @@ class PoseEstimator:
         finally:
             db.close()
 
-    def match(self) -> None:
-        """Match features between the chosen pairs and verify them geometrically."""
+    def match(self, guided: bool = False) -> None:
+        """Match features between the chosen pairs and verify them geometrically.
+
+        Args:
+            guided: match again from scratch with guided matching (each verified pair is matched once more
+                along its epipolar geometry, which finds the matches the ratio test rejected: more and longer
+                tracks between views far apart). The retry when images stay unregistered (see :meth:`run`).
+        """
         opts = self.options
+        if guided:
+            for e in self.entries:
+                if e.dropped == "no_matches":
+                    e.dropped, e.detail = None, ""
+            db = pycolmap.Database.open(self.database)
+            try:
+                db.clear_matches()
+                db.clear_two_view_geometries()
+            finally:
+                db.close()
         names = [e.name for e in self.usable]
-        strategy = pairing.choose_matching(names) if opts.matching == "auto" else opts.matching
-        self.matching_used = strategy
+        threads = opts.num_threads if opts.num_threads > 0 else (os.cpu_count() or 2)
+        strategy = (pairing.choose_matching(names, self.features_info.get("mean_features"), threads)
+                    if opts.matching == "auto" else opts.matching)
+        self.matching_used = strategy + (" (guided)" if guided else "")
         matching = pycolmap.FeatureMatchingOptions()
         matching.num_threads = opts.num_threads
         matching.use_gpu = False
+        matching.guided_matching = guided
         verification = pycolmap.TwoViewGeometryOptions()
         verification.ransac.random_seed = opts.seed
         kwargs: dict[str, Any] = {"matching_options": matching, "verification_options": verification,
@@ -500,12 +644,14 @@ class PoseEstimator:
                 pair_list = sorted(set(pair_list) | set(pairing.sequential_pairs(len(names), opts.sequential_overlap)))
         n = len(names)
         known = len(pair_list) if pair_list is not None else (n * (n - 1) // 2 if strategy == "exhaustive" else None)
-        self.match_stats = {"pairs_matched": known}
+        if self.match_stats:
+            self.match_rounds.append(self.match_stats)
+        self.match_stats = {"pairs_matched": known, "guided": guided}
         if pair_list is not None:
-            self._stage("match", f"{strategy} matching: {len(pair_list)} pairs of {len(names)} images")
+            self._stage("match", f"{self.matching_used} matching: {len(pair_list)} pairs of {len(names)} images")
             self._match_pairs(names, pair_list, kwargs)
         else:
-            self._stage("match", f"{strategy} matching of {len(names)} images")
+            self._stage("match", f"{self.matching_used} matching of {len(names)} images")
             if strategy == "exhaustive":
                 pycolmap.match_exhaustive(self.database, **kwargs)
             elif strategy == "sequential":
@@ -604,45 +750,100 @@ class PoseEstimator:
                 e.dropped, e.detail = "no_matches", "shares too few features with every other image"
 
     def map(self) -> None:
-        """Incremental (or global) mapping; keeps the model with the most registered images."""
+        """Mapping, retried while images stay unregistered; keeps the model with the most plausible cameras.
+
+        With ``mapper`` ``auto``: incremental mapping with COLMAP's defaults; when it leaves usable images out,
+        incremental mapping with relaxed registration thresholds, then global mapping (on sets over 200 images
+        only while more than 5% are missing: each costs about as much as the first run). Each model's
+        implausible cameras (:func:`implausible_cameras`) are counted out, and the model with the most plausible
+        cameras wins (the earlier attempt on a tie): a larger model with a few misplaced cameras is kept without
+        them rather than a smaller one (the first, plain incremental model is taken as it is). Every attempt is
+        listed in the report (``mapping_attempts``).
+
+        Called again after a guided re-match (see :meth:`run`), the model chosen before competes too.
+        """
         opts = self.options
-        mapper = "incremental" if opts.mapper in ("auto", "incremental") else "global"
-        models = self._run_mapper(mapper)
-        best = self._best(models)
         n_usable = sum(1 for e in self.entries if e.dropped in (None, "no_matches"))
-        got = 0 if best is None else best.num_reg_images()
-        if opts.mapper == "auto" and got < n_usable and (n_usable <= 200 or got < 0.95 * n_usable):
-            # global mapping often registers what incremental mapping gives up on (weak pairs, rings of views);
-            # on large sets only when much is missing, as it costs about as much as the incremental run
-            self._emit("stage", name="map", detail=f"incremental mapping registered {got}/{n_usable}: "
-                                                   "trying global mapping")
-            other = self._best(self._run_mapper("global", subdir="sparse_global"))
-            if other is not None and other.num_reg_images() > got:
-                # it may also place the images incremental mapping refused in implausible spots: then keep that
-                doubtful = self._doubtful_cameras(other)
-                self.global_attempt = {"registered": other.num_reg_images(), "doubtful": doubtful,
-                                       "used": not doubtful or best is None}
-                if self.global_attempt["used"]:
-                    best, mapper = other, "global"
-                    models = {0: other}
-                else:
-                    self._emit("warning", message=f"global mapping registered {other.num_reg_images()} images but "
-                                                  f"placed {len(doubtful)} implausibly ({', '.join(doubtful[:10])}); "
-                                                  f"keeping the {got} images of incremental mapping",
-                               files=doubtful)
-        self.mapper_used = mapper
-        if best is None or best.num_reg_images() < 2:
+        attempts = {"auto": ["incremental", "incremental_relaxed", "global"], "incremental": ["incremental"],
+                    "global": ["global"]}[opts.mapper]
+        guided = bool(self.match_stats.get("guided"))
+        best: tuple[dict[str, Any], Any] | None = None
+        earlier = next((a for a in self.mapping_attempts if a.get("used")), None)
+        if earlier is not None and self.reconstruction is not None:
+            best = (earlier, self.reconstruction)
+        for k, attempt in enumerate(attempts):
+            if k > 0:
+                have = best[0]["plausible"] if best else 0
+                if have >= n_usable or (n_usable > 200 and have >= 0.95 * n_usable):
+                    break
+                self._emit("stage", name="map", detail=f"{self.mapping_attempts[-1]['mapper']} mapping kept "
+                                                       f"{have}/{n_usable} images: retrying with {attempt} mapping")
+            start = time.perf_counter()
+            folder = MAPPER_FOLDERS[attempt] + ("_guided" if guided else "")
+            models = self._run_mapper(attempt, folder)
+            rec = self._best(models)
+            info: dict[str, Any] = {"mapper": attempt, "guided_matching": guided, "folder": folder,
+                                    "registered": rec.num_reg_images() if rec else 0,
+                                    "models": sorted((m.num_reg_images() for m in models.values()), reverse=True),
+                                    "implausible": [], "plausible": 0}
+            if rec is not None:
+                if attempt != "incremental":
+                    info["implausible"] = implausible_cameras(model_arrays(rec), IMPLAUSIBLE_CODES)
+                info["plausible"] = info["registered"] - len(info["implausible"])
+            info["seconds"] = round(time.perf_counter() - start, 3)
+            self.mapping_attempts.append(info)
+            log.info("map: %s mapping registered %d images (%d implausible) in %.1f s", attempt,
+                     info["registered"], len(info["implausible"]), info["seconds"])
+            if rec is not None and (best is None or info["plausible"] > best[0]["plausible"]):
+                best = (info, rec)
+        if best is None or best[0]["plausible"] < 2:
             raise BackendError(
                 "no images could be registered: the matches between the images do not fit one 3D scene",
                 file=self.image_dir,
                 hint="Use more photos with more overlap (move a little between shots, walk around the object), "
                      "avoid moving objects and reflections, or try --matching exhaustive.")
-        self.models_found = sorted((m.num_reg_images() for m in models.values()), reverse=True)
-        self.reconstruction = best
+        info, rec = best
+        for attempt in self.mapping_attempts:
+            attempt["used"] = attempt is info
+        if info["implausible"]:
+            drop = set(info["implausible"])
+            for iid in list(rec.reg_image_ids()):
+                if rec.images[iid].name in drop:
+                    rec.deregister_frame(rec.images[iid].frame_id)
+            self._emit("warning", message=f"{info['mapper']} mapping placed {len(drop)} camera(s) implausibly; "
+                                          f"they are left out: {', '.join(sorted(drop)[:20])}", files=sorted(drop))
+        self.implausible = {name: "its pose does not fit the others (see suspicious checks)"
+                            for name in info["implausible"]}
+        self.mapper_used = info["mapper"]
+        self.model_folder = info["folder"]
+        self.models_found = info["models"]
+        self.reconstruction = rec
 
-    def _run_mapper(self, mapper: str, subdir: str = "sparse") -> dict[int, Any]:
+    def _rematch_worthwhile(self) -> bool:
+        """Whether to match again with guided matching: images stay out, and it is affordable (auto mode only)."""
         opts = self.options
-        out = self.work_dir / subdir
+        if opts.mapper != "auto" or self.match_stats.get("guided") or not self.mapping_attempts:
+            return False
+        n_candidates = sum(1 for e in self.entries if e.dropped in (None, "no_matches"))
+        have = next(a["plausible"] for a in self.mapping_attempts if a.get("used"))
+        if have >= n_candidates or (n_candidates > 200 and have >= 0.95 * n_candidates):
+            return False
+        threads = opts.num_threads if opts.num_threads > 0 else (os.cpu_count() or 2)
+        pairs = self.match_stats.get("pairs_matched") or n_candidates * (n_candidates - 1) // 2
+        cost = GUIDED_COST_FACTOR * pairing.estimated_match_seconds(pairs, self.features_info.get(
+            "mean_features", opts.max_features), threads)
+        if cost > pairing.EXHAUSTIVE_BUDGET_S:
+            log.info("map: %d of %d images kept; a guided re-match (about %.0f s) is not tried", have,
+                     n_candidates, cost)
+            return False
+        self._emit("stage", name="match", detail=f"{have} of {n_candidates} images kept: matching again with "
+                                                 "guided matching (more matches between views far apart)")
+        return True
+
+    def _run_mapper(self, mapper: str, folder: str) -> dict[int, Any]:
+        """Run one mapping attempt (``incremental``, ``incremental_relaxed``, ``global``) into ``colmap/<folder>``."""
+        opts = self.options
+        out = self.work_dir / folder
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         total = sum(1 for e in self.entries if e.dropped in (None, "no_matches"))
@@ -654,13 +855,19 @@ class PoseEstimator:
             options.mapper.global_positioning.use_gpu = False
             options.mapper.bundle_adjustment.ceres.use_gpu = False
             return dict(pycolmap.global_mapping(self.database, self.image_dir, out, options=options))
-        self._stage("map", f"incremental mapping of {total} images")
+        self._stage("map", f"{mapper.replace('_', ' ')} mapping of {total} images")
         options = pycolmap.IncrementalPipelineOptions()
         options.num_threads = opts.num_threads
         options.random_seed = opts.seed
         options.ba_use_gpu = False
         options.extract_colors = True
         options.min_model_size = 3  # pycolmap discards models under 10 images: small captures would get nothing
+        if mapper == "incremental_relaxed":
+            # register images on weaker evidence (COLMAP: 30 inliers, 25%; start pairs with 100 inliers); the
+            # plausibility checks afterwards catch what this places wrongly
+            options.mapper.abs_pose_min_num_inliers = 15
+            options.mapper.abs_pose_min_inlier_ratio = 0.15
+            options.mapper.init_min_num_inliers = 50
         counter = {"n": 0}
 
         def next_image() -> None:
@@ -674,14 +881,6 @@ class PoseEstimator:
         return dict(pycolmap.incremental_mapping(self.database, self.image_dir, out, options=options,
                                                  initial_image_pair_callback=first_pair,
                                                  next_image_callback=next_image))
-
-    @staticmethod
-    def _doubtful_cameras(rec: Any) -> list[str]:
-        """Images of a model whose pose looks wrong (see :func:`suspicious_cameras`; lens distortion ignored)."""
-        arrays = model_arrays(rec)
-        roi = region_of_interest(arrays)
-        codes = ("looks_away", "axis_misses_region", "region_outside_image", "few_points")
-        return sorted({s["name"] for s in suspicious_cameras(arrays, roi) if s["code"] in codes})
 
     @staticmethod
     def _best(models: dict[int, Any]) -> Any:
@@ -756,8 +955,12 @@ class PoseEstimator:
         """Undistort the registered images (and masks) to PINHOLE cameras under a temporary folder."""
         staging = self.staging_dir
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
         n = self.reconstruction.num_reg_images()
+        by_name = {e.name: e for e in self.entries}
+        names = [self.reconstruction.images[i].name for i in self.reconstruction.reg_image_ids()]
+        require_space(self.job, int(SPACE_PER_INPUT_BYTE * sum(_file_size(by_name[k].path) for k in names)
+                                    + SPACE_FIXED), f"the {n} undistorted photos")
+        staging.mkdir(parents=True)
         self._stage("undistort", f"undistorting {n} images to PINHOLE cameras")
         images_dir = staging / "images"
         last = [-1]
@@ -776,6 +979,13 @@ class PoseEstimator:
         for script in staging.glob("run-colmap-*.sh"):
             script.unlink()
         self._progress("undistort", n, n)
+        for name in names:  # what training will read: complete (a full disk can cut a copy short without an error)
+            problem = image_decode_problem(images_dir / name) if (images_dir / name).is_file() else "missing"
+            if problem is not None:
+                require_space(self.job, SPACE_FIXED, "the undistorted photos")
+                raise BackendError(f"the undistorted copy of {name} was not written completely ({problem})",
+                                   file=images_dir / name, hint="Check the disk of the job folder (free space, "
+                                                                "errors), or choose another job folder (--out).")
         if self.mask_dir is not None:
             self._undistort_masks(staging / "masks")
 
@@ -813,12 +1023,13 @@ class PoseEstimator:
         in_other_model = self._names_in_other_models(registered)
         for e in self.entries:
             if e.dropped is None and e.name not in registered:
-                if e.name in in_other_model:
+                if e.name in self.implausible:
+                    e.dropped, e.detail = "implausible", (f"{self.mapper_used.replace('_', ' ')} mapping placed it "
+                                                          "where its view does not fit the others; left out")
+                elif e.name in in_other_model:
                     e.dropped, e.detail = "separate_model", "registered only in a smaller, separate reconstruction"
                 else:
                     e.dropped, e.detail = "not_registered", "its matches did not agree with the reconstruction"
-                    if self.global_attempt and e.name in self.global_attempt["doubtful"]:
-                        e.detail += " (global mapping placed it, but implausibly)"
             elif e.dropped == "no_matches" and e.name in registered:
                 e.dropped = None
         stats = model_statistics(arrays)
@@ -841,10 +1052,13 @@ class PoseEstimator:
                                  "reprojection_error_px": float(arrays.image_errors[i])}
                           for i, name in enumerate(arrays.names)},
             "matching": self.matching_used,
+            "features": self.features_info,
             "mapper": self.mapper_used,
             "models": self.models_found,
-            "global_attempt": self.global_attempt,
+            "mapping_attempts": self.mapping_attempts,
+            "retries": max(0, len(self.mapping_attempts) - 1),
             **self.match_stats,
+            "earlier_matching_rounds": self.match_rounds,
             **self.refine_info,
             "timings_s": dict(self.timer.seconds),
             "options": asdict(self.options),
@@ -853,21 +1067,25 @@ class PoseEstimator:
             "has_masks": bool(self.mask_dir and (staging / "masks").is_dir() and any((staging / "masks").iterdir())),
             "layout": POSES_LAYOUT,
             "pycolmap": getattr(pycolmap, "__version__", "?"),
+            "job": {"folder": str(self.job), "replaced_earlier_results": self.jobdir.reused,
+                    "kept_files": [], "removed_leftovers": self.jobdir.cleaned},
         }
         protocol.atomic_write_text(staging / "roi.json", json.dumps(protocol._clean(report["roi"]), indent=1))
         self._write_cameras_json(staging / "cameras.json", undistorted, arrays)
         protocol.atomic_write_bytes(staging / "points.npz", _points_npz(arrays))
-        # report.json last: written after the swap below so its timings include everything
-        self._swap_into_place()
         report["timings_s"] = dict(self.timer.seconds)
-        protocol.atomic_write_text(self.output_dir / "report.json", json.dumps(protocol._clean(report), indent=1))
+        report["cpu_s"] = dict(self.timer.cpu_seconds)
+        protocol.atomic_write_text(staging / "report.json", json.dumps(protocol._clean(report), indent=1))
+        self.jobdir.commit()  # colmap/ and poses/ renamed into place; the old ones' files that are not ours move over
+        self.work_dir = self.jobdir.work_dir
+        report["job"]["kept_files"] = self.jobdir.kept
         self._warn_about(report)
         self.final_report = report
         return report
 
     def _names_in_other_models(self, registered: set[str]) -> set[str]:
         names: set[str] = set()
-        root = self.work_dir / ("sparse_global" if self.mapper_used == "global" else "sparse")
+        root = self.work_dir / self.model_folder
         if root.is_dir():  # the other models of the mapper whose model was kept
             for model_dir in root.iterdir():
                 if (model_dir / "images.bin").is_file():
@@ -906,16 +1124,16 @@ class PoseEstimator:
                "images": images}
         protocol.atomic_write_text(path, json.dumps(protocol._clean(doc), indent=1))
 
-    def _swap_into_place(self) -> None:
-        """Replace ``<job>/poses`` by the staging folder with renames (a reader never sees a half dataset)."""
-        out = self.output_dir
-        old = self.job / f".poses.old-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(self.staging_dir, out)
-        shutil.rmtree(old, ignore_errors=True)
-
     def _warn_about(self, report: dict[str, Any]) -> None:
+        if report["registered"] < 3:
+            self._emit("warning", message=f"only {report['registered']} views registered: too few to reconstruct "
+                                          "a surface (every part must be seen from at least 3 photos); take more, "
+                                          "overlapping photos all around the object",
+                       files=report["registered_images"])
+        if report["num_points"] == 0:
+            self._emit("warning", message="the reconstruction has no sparse points: the photos share too few "
+                                          "features to triangulate, so the region of interest is only guessed "
+                                          "from where the cameras look")
         lost = [d for d in report["dropped"] if d["reason"] in ("not_registered", "separate_model", "no_matches")]
         if lost:
             self._emit("warning", message=f"registered {report['registered']} of {report['total']} images; not "
@@ -925,6 +1143,25 @@ class PoseEstimator:
             names = sorted({s["name"] for s in report["suspicious"]})
             self._emit("warning", message=f"{len(names)} camera(s) look wrong: " + "; ".join(
                 f"{s['name']}: {s['reason']}" for s in report["suspicious"][:10]), files=names)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether an exception from pycolmap (SQLite, file writers) reports a full disk."""
+    text = str(exc).lower()
+    return any(s in text for s in ("disk is full", "no space left", "disk full", "quota exceeded"))
+
+
+def quiet_pycolmap_log_files() -> None:
+    """Keep pycolmap's (glog's) messages on stderr only: never log files (by default it writes them to /tmp)."""
+    with contextlib.suppress(AttributeError):
+        pycolmap.logging.logtostderr = True
 
 
 def _run_with_ticks(work: Callable[[], Any], tick: Callable[[float], None], interval: float) -> None:
@@ -968,7 +1205,8 @@ def estimate_poses(images: str | os.PathLike[str], job: str | os.PathLike[str], 
 
 
 def configure_pycolmap_logging(verbose: bool) -> None:
-    """pycolmap logs to stderr only; INFO lines only with ``verbose``."""
+    """pycolmap logs to stderr only (no log files); INFO lines only with ``verbose``."""
+    quiet_pycolmap_log_files()
     with contextlib.suppress(AttributeError):
         pycolmap.logging.logtostdout = False
         pycolmap.logging.minloglevel = 0 if verbose else 1

@@ -258,3 +258,40 @@ def model_statistics(m: ModelArrays) -> dict[str, Any]:
         "mean_reprojection_error_px": float((m.errors * m.track_lengths).sum() / obs) if obs else None,
         "mean_points_per_image": float(m.image_num_points.mean()) if len(m.names) else 0.0,
     }
+
+
+def subset_images(m: ModelArrays, keep: np.ndarray) -> ModelArrays:
+    """The same model with only the images where ``keep`` (N,) bool is true; the points stay as they are."""
+    keep = np.asarray(keep, dtype=bool)
+    return ModelArrays(
+        names=[n for n, k in zip(m.names, keep, strict=True) if k], R=m.R[keep], t=m.t[keep], K=m.K[keep],
+        sizes=m.sizes[keep], camera_ids=m.camera_ids[keep], points=m.points, colors=m.colors, errors=m.errors,
+        track_lengths=m.track_lengths, image_num_points=m.image_num_points[keep], image_errors=m.image_errors[keep],
+    )
+
+
+def implausible_cameras(m: ModelArrays, codes: tuple[str, ...], rounds: int = 3) -> list[str]:
+    """Names of cameras whose pose does not fit the others, by the checks ``codes``.
+
+    ``codes`` are those of :func:`suspicious_cameras`, plus ``inside_region`` (the camera sits inside the region
+    the others look at: impossible for photos of an object). Misplaced cameras pull the region of interest towards
+    themselves, which can hide each other; so the check is repeated (up to ``rounds`` times) on the cameras left,
+    with the region found again without the ones already flagged. When more than half of the cameras are flagged,
+    the model as a whole does not hold together and every camera is returned.
+    """
+    keep = np.ones(len(m.names), dtype=bool)
+    flagged: list[str] = []
+    for _ in range(rounds):
+        sub = subset_images(m, keep)
+        roi = region_of_interest(sub)
+        found = {s["name"] for s in suspicious_cameras(sub, roi) if s["code"] in codes}
+        if "inside_region" in codes:
+            dist = np.linalg.norm(sub.centers - np.asarray(roi["center"]), axis=1)
+            found |= {n for n, d in zip(sub.names, dist, strict=True) if d < roi["radius"]}
+        if not found:
+            break
+        flagged += sorted(found)
+        keep &= np.array([n not in found for n in m.names])
+        if 2 * len(flagged) > len(m.names) or keep.sum() < 3:
+            return sorted(m.names)
+    return sorted(flagged)
