@@ -196,10 +196,14 @@ class PosesJob:
             raise os_error(exc, root, "write to the output folder") from exc
 
     def _write_marker(self, images: Path | None) -> None:
-        doc = {"kind": MARKER_KIND, "version": 1, "written_by": "python -m backend poses",
+        """The marker in the shared format (:func:`backend.protocol.read_job_marker`): ``kind`` is what made the
+        folder first, ``kinds`` all that wrote into it (training writes into a poses job: ``["poses", "train"]``)."""
+        old = read_marker(self.root)
+        kinds = set(old.get("kinds") or [old["kind"]]) if old is not None else set()
+        doc = {"kind": old["kind"] if old is not None else MARKER_KIND, "kinds": sorted(kinds | {MARKER_KIND}),
+               "version": 1, "written_by": "python -m backend poses",
                "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "images": str(images) if images else None}
-        old = read_marker(self.root)
         if old is not None and old.get("created"):
             doc["created"] = old["created"]
         tmp = self.root / f".{MARKER}.{os.getpid()}.tmp"
