@@ -3,7 +3,8 @@
 The operator only collects settings; :mod:`..synthetic.capture` does the work, in a temporary scene, so the user's
 scene, camera, world, render settings and materials are left as they were. It renders in the foreground (Blender
 waits, with a progress counter on the cursor): a DTU-like capture of 49 views at 200 px takes about half a minute
-on two cores.
+on two cores. With *Background: Room* the objects are rendered on a textured table in a textured room that is built
+for the render and removed afterwards (see synthetic/room.py).
 """
 
 from pathlib import Path

@@ -11,6 +11,12 @@ What :func:`capture_objects` writes into its output folder (all cameras and the 
 - ``capture.json``: how it was made: layout, size, samples, denoiser, seed, the objects' centre and bounding radius
   (half the diagonal of their world bounding box), camera distance, timings.
 
+With ``backdrop="room"`` (:mod:`synthetic.room`) the objects stand on a textured table in a textured room: the images
+are opaque, ``scale_mat`` is the identity (no normalization given), there is no ``mask/`` and no ``nerf/masks/``;
+the masks, from a second pass of the objects alone, go to ``eval_masks/`` (for evaluation and ``train --masks``
+only), and ``gt_region.ply`` (objects + the table top inside the region box) and ``region.json`` (that box) are
+written beside ``gt_mesh.ply``.
+
 Rendering happens in a temporary scene that links the objects (the user's scene, its camera, world and render
 settings are left alone): Cycles on the CPU, a small sample count, OpenImageDenoise when the build has it, a sun and a
 grey world for shading cues, transparent film so the alpha gives the masks. Objects without a texture get a

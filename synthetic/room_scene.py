@@ -30,7 +30,7 @@ WINDOW_LIGHT_W = 300.0
 class _Nodes:
     """A material's node tree with small helpers (sockets found by name and type: Blender 4.2 and 5.0 differ)."""
 
-    def __init__(self, mat: bpy.types.Material, anchor: np.ndarray, unit: float) -> None:
+    def __init__(self, mat: bpy.types.Material, anchor: np.ndarray, unit: float, plane: str = "xy") -> None:
         if mat.node_tree is None:  # Blender < 5.0: materials start without nodes
             mat.use_nodes = True
         self.nt = mat.node_tree
@@ -43,6 +43,14 @@ class _Nodes:
         scale.inputs["Scale"].default_value = 1.0 / unit
         self.link(sub.outputs["Vector"], scale.inputs[0])
         self.p = scale.outputs["Vector"]  # the position in bounding radii from the anchor
+        if plane != "xy":  # 2-D textures (brick, wave bands) read x and y: put the surface's own axes there
+            sep = self.new("ShaderNodeSeparateXYZ")
+            comb = self.new("ShaderNodeCombineXYZ")
+            self.link(self.p, sep.inputs[0])
+            order = {"xz": "XZY", "yz": "YZX"}[plane]
+            for dst, src in zip("XYZ", order, strict=True):
+                self.link(sep.outputs[src], comb.inputs[dst])
+            self.p = comb.outputs["Vector"]
 
     def new(self, kind: str, **attrs: Any) -> bpy.types.Node:  # noqa: ANN401 - node attributes
         node = self.nt.nodes.new(kind)
@@ -100,11 +108,12 @@ def _grain(n: _Nodes, scale: float, strength: float, base: bpy.types.NodeSocket)
     return n.mix(base, noise.outputs["Color"], strength, blend="OVERLAY")
 
 
-def _material(name: str, anchor: np.ndarray, unit: float, kind: str) -> bpy.types.Material:
+def _material(name: str, anchor: np.ndarray, unit: float, kind: str, plane: str = "xy") -> bpy.types.Material:
     """One of the room's procedural materials (``kind``: wood, dark_wood, parquet, stripes, checker, cells, brick,
-    plaster, tiles, paint, picture)."""
+    plaster, tiles, paint, picture) for a surface along ``plane`` (``xy``, ``xz`` or ``yz``: which world axes span
+    it, so that 2-D patterns lie in it)."""
     mat = bpy.data.materials.new(name)
-    n = _Nodes(mat, anchor, unit)
+    n = _Nodes(mat, anchor, unit, plane)
     rough = 0.6
     if kind in ("wood", "dark_wood"):
         wave = n.tex("ShaderNodeTexWave", scale=2.2, distortion=7.0, detail=4.0, detail_scale=1.5)
@@ -125,7 +134,7 @@ def _material(name: str, anchor: np.ndarray, unit: float, kind: str) -> bpy.type
         color = _grain(n, 30.0, 0.4, brick.outputs["Color"])
     elif kind == "stripes":
         wave = n.tex("ShaderNodeTexWave", scale=1.6, distortion=0.5, detail=2.0)
-        wave.bands_direction = "Y"
+        wave.bands_direction = "X"  # vertical stripes on a wall
         color = n.ramp(wave.outputs["Fac"], [(0.80, 0.70, 0.50), (0.55, 0.22, 0.15)], [0.45, 0.55])
         spots = n.tex("ShaderNodeTexVoronoi", scale=4.0)
         color = n.mix(color, n.ramp(spots.outputs["Distance"], [(0.2, 0.3, 0.5), (1, 1, 1)], [0.08, 0.12]), 1.0,
@@ -171,6 +180,8 @@ def _material(name: str, anchor: np.ndarray, unit: float, kind: str) -> bpy.type
     return mat
 
 
+#: Which axes span each wall (walls at constant x span y and z; at constant y, x and z).
+PART_PLANES = {"wall_x_neg": "yz", "wall_x_pos": "yz", "wall_y_neg": "xz", "wall_y_pos": "xz", "picture": "yz"}
 #: Which material each part of the room gets.
 PART_MATERIALS = {"table_top": "wood", "table_leg": "dark_wood", "floor": "parquet", "ceiling": "plaster",
                   "wall_x_neg": "stripes", "wall_x_pos": "checker", "wall_y_neg": "cells", "wall_y_pos": "brick",
@@ -215,7 +226,7 @@ def build_room(scene: bpy.types.Scene, anchor: np.ndarray, unit: float, layout: 
     def material(part: str) -> bpy.types.Material:
         kind = PART_MATERIALS["table_leg" if part.startswith("table_leg") else part]
         if kind not in mats:
-            mats[kind] = _material(f"NeuSBlend Room {kind}", anchor, unit, kind)
+            mats[kind] = _material(f"NeuSBlend Room {kind}", anchor, unit, kind, PART_PLANES.get(part, "xy"))
         return mats[kind]
 
     coll = scene.collection

@@ -427,6 +427,49 @@ def test_short_training_on_a_capture_reaches_a_low_chamfer(capture_dir: Path, tm
     assert m["psnr"] == pytest.approx(train_done[-1]["metrics"]["holdout_psnr"], abs=0.05)
 
 
+@pytest.mark.slow
+@pytest.mark.blender
+def test_room_benchmark_runs_end_to_end_on_the_cpu(room_dir: Path, tmp_path: Path) -> None:
+    """bench/run.py's room case, tiny: the masked and the unmasked run are trained, extracted and scored in the
+    region, one row each, the unmasked one with its ratio to the masked one."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "suzanne-room", "--capture", str(room_dir),
+                           "--steps", "50", "--resolution", "64", "--set", "target_samples=4096", "--workdir",
+                           str(tmp_path / "work"), "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1800, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    masked, unmasked = json.loads(out.read_text())
+    assert (masked["run"], unmasked["run"]) == ("masked", "unmasked")
+    assert (masked["reference"], unmasked["reference"]) == ("gt_mesh.ply", "gt_region.ply")
+    for row in (masked, unmasked):
+        assert row["steps"] == 50 and row["px"] == 80 and row["region_faces"] > 0
+        assert row["chamfer_r"] == pytest.approx(row["chamfer"]) and 0 < row["chamfer"] < 1  # r = 1
+        assert 0 <= row["shell_fraction"] <= 1 and 0 <= row["shell_job"] <= 1 and row["psnr"] > 10
+    assert masked["mask_iou"] is not None and unmasked.get("mask_iou") is None  # the unmasked run had none
+    assert masked["normalization"] != "given" and unmasked["normalization"] != "given"
+    assert unmasked["ratio"] == pytest.approx(unmasked["chamfer"] / masked["chamfer"])
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("| benchmark |") and sum(ln.startswith("| suzanne-room |") for ln in lines) == 2
+
+
+def test_room_rows_go_to_their_own_section(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench import run
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\n## Reconstruction quality\n\n| a |\n|---|\n| old |\n")
+    row = {"benchmark": "bunny-room", "date": "d", "commit": "c", "device": "cuda", "run": "unmasked",
+           "reference": "gt_region.ply", "preset": "default", "steps": 10000, "px": 400, "train_s": 60.0,
+           "chamfer_r": 0.0123, "fscore": 0.8, "normal_consistency": 0.9, "shell_fraction": 0.3, "shell_job": 0.0,
+           "psnr": 25.0, "ratio": 1.5}
+    for _ in range(2):
+        run.append_rows([run.room_row(row)], path=doc, section=run.ROOM_SECTION, section_text=run.ROOM_TEXT)
+    text = doc.read_text()
+    assert text.count(run.ROOM_SECTION) == 1 and text.count("| bunny-room |") == 2
+    assert "| old |" in text.split(run.ROOM_SECTION)[0]
+    assert "| 0.0123 | 0.800 | 0.900 | 0.300 | 0.000 | 25.00 | 1.50 |" in text
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # cases (run in a fresh Python by run_case)
 
