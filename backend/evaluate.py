@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POINTS = 100_000
 DEFAULT_THRESHOLD_FRACTION = 0.01  # of the reference's bounding-box diagonal
+SHELL_BINS = 2000  # direction bins of the shell fraction
+SHELL_THRESHOLD = 0.9  # a bin counts when surface lies beyond this share of the way to the region's boundary
+SHELL_POINTS = 200_000  # points sampled on the mesh for it (100 a bin on a closed shell)
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -230,6 +233,285 @@ def mesh_metrics(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_vertices:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# regions: cropped mesh metrics and the shell fraction
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region of interest in world coordinates: an oriented box, a sphere, or where both hold (a job's region:
+    its unit sphere and its ``roi`` box).
+
+    Attributes:
+        box: None or (4, 4) affine map of the cube [-1, 1]^3 onto the box (``train --roi``'s matrix form).
+        sphere_center: None or (3,); sphere_radius: its radius (world units).
+        source: where it came from (a file, a job), for reports.
+    """
+
+    box: np.ndarray | None = None
+    sphere_center: np.ndarray | None = None
+    sphere_radius: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.box is None and self.sphere_center is None:
+            raise ValueError("a region needs a box or a sphere")
+        if self.box is not None:
+            m = np.asarray(self.box, dtype=np.float64).reshape(4, 4)
+            if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
+                raise ValueError("the region box is empty or flat")
+            object.__setattr__(self, "box", m)
+        if self.sphere_center is not None:
+            object.__setattr__(self, "sphere_center", np.asarray(self.sphere_center, dtype=np.float64).reshape(3))
+            if not self.sphere_radius > 0:
+                raise ValueError("the region sphere needs a positive radius")
+            if self.box is not None and np.linalg.norm(self.box[:3, 3] - self.sphere_center) >= self.sphere_radius:
+                raise ValueError("the region box's centre lies outside its sphere")
+
+    @property
+    def center(self) -> np.ndarray:
+        """(3,) the point directions are measured from: the box's centre, else the sphere's."""
+        return self.box[:3, 3].copy() if self.box is not None else self.sphere_center.copy()
+
+    def ratio(self, points: np.ndarray) -> np.ndarray:
+        """(P,) for (P, 3) points: distance from :attr:`center` over the distance from the centre to the region's
+        boundary in the same direction (< 1 inside, 1 on the boundary, > 1 outside; 0 at the centre).
+
+        For the box it is the largest absolute box coordinate (the box maps to [-1, 1]^3); for the sphere
+        (centre s, radius R, seen from c) ``|p - c| / t`` with ``t`` the positive root of ``|c + t d - s| = R``;
+        where both are given, the larger of the two.
+        """
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        c = self.center
+        out = np.zeros(len(p))
+        if self.box is not None:
+            local = (p - c) @ np.linalg.inv(self.box[:3, :3]).T
+            out = np.abs(local).max(1)
+        if self.sphere_center is not None:
+            v = p - c
+            dist = np.linalg.norm(v, axis=1)
+            d = v / np.maximum(dist, 1e-300)[:, None]
+            oc = c - self.sphere_center
+            b = d @ oc
+            t = -b + np.sqrt(np.maximum(b * b - oc @ oc + self.sphere_radius**2, 0.0))
+            out = np.maximum(out, np.where(dist > 0, dist / np.maximum(t, 1e-300), 0.0))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (for the metrics)."""
+        out: dict[str, Any] = {"source": self.source, "center": self.center.tolist()}
+        if self.box is not None:
+            out["box_matrix"] = self.box.tolist()
+        if self.sphere_center is not None:
+            out["sphere_center"] = self.sphere_center.tolist()
+            out["sphere_radius"] = float(self.sphere_radius)
+        return out
+
+
+def region_from_job(to_world: np.ndarray, roi: np.ndarray | None, source: str = "") -> Region:
+    """A job's region in world coordinates: its unit sphere (``to_world``, a similarity) and, when the job has
+    one, its ``roi`` box ((2, 3) in the normalized frame, clipped to [-1, 1]^3 as extraction clips it)."""
+    tw = np.asarray(to_world, dtype=np.float64).reshape(4, 4)
+    scale = float(np.cbrt(abs(np.linalg.det(tw[:3, :3]))))
+    box = None
+    if roi is not None:
+        lo, hi = np.clip(np.asarray(roi, dtype=np.float64).reshape(2, 3), -1.0, 1.0)
+        box = tw @ protocol.box_matrix(lo, hi)
+    return Region(box=box, sphere_center=tw[:3, 3], sphere_radius=scale, source=source)
+
+
+def read_region(path: str | os.PathLike[str]) -> Region:
+    """A region from a JSON file or a training job.
+
+    - JSON with ``matrix`` (4 x 4, the cube [-1, 1]^3 to world, as ``train --roi`` reads it) or ``box_min`` /
+      ``box_max`` (an axis-aligned box), e.g. a room capture's ``region.json``; or with ``center`` and ``radius``
+      (a sphere).
+    - A job folder or checkpoint file: the job's own region (:func:`region_from_job` of the checkpoint's
+      ``to_world`` and ``roi``).
+
+    Raises:
+        BackendError: naming the file, when it is missing or holds no region.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir() or p.suffix == ".pt":
+        from .train import load_checkpoint
+
+        ckpt_path = resolve_checkpoint(p)
+        ckpt = load_checkpoint(ckpt_path)
+        if "to_world" not in ckpt:
+            raise BackendError("the checkpoint has no to_world", hint="Train again with this version.",
+                               file=ckpt_path)
+        roi = ckpt.get("roi")
+        return region_from_job(np.asarray(ckpt["to_world"]), None if roi is None else np.asarray(roi),
+                               source=str(p))
+    if not p.is_file():
+        raise BackendError("region file not found", hint="Give a region JSON (a capture's region.json) or a job "
+                           "folder.", file=p)
+    try:
+        data = json.loads(p.read_text())
+        if "matrix" in data:
+            return Region(box=np.asarray(data["matrix"], dtype=np.float64).reshape(4, 4), source=str(p))
+        if "box_min" in data:
+            return Region(box=protocol.box_matrix(data["box_min"], data["box_max"]), source=str(p))
+        if "center" in data:
+            return Region(sphere_center=np.asarray(data["center"], dtype=np.float64),
+                          sphere_radius=float(data["radius"]), source=str(p))
+        raise KeyError("matrix, box_min/box_max or center/radius")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BackendError(f"cannot read the region: {exc}", hint="Give a JSON file with a 4x4 'matrix', with "
+                           "'box_min' and 'box_max', or with 'center' and 'radius'.", file=p) from exc
+
+
+def _clip_half_space(tris: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Clip (T, 3, 3) triangles to where the affine function with vertex values (T, 3) ``s`` is >= 0.
+
+    A triangle with one vertex inside becomes one triangle, with two inside a quad split into two; the winding
+    is kept. Returns (T', 3, 3).
+    """
+    inside = s >= 0
+    count = inside.sum(1)
+    keep = [tris[count == 3]]
+    for n_in in (1, 2):
+        sel = count == n_in
+        if not sel.any():
+            continue
+        t, v, ins = tris[sel], s[sel], inside[sel]
+        # rotate each triangle (keeping its winding) so that the odd vertex out comes first
+        first = np.argmax(ins if n_in == 1 else ~ins, axis=1)
+        order = (first[:, None] + np.arange(3)[None]) % 3
+        t = np.take_along_axis(t, order[:, :, None], axis=1)
+        v = np.take_along_axis(v, order, axis=1)
+        a, b, c = t[:, 0], t[:, 1], t[:, 2]
+        ab = a + (b - a) * (v[:, 0] / (v[:, 0] - v[:, 1]))[:, None]
+        ac = a + (c - a) * (v[:, 0] / (v[:, 0] - v[:, 2]))[:, None]
+        if n_in == 1:  # a inside: the corner at a
+            keep.append(np.stack([a, ab, ac], 1))
+        else:  # a outside: the quad ab, b, c, ac
+            keep += [np.stack([ab, b, c], 1), np.stack([ab, c, ac], 1)]
+    return np.concatenate(keep) if keep else np.zeros((0, 3, 3))
+
+
+def crop_mesh(vertices: np.ndarray, faces: np.ndarray, region: Region) -> tuple[np.ndarray, np.ndarray]:
+    """The part of a triangle mesh inside a region.
+
+    Against a box the triangles are clipped exactly (plane by plane, so a face crossing the boundary keeps its
+    inside part); against a sphere, faces are kept whole when all three vertices lie inside it (triangles cannot
+    follow a curved boundary; the error is at most a face's size).
+
+    Args:
+        vertices: (V, 3); faces: (F, 3) int.
+
+    Returns:
+        vertices (3 F', 3) float64 and faces (F', 3) int64: a triangle soup (shared vertices are not welded).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    tris = v[np.asarray(faces, dtype=np.int64).reshape(-1, 3)]
+    if region.sphere_center is not None and len(tris):
+        sphere_only = Region(sphere_center=region.sphere_center, sphere_radius=region.sphere_radius)
+        inside = sphere_only.ratio(tris.reshape(-1, 3)).reshape(-1, 3) <= 1.0
+        tris = tris[inside.all(1)]
+    if region.box is not None and len(tris):
+        inv = np.linalg.inv(region.box)
+        for axis in range(3):
+            for sign in (1.0, -1.0):
+                local = tris @ inv[:3, :3].T + inv[:3, 3]
+                tris = _clip_half_space(tris, 1.0 - sign * local[..., axis])
+                if not len(tris):
+                    break
+    return tris.reshape(-1, 3), np.arange(3 * len(tris), dtype=np.int64).reshape(-1, 3)
+
+
+def region_mesh_metrics(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_vertices: np.ndarray,
+                        gt_faces: np.ndarray, region: Region, **kwargs: Any) -> dict[str, Any]:
+    """:func:`mesh_metrics` of both meshes cropped to ``region`` (:func:`crop_mesh`).
+
+    A prediction with nothing inside the region (a missing object) scores an infinite Chamfer distance and F-score
+    0 (``None`` in JSON).
+
+    Args:
+        pred_vertices, gt_vertices: (V, 3); pred_faces, gt_faces: (F, 3) int.
+        kwargs: passed to :func:`mesh_metrics` (``n_points``, ``threshold``, ``threshold_fraction``, ``seed``).
+
+    Returns:
+        :func:`mesh_metrics`' figures (``gt_radius`` and the default threshold from the cropped reference), and
+        ``region_faces`` / ``region_faces_reference``: faces of each inside the region after cropping.
+
+    Raises:
+        ValueError: the reference has no surface inside the region.
+    """
+    pv, pf = crop_mesh(pred_vertices, pred_faces, region)
+    gv, gf = crop_mesh(gt_vertices, gt_faces, region)
+    if not len(gf) or not face_areas_normals(gv, gf)[0].sum() > 0:
+        raise ValueError("the reference has no surface inside the region")
+    counts = {"region_faces": int(len(pf)), "region_faces_reference": int(len(gf))}
+    if len(pf) and face_areas_normals(pv, pf)[0].sum() > 0:
+        return {**mesh_metrics(pv, pf, gv, gf, **kwargs), **counts}
+    radius = bounding_radius(gv)
+    fraction = kwargs.get("threshold_fraction", DEFAULT_THRESHOLD_FRACTION)
+    threshold = kwargs.get("threshold") or fraction * 2.0 * radius
+    inf = float("inf")
+    return {"accuracy": inf, "completeness": inf, "chamfer": inf, "accuracy_rel": inf, "completeness_rel": inf,
+            "chamfer_rel": inf, "normal_consistency": 0.0, "normal_consistency_signed": 0.0, "fscore": 0.0,
+            "precision": 0.0, "recall": 0.0, "threshold": float(threshold), "gt_radius": radius,
+            "n_points": int(kwargs.get("n_points", DEFAULT_POINTS)), **counts}
+
+
+def direction_bins(n: int = SHELL_BINS) -> np.ndarray:
+    """(n, 3) unit vectors spread evenly over the sphere (a Fibonacci lattice): centres of near-equal-area bins."""
+    i = np.arange(n, dtype=np.float64)
+    z = 1.0 - 2.0 * (i + 0.5) / n
+    r = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
+    az = i * math.pi * (3.0 - math.sqrt(5.0))
+    return np.stack([r * np.cos(az), r * np.sin(az), z], axis=1)
+
+
+def shell_bins(vertices: np.ndarray, faces: np.ndarray, region: Region | np.ndarray, *, n_bins: int = SHELL_BINS,
+               threshold: float = SHELL_THRESHOLD, n_points: int = SHELL_POINTS, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Which directions from the region's centre hold surface near (or beyond) the region's boundary.
+
+    Points are sampled uniformly by area on the mesh and binned by their direction from :attr:`Region.center`
+    into ``n_bins`` near-equal-area bins (nearest of :func:`direction_bins`); a bin counts when one of its points
+    lies beyond ``threshold`` of the distance from the centre to the boundary in that direction
+    (:meth:`Region.ratio`).
+
+    Args:
+        vertices: (V, 3); faces: (F, 3) int; region: a :class:`Region` or a (4, 4) box matrix.
+
+    Returns:
+        counted (n_bins,) bool, and the bins' centre directions (n_bins, 3).
+    """
+    if not isinstance(region, Region):
+        region = Region(box=np.asarray(region, dtype=np.float64))
+    dirs = direction_bins(n_bins)
+    counted = np.zeros(n_bins, dtype=bool)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if not len(faces) or not face_areas_normals(vertices, faces)[0].sum() > 0:
+        return counted, dirs
+    pts, _ = sample_surface(vertices, faces, n_points, np.random.default_rng(seed))
+    far = pts[region.ratio(pts) > threshold]
+    v = far - region.center
+    norm = np.linalg.norm(v, axis=1)
+    v = v[norm > 0] / norm[norm > 0, None]
+    if len(v):
+        _, idx = nearest(v, dirs)
+        counted[np.unique(idx)] = True
+    return counted, dirs
+
+
+def shell_fraction(vertices: np.ndarray, faces: np.ndarray, region: Region | np.ndarray, **kwargs: Any) -> float:
+    """The share of directions from the region's centre in which the mesh has surface near the region's boundary
+    (see :func:`shell_bins`): about 1 for a closed shell along the boundary (what a field that models the
+    background as a surface makes), 0 for an object well inside, a band for a plane through the region.
+
+    Args:
+        vertices: (V, 3); faces: (F, 3) int; region: a :class:`Region` or a (4, 4) box matrix (cube [-1, 1]^3
+            to world).
+    """
+    counted, _ = shell_bins(vertices, faces, region, **kwargs)
+    return float(counted.mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # image metrics
 
 
@@ -408,6 +690,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold-fraction", type=float, default=DEFAULT_THRESHOLD_FRACTION,
                    help="F-score distance as a fraction of the reference's bounding-box diagonal (0.01)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--region", help="crop both meshes to this region before Chamfer / F-score, and report the "
+                   "shell fraction: a region JSON (a room capture's region.json: 'matrix' or 'box_min'/'box_max'; "
+                   "or 'center'/'radius'), or a job folder (its unit sphere and region box); with --mesh alone, "
+                   "only the shell fraction")
     g = p.add_argument_group("held-out views of a trained model")
     g.add_argument("--checkpoint", help="job folder or checkpoint file")
     g.add_argument("--data", help="the capture (default: the one the checkpoint was trained on)")
@@ -422,16 +708,19 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     mesh = args.mesh
     if mesh is None and args.reference and args.checkpoint:
         mesh = str(resolve_checkpoint(args.checkpoint).parent.parent)  # the job's final mesh
+    region = getattr(args, "region", None)
+    if not args.checkpoint and not args.reference and mesh and region:
+        return run_region(args, emitter)
     if not args.checkpoint and not (mesh and args.reference):
         raise BackendError("nothing to evaluate", hint="Give --mesh and --reference, and/or --checkpoint "
-                           "(with --data).")
+                           "(with --data); or --mesh and --region for the shell fraction alone.")
     if mesh and not args.reference:
         raise BackendError("--mesh needs --reference", hint="Give the reference mesh (e.g. a capture's gt_mesh.ply).")
     if args.points < 100:
         raise BackendError(f"--points {args.points} is too few", hint="Use at least 100 (default 100000).")
     t0 = time.perf_counter()
     emitter.emit("start", command="eval", device=args.device if args.checkpoint else "cpu", mesh=mesh,
-                 reference=args.reference, checkpoint=args.checkpoint, data=args.data)
+                 reference=args.reference, checkpoint=args.checkpoint, data=args.data, region=region)
     metrics: dict[str, Any] = {}
     if mesh:
         emitter.emit("stage", name="mesh", detail=f"{args.points} points per mesh")
@@ -441,9 +730,12 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
             raise BackendError("the predicted mesh has no faces", hint="Train longer or check the mesh.",
                                file=pred["path"])
         try:
-            metrics.update(mesh_metrics(pred["vertices"], pred["faces"], gt["vertices"], gt["faces"],
-                                        n_points=args.points, threshold=args.threshold,
-                                        threshold_fraction=args.threshold_fraction, seed=args.seed))
+            if region:
+                metrics.update(region_metrics(pred, gt, read_region(region), args))
+            else:
+                metrics.update(mesh_metrics(pred["vertices"], pred["faces"], gt["vertices"], gt["faces"],
+                                            n_points=args.points, threshold=args.threshold,
+                                            threshold_fraction=args.threshold_fraction, seed=args.seed))
         except ValueError as exc:
             raise BackendError(f"cannot sample the meshes: {exc}", hint="Both meshes need faces with area.") from exc
         metrics["mesh"] = str(pred["path"])
@@ -457,6 +749,43 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
         metrics.update(evaluate_checkpoint(args.checkpoint, args.data, holdout_every=args.holdout_every,
                                            max_image_size=args.max_image_size, device=args.device,
                                            renders_dir=args.renders, progress=progress))
+    if args.out:
+        protocol.atomic_write_text(args.out, json.dumps(protocol._clean(metrics), indent=1))
+    if not emitter.json_mode:
+        emitter.stream.write(format_metrics(metrics) + "\n")
+    emitter.emit("done", metrics=metrics, elapsed_s=time.perf_counter() - t0, cancelled=False)
+    return protocol.EXIT_OK
+
+
+def region_metrics(pred: dict[str, Any], gt: dict[str, Any], region: Region, args: argparse.Namespace
+                   ) -> dict[str, Any]:
+    """``eval --region``: region-cropped mesh metrics of ``pred`` against ``gt`` (:func:`read_mesh` results), the
+    shell fraction of each (uncropped) mesh, and the region's description."""
+    try:
+        out = region_mesh_metrics(pred["vertices"], pred["faces"], gt["vertices"], gt["faces"], region,
+                                  n_points=args.points, threshold=args.threshold,
+                                  threshold_fraction=args.threshold_fraction, seed=args.seed)
+    except ValueError as exc:
+        if "reference" in str(exc):
+            raise BackendError(f"{exc}", hint="Check that --region belongs to this reference (same coordinates).",
+                               file=gt["path"]) from exc
+        raise
+    out["shell_fraction"] = shell_fraction(pred["vertices"], pred["faces"], region, seed=args.seed)
+    out["shell_fraction_reference"] = shell_fraction(gt["vertices"], gt["faces"], region, seed=args.seed)
+    out["region"] = region.describe()
+    return out
+
+
+def run_region(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
+    """``eval --mesh M --region R`` without a reference: the shell fraction of M alone."""
+    t0 = time.perf_counter()
+    emitter.emit("start", command="eval", device="cpu", mesh=args.mesh, reference=None, checkpoint=None,
+                 data=None, region=args.region)
+    mesh = read_mesh(args.mesh)
+    region = read_region(args.region)
+    metrics: dict[str, Any] = {"shell_fraction": shell_fraction(mesh["vertices"], mesh["faces"], region,
+                                                                seed=args.seed),
+                               "mesh": str(mesh["path"]), "region": region.describe()}
     if args.out:
         protocol.atomic_write_text(args.out, json.dumps(protocol._clean(metrics), indent=1))
     if not emitter.json_mode:

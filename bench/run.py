@@ -15,6 +15,13 @@ Each benchmark runs the real commands as subprocesses (``scripts/render_capture.
 - ``suzanne``: the same with Blender's built-in monkey (needs no data folder).
 - ``dtu65``: DTU scan 65 (../shared/data/dtu_scan65), every 8th view held out: PSNR / SSIM / mask IoU (no reference
   mesh here).
+- ``bunny-room``, ``suzanne-room``: the object on a textured table in a textured room (``render_capture.py
+  --background room``, 72 DTU-like views, 4:3), trained twice with the same settings: with ``--masks
+  CAPTURE/eval_masks`` and with nothing (no masks, no region). Each mesh is cropped to ``region.json`` and scored
+  (the unmasked one against ``gt_region.ply``, the masked one against ``gt_mesh.ply``), with the shell fraction
+  against the region box and against the job's own region, the trainer's held-out PSNR, and the ratio of the two
+  runs' Chamfer; the rows go to "Captures with a background (room)". A tiny CPU run: ``--steps 50 --size 64
+  --views 12 --resolution 64``.
 
 With ``--paths`` (e.g. ``triton,reference``) the same capture is trained once per compute path (``NEUSBLEND_PATH``)
 at equal steps and evaluated the same way; those rows go to the "Fast path vs reference at equal steps" table.
@@ -22,7 +29,8 @@ at equal steps and evaluated the same way; those rows go to the "Fast path vs re
 with a GPU that has no ``bpy``) instead of rendering one.
 
 Defaults by device: CPU: preset ``preview``, 400 steps, 200 px images, marching cubes at 256; CUDA: preset
-``default`` (20000 steps), 400 px synthetic captures and full-size DTU images, marching cubes at 512. Captures are
+``default`` (10000 steps), 400 px synthetic captures (room captures 400 x 300) and full-size DTU images, marching
+cubes at 512. Cycles samples: 16, 8 (denoised) in a room. Captures are
 rendered on the CPU (Cycles) and kept in the work folder, so a second run with the same settings reuses them.
 """
 
@@ -88,6 +96,7 @@ class Benchmark:
     layout: str = "dtu"
     views: int = 49
     up: str = "y"
+    backdrop: str = "none"
 
     @property
     def synthetic(self) -> bool:
@@ -99,6 +108,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "spot": Benchmark("Spot, DTU-like capture", mesh="meshes/spot.obj"),
     "suzanne": Benchmark("Blender's Suzanne (built in), DTU-like capture", builtin="suzanne"),
     "dtu65": Benchmark("DTU scan 65, held-out views", capture="dtu_scan65"),
+    "bunny-room": Benchmark("Stanford bunny on a table in a textured room: trained with and without masks",
+                            mesh="meshes/stanford-bunny.obj", views=72, backdrop="room"),
+    "suzanne-room": Benchmark("Suzanne (built in) on a table in a textured room: with and without masks",
+                              builtin="suzanne", views=72, backdrop="room"),
 }
 
 
@@ -137,17 +150,23 @@ def run_json(cmd: list[str], log_path: Path, label: str, env: dict[str, str] | N
     return msgs
 
 
-def render_capture(bench: Benchmark, out: Path, size: int, samples: int, work: Path) -> float:
-    """Render (or reuse) the benchmark's capture; returns the render time in seconds."""
+def render_capture(bench: Benchmark, out: Path, size: int, samples: int, work: Path, views: int | None = None
+                   ) -> float:
+    """Render (or reuse) the benchmark's capture; returns the render time in seconds. Room captures are 4:3
+    (``size`` wide), the others square."""
+    views = views or bench.views
+    height = size * 3 // 4 if bench.backdrop == "room" else size
     meta_path = out / "capture.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         s = meta.get("settings", {})
-        if s.get("width") == size and s.get("samples") == samples and meta.get("n_views") == bench.views:
+        if (s.get("width") == size and s.get("height") == height and s.get("samples") == samples
+                and meta.get("n_views") == views and s.get("backdrop", "none") == bench.backdrop):
             print(f"[capture] reusing {out}", file=sys.stderr)
             return float(meta["render_s"])
     cmd = [sys.executable, str(ROOT / "scripts" / "render_capture.py"), "--layout", bench.layout, "--views",
-           str(bench.views), "--size", str(size), "--samples", str(samples), "--out", str(out), "-q"]
+           str(views), "--size", str(size), str(height), "--samples", str(samples), "--out", str(out), "-q",
+           "--background", bench.backdrop]
     if bench.mesh:
         mesh = data_dir() / bench.mesh
         if not mesh.is_file():
@@ -186,7 +205,7 @@ def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) 
         max_size = size
     elif bench.synthetic:
         data = work / f"capture_{size}px"
-        row["capture_s"] = render_capture(bench, data, size, args.samples, work)
+        row["capture_s"] = render_capture(bench, data, size, args.samples or 16, work, args.views)
         max_size = size
     else:
         data = data_dir() / str(bench.capture)
@@ -202,6 +221,8 @@ def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) 
     if args.seed is not None:
         train += ["--seed", str(args.seed)]
         row["seed"] = args.seed
+    for kv in args.set:
+        train += ["--set", kv]
     t0 = time.perf_counter()
     tag = f"_{path}" if path else ""
     msgs = run_json(train, work / f"train{tag}.log", f"train{tag}", env=env)
@@ -230,6 +251,123 @@ def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) 
     row.update({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
     row["work"] = str(work)
     return row
+
+
+ROOM_SECTION = "## Captures with a background (room)"
+ROOM_HEADER = ("| benchmark | date | commit | device | run | reference | preset | steps | px | train s | Chamfer / r "
+               "| F-score | NC | Chamfer / r (object) | shell | shell (job) | PSNR | unmasked / masked |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+ROOM_TEXT = f"""{ROOM_SECTION}
+
+Written by `python bench/run.py bunny-room --write` (newest runs last): the object on a textured table in a textured
+room (`scripts/render_capture.py --background room`: opaque images, masks only in `eval_masks/`), trained twice
+with the same preset and steps: `masked` with `train --masks CAPTURE/eval_masks`, `unmasked` with nothing but the
+photos and cameras (no masks, no region: the automatic region must find the object). Each extracted mesh is cropped
+to the capture's `region.json` (the object's bounding box grown by 0.1 r, reaching below the table top) with the
+reference, then scored (`backend eval --region`): the unmasked run against `gt_region.ply` (the object and the table
+top inside the box), the masked run against `gt_mesh.ply` (the object alone: its masks exclude the table).
+Chamfer / r: mean of accuracy and completeness over the object's bounding radius r; F-score at 1 % of the cropped
+reference's bounding-box diagonal; NC: normal consistency. Chamfer / r (object): the same crop scored against
+`gt_mesh.ply` (the object alone) for both runs, the figure that counts for a mesh whose support plane was dropped
+(for `masked` it repeats Chamfer / r). shell: share of ~2000 directions from the region box's
+centre in which the whole (uncropped) mesh has surface beyond 90 % of the way to the box's boundary (the
+reference's own figure is in the JSON, about the band where the table leaves the box); shell (job): the same
+against the job's own region (its unit sphere and region box). PSNR: the trainer's held-out views (every 8th):
+object on black for `masked`, the whole photo for `unmasked`, so not comparable between rows. unmasked / masked:
+the ratio of the two runs' Chamfer.
+
+{ROOM_HEADER}
+"""
+
+
+def run_room_benchmark(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A room capture trained with its evaluation masks and without: one row per run (see ROOM_TEXT)."""
+    bench = BENCHMARKS[name]
+    cuda = args.device == "cuda"
+    preset = args.preset or ("default" if cuda else "preview")
+    size = args.size or (400 if cuda else 200)
+    resolution = args.resolution or (512 if cuda else 256)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"neusblend-bench-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"[{name}] work folder {work}", file=sys.stderr, flush=True)
+    if args.capture:
+        data = Path(args.capture)
+        capture_s = json.loads((data / "capture.json").read_text()).get("render_s")
+    else:
+        data = work / f"capture_{size}px"
+        capture_s = render_capture(bench, data, size, args.samples or 8, work, args.views)
+    meta = json.loads((data / "capture.json").read_text())
+    if "room" not in meta:
+        raise SystemExit(f"{data} is not a room capture (render it with --background room)")
+    max_size = int(meta["settings"]["width"])
+    radius = float(meta["radius"])
+    py = [sys.executable, "-m", "backend"]
+    rows: list[dict[str, Any]] = []
+    for run in ("masked", "unmasked"):
+        row: dict[str, Any] = {"benchmark": name, "run": run, "preset": preset, "commit": commit(),
+                               "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                               "capture_s": capture_s, "px": max_size}
+        job = work / f"job_{run}_{preset}_{args.device}"
+        train = [*py, "train", "--data", str(data), "--out", str(job), "--preset", preset, "--device",
+                 args.device, "--mesh-every", "0", "--holdout-every", "8", "--max-image-size", str(max_size),
+                 "--json"]
+        if run == "masked":
+            train += ["--masks", str(data / meta["room"]["masks"])]
+        if args.steps:
+            train += ["--steps", str(args.steps)]
+        if args.seed is not None:
+            train += ["--seed", str(args.seed)]
+            row["seed"] = args.seed
+        for kv in args.set:
+            train += ["--set", kv]
+        if args.set:
+            row["set"] = " ".join(args.set)
+        t0 = time.perf_counter()
+        msgs = run_json(train, work / f"train_{run}.log", f"train {run}")
+        start = next(m for m in msgs if m["type"] == "start")
+        done = msgs[-1]["metrics"]
+        row.update(device=start.get("device", args.device), steps=msgs[-1]["steps"], path=start.get("path"),
+                   train_s=done.get("train_time_s"), train_wall_s=time.perf_counter() - t0,
+                   psnr=done.get("holdout_psnr"), mask_iou=done.get("holdout_mask_iou"),
+                   normalization=start.get("normalization", {}).get("method"))
+        if args.device == "cpu":
+            row["device"] = f"cpu ({os.cpu_count()} cores)"
+        mesh = job / f"extract_{resolution}.ply"
+        run_json([*py, "extract", "--checkpoint", str(job), "--resolution", str(resolution), "--out", str(mesh),
+                  "--device", args.device, "--no-colors", "--json"], work / f"extract_{run}.log", f"extract {run}")
+        reference = "gt_region.ply" if run == "unmasked" else "gt_mesh.ply"
+        ev = run_json([*py, "eval", "--mesh", str(mesh), "--reference", str(data / reference), "--region",
+                       str(data / meta["room"]["region"]), "--out", str(work / f"metrics_{run}.json"), "--json"],
+                      work / f"eval_{run}.log", f"eval {run}")[-1]["metrics"]
+        row.update({k: v for k, v in ev.items() if not isinstance(v, (list, dict))})
+        row["reference"] = reference
+        row["chamfer_r"] = None if ev.get("chamfer") is None else ev["chamfer"] / radius
+        job_ev = run_json([*py, "eval", "--mesh", str(mesh), "--region", str(job), "--json"],
+                          work / f"eval_job_{run}.log", f"shell {run}")[-1]["metrics"]
+        row["shell_job"] = job_ev["shell_fraction"]
+        if run == "unmasked":  # also against the object alone: for meshes whose support plane was dropped
+            obj = run_json([*py, "eval", "--mesh", str(mesh), "--reference", str(data / "gt_mesh.ply"), "--region",
+                            str(data / meta["room"]["region"]), "--json"], work / f"eval_object_{run}.log",
+                           f"eval {run} vs object")[-1]["metrics"]
+            row["chamfer_object_r"] = None if obj.get("chamfer") is None else obj["chamfer"] / radius
+            row["fscore_object"] = obj.get("fscore")
+        else:
+            row["chamfer_object_r"], row["fscore_object"] = row["chamfer_r"], row.get("fscore")
+        row["work"] = str(work)
+        rows.append(row)
+    masked, unmasked = rows
+    if masked.get("chamfer") and unmasked.get("chamfer") is not None:
+        unmasked["ratio"] = unmasked["chamfer"] / masked["chamfer"]
+    return rows
+
+
+def room_row(r: dict[str, Any]) -> str:
+    cells = [r["benchmark"], r["date"], r["commit"], r["device"], r["run"], r["reference"], r["preset"],
+             _fmt(r.get("steps"), "d"), _fmt(r.get("px"), "d"), _fmt(r.get("train_s"), ".0f"),
+             _fmt(r.get("chamfer_r"), ".4f"), _fmt(r.get("fscore"), ".3f"), _fmt(r.get("normal_consistency"), ".3f"),
+             _fmt(r.get("chamfer_object_r"), ".4f"), _fmt(r.get("shell_fraction"), ".3f"),
+             _fmt(r.get("shell_job"), ".3f"), _fmt(r.get("psnr"), ".2f"), _fmt(r.get("ratio"), ".2f")]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt(value: Any, spec: str) -> str:  # noqa: ANN401 - any JSON value
@@ -282,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", help="training preset (default: preview on CPU, default on CUDA)")
     p.add_argument("--size", type=int, help="image size in px: synthetic renders and training (default 200 CPU, "
                    "400 CUDA; DTU full size on CUDA)")
-    p.add_argument("--samples", type=int, default=16, help="Cycles samples of synthetic captures (16)")
+    p.add_argument("--samples", type=int, help="Cycles samples of synthetic captures (16; 8 in a room, denoised)")
+    p.add_argument("--views", type=int, help="views of synthetic captures (default: the benchmark's)")
     p.add_argument("--resolution", type=int, help="marching cubes resolution (256 CPU, 512 CUDA)")
     p.add_argument("--workdir", help="work folder (default: a new temporary one; a capture in it is reused)")
     p.add_argument("--capture", help="use this rendered capture (synthetic benchmarks) instead of rendering one")
@@ -290,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(NEUSBLEND_PATH; rows go to the equal-steps table)")
     p.add_argument("--json", help="also write the result rows as JSON here")
     p.add_argument("--seed", type=int, help="training seed (default: the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training setting passed on to `train --set` (repeatable)")
     p.add_argument("--write", action="store_true", help="append the rows to docs/BENCHMARKS.md")
     args = p.parse_args(argv)
     if args.list or not args.names:
@@ -311,12 +452,30 @@ def main(argv: list[str] | None = None) -> int:
             args.workdir = str(Path(base_workdir) / name)
         if args.paths and not args.workdir:  # one work folder for all paths: the capture is rendered once
             args.workdir = tempfile.mkdtemp(prefix=f"neusblend-bench-{name}-")
+        if BENCHMARKS[name].backdrop == "room":
+            if args.paths:
+                p.error(f"--paths does not apply to {name}")
+            results += run_room_benchmark(name, args)
+            print(json.dumps(results[-2:], indent=1), file=sys.stderr)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=1))
+            continue
         for path in paths:
             r = run_benchmark(name, args, path)
             results.append(r)
             print(json.dumps(r, indent=1), file=sys.stderr)
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=1))
+    room = [r for r in results if "run" in r]
+    results = [r for r in results if "run" not in r]
+    if room:
+        print(ROOM_HEADER)
+        print("\n".join(room_row(r) for r in room))
+        if args.write:
+            where = append_rows([room_row(r) for r in room], section=ROOM_SECTION, section_text=ROOM_TEXT)
+            print(f"appended to {where}")
+    if not results:
+        return 0
     if args.paths:
         rows = [paths_row(r) for r in results]
         print(PATHS_HEADER)

@@ -3,18 +3,24 @@
 The operator only collects settings; :mod:`..synthetic.capture` does the work, in a temporary scene, so the user's
 scene, camera, world, render settings and materials are left as they were. It renders in the foreground (Blender
 waits, with a progress counter on the cursor): a DTU-like capture of 49 views at 200 px takes about half a minute
-on two cores.
+on two cores. With *Background: Room* the objects are rendered on a textured table in a textured room that is built
+for the render and removed afterwards (see synthetic/room.py).
 """
 
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 _LAYOUT_ITEMS = [
     ("dtu", "DTU-like", "49 views spread over a cap above the objects, like the DTU rig"),
     ("sphere", "Sphere", "Views spread evenly over the whole sphere (Fibonacci)"),
     ("ring", "Ring", "One ring of views at 30 degrees elevation"),
+]
+_BACKGROUND_ITEMS = [
+    ("none", "None", "The objects alone on a transparent film; masks from the alpha"),
+    ("room", "Room", "The objects on a textured table in a textured room (a benchmark for captures without masks): "
+     "opaque images, masks in eval_masks/ for evaluation only, gt_region.ply and region.json"),
 ]
 _TEXTURE_ITEMS = [
     ("auto", "Where Missing", "A procedural colour texture on objects whose materials have no texture"),
@@ -41,6 +47,12 @@ class NEUSBLEND_OT_render_capture(bpy.types.Operator):
     denoise: BoolProperty(name="Denoise", default=True, description="OpenImageDenoise when Blender has it")
     seed: IntProperty(name="Seed", default=0, min=0)
     texture: EnumProperty(name="Procedural Texture", items=_TEXTURE_ITEMS, default="auto")
+    background: EnumProperty(name="Background", items=_BACKGROUND_ITEMS, default="none")
+    lens: FloatProperty(name="Lens", default=0.0, min=0.0, max=500.0, unit="CAMERA",
+                        description="Focal length in mm on a 36 mm sensor; 0: 50 mm, or 28 mm in a room")
+    region_margin: FloatProperty(name="Region Margin", default=0.1, min=0.0, max=10.0,
+                                 description="Room: how far the evaluation region box reaches beyond the objects, "
+                                 "in bounding radii")
     use_as_input: BoolProperty(name="Use for Reconstruction", default=True,
                                description="Set the capture as the photo folder of the Reconstruct panel")
 
@@ -57,11 +69,15 @@ class NEUSBLEND_OT_render_capture(bpy.types.Operator):
     def draw(self, context: bpy.types.Context) -> None:
         col = self.layout.column()
         for name in ("camera_layout", "views", "width", "height", "samples", "masks", "denoise", "seed", "texture",
-                     "use_as_input"):
+                     "lens", "background"):
             col.prop(self, name)
+        if self.background == "room":
+            col.prop(self, "region_margin")
+        col.prop(self, "use_as_input")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         from ..synthetic import capture
+        from ..synthetic.room import ROOM_LENS_MM
 
         if not self.directory:
             self.report({"ERROR"}, "Choose an output folder")
@@ -70,7 +86,9 @@ class NEUSBLEND_OT_render_capture(bpy.types.Operator):
         try:
             settings = capture.CaptureSettings(
                 layout=self.camera_layout, n_views=self.views or None, width=self.width, height=self.height,
-                samples=self.samples, masks=self.masks, denoise=self.denoise, seed=self.seed, texture=self.texture)
+                samples=self.samples, masks=self.masks, denoise=self.denoise, seed=self.seed, texture=self.texture,
+                lens_mm=self.lens or (ROOM_LENS_MM if self.background == "room" else 50.0),
+                backdrop=self.background, region_margin=self.region_margin)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

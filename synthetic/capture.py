@@ -11,6 +11,12 @@ What :func:`capture_objects` writes into its output folder (all cameras and the 
 - ``capture.json``: how it was made: layout, size, samples, denoiser, seed, the objects' centre and bounding radius
   (half the diagonal of their world bounding box), camera distance, timings.
 
+With ``backdrop="room"`` (:mod:`synthetic.room`) the objects stand on a textured table in a textured room: the images
+are opaque, ``scale_mat`` is the identity (no normalization given), there is no ``mask/`` and no ``nerf/masks/``;
+the masks, from a second pass of the objects alone, go to ``eval_masks/`` (for evaluation and ``train --masks``
+only), and ``gt_region.ply`` (objects + the table top inside the region box) and ``region.json`` (that box) are
+written beside ``gt_mesh.ply``.
+
 Rendering happens in a temporary scene that links the objects (the user's scene, its camera, world and render
 settings are left alone): Cycles on the CPU, a small sample count, OpenImageDenoise when the build has it, a sun and a
 grey world for shading cues, transparent film so the alpha gives the masks. Objects without a texture get a
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import math
 import os
@@ -37,7 +44,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import cameras
+from . import cameras, room
 
 #: Object types that have a surface to render and to measure against.
 GEOMETRY_TYPES = ("MESH", "CURVE", "SURFACE", "META", "FONT")
@@ -55,6 +62,11 @@ BUILTINS: dict[str, tuple[str, dict[str, Any], int]] = {
 #: Node types that count as "this material has a texture" (image or procedural textures, vertex colours).
 _TEXTURE_NODE_PREFIXES = ("ShaderNodeTex",)
 _TEXTURE_NODE_TYPES = ("ShaderNodeAttribute", "ShaderNodeVertexColor")
+
+#: Backgrounds a capture can have: none (the objects alone on a transparent film) or a textured room.
+BACKDROPS = ("none", "room")
+ROOM_MAX_BOUNCES = 3  # light bounces in the room (4 costs 10 % more and looks the same after denoising)
+EVAL_MASKS = "eval_masks"  # room captures' masks: not a folder any loader picks up by itself
 
 PROCEDURAL_MATERIAL = "NeuSBlend Procedural Texture"
 SCALE_MAT_MARGIN = 1.1  # the NeuS sphere's radius over the objects' bounding radius
@@ -81,6 +93,13 @@ class CaptureSettings:
         sun_strength, world_strength: lighting (sun from the upper front left, uniform grey world).
         threads: render threads (0: all cores).
         nerf: also write ``nerf/transforms.json``.
+        backdrop: ``none`` (the objects alone, masks from the alpha) or ``room`` (the objects on a textured table in
+            a textured room, see :mod:`synthetic.room`: opaque images, masks from a second pass of the objects alone
+            written to ``eval_masks/`` only, ``gt_region.ply`` and ``region.json``). In a room the default camera
+            distance frames the bounding sphere with :data:`synthetic.room.ROOM_FIT_MARGIN` and the ``sphere``
+            layout keeps to a cap of :data:`synthetic.room.ROOM_SPHERE_CAP_DEG` above the table.
+        region_margin: (room) how far the region box reaches beyond the objects, in bounding radii.
+        mask_samples: (room) samples of the mask pass (its alpha; box filter one pixel wide).
     """
 
     layout: str = "dtu"
@@ -102,8 +121,15 @@ class CaptureSettings:
     world_strength: float = 0.35
     threads: int = 0
     nerf: bool = True
+    backdrop: str = "none"
+    region_margin: float = room.REGION_MARGIN
+    mask_samples: int = 16
 
     def __post_init__(self) -> None:
+        if self.backdrop not in BACKDROPS:
+            raise ValueError(f"unknown background {self.backdrop!r}; use one of {', '.join(BACKDROPS)}")
+        if self.region_margin < 0:
+            raise ValueError("the region margin must not be negative")
         if self.layout not in cameras.LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; use one of {', '.join(cameras.LAYOUTS)}")
         if self.texture not in ("auto", "always", "never"):
@@ -490,18 +516,19 @@ def capture_objects(objects: Sequence[bpy.types.Object], out_dir: str | os.PathL
                     extra_metadata: dict[str, Any] | None = None) -> CaptureResult:
     """Render a posed capture of ``objects`` into ``out_dir`` (see the module docstring for what it writes).
 
-    The objects stay where they are; the cameras are placed around the centre of their world bounding box.
+    The objects stay where they are; the cameras are placed around the centre of their world bounding box. With
+    ``settings.backdrop == "room"`` a room is built around them for the render and removed afterwards.
 
     Raises:
-        ValueError: no object with a surface.
+        ValueError: no object with a surface, or (room) a camera below the table top or outside the room.
     """
     settings = settings or CaptureSettings()
     objects = geometry_objects(objects)
     if not objects:
         raise ValueError("no object with a surface to render (select meshes, curves or text)")
     scene_mod, export, meshing, protocol = (_backend(n) for n in ("scene", "data.export", "meshing", "protocol"))
+    in_room = settings.backdrop == "room"
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
     bpy.context.view_layer.update()
@@ -515,49 +542,90 @@ def capture_objects(objects: Sequence[bpy.types.Object], out_dir: str | os.PathL
     # the tightest sphere around the box centre: the object fills the view as much as possible from any side
     fit_radius = float(np.linalg.norm(gt_v - center, axis=1).max())
     distance = (settings.distance * radius if settings.distance
-                else cameras.fit_distance(fit_radius, K, settings.width, settings.height))
-    dirs = cameras.layout_directions(settings.layout, settings.n_views, elevation_deg=settings.elevation_deg,
-                                     cap_deg=settings.cap_deg)
+                else cameras.fit_distance(fit_radius, K, settings.width, settings.height,
+                                          margin=room.ROOM_FIT_MARGIN if in_room else 1.05))
+    cap_deg = settings.cap_deg
+    layout = settings.layout
+    if in_room and layout == "sphere":  # the table hides the lower half: keep to the directions above it
+        layout, cap_deg = "dtu", room.ROOM_SPHERE_CAP_DEG
+    dirs = cameras.layout_directions(layout, settings.n_views, elevation_deg=settings.elevation_deg,
+                                     cap_deg=cap_deg)
     c2w_bl = cameras.layout_poses(dirs, center, distance)
+    anchor, unit = room.anchor_of(gt_v)
+    room_layout = room.RoomLayout()
+    if in_room:
+        room_layout.check_cameras((c2w_bl[:, :3, 3] - anchor) / unit)
+    out.mkdir(parents=True, exist_ok=True)
 
     scene = bpy.data.scenes.new("NeuSBlend Capture")
     made: list[bpy.types.ID] = []
+    room_blocks: list[bpy.types.ID] = []
+    masks_rgba: list[np.ndarray] | None = None
     try:
         for ob in objects:
             scene.collection.objects.link(ob)
         denoiser = _setup_render(scene, settings)
-        made += _setup_lights(scene, settings, center, radius)
+        if in_room:
+            from . import room_scene
+
+            room_objects, room_blocks = room_scene.build_room(scene, anchor, unit, room_layout)
+            scene.render.film_transparent = False
+            scene.cycles.max_bounces = ROOM_MAX_BOUNCES
+            made += _setup_room_world(scene)
+        else:
+            made += _setup_lights(scene, settings, center, radius)
         cam_data = bpy.data.cameras.new("NeuSBlend Capture Camera")
         cam_data.lens, cam_data.sensor_width, cam_data.sensor_height = settings.lens_mm, settings.sensor_mm, \
             settings.sensor_mm
         cam_data.sensor_fit = "AUTO"
         cam_data.shift_x = cam_data.shift_y = 0.0
         cam_data.clip_start = max(1e-4, 0.01 * (distance - radius))
-        cam_data.clip_end = distance + 10.0 * radius
+        cam_data.clip_end = room_scene.room_world(unit, room_layout) if in_room else distance + 10.0 * radius
         cam = bpy.data.objects.new("NeuSBlend Capture Camera", cam_data)
         scene.collection.objects.link(cam)
         scene.camera = cam
         made += [cam, cam_data]
         t_render = time.perf_counter()
+        n_passes = 2 if in_room and settings.masks else 1
         with temporary_textures(objects, settings.texture) as textured, \
                 tempfile.TemporaryDirectory(prefix="neusblend-capture-") as tmp:
-            rgba = render_views(scene, cam, c2w_bl, Path(tmp), progress)
+            def pass_progress(i: int, n: int, k: int = 0) -> None:
+                if progress is not None:
+                    progress(k * n + i, n_passes * n)
+
+            rgba = render_views(scene, cam, c2w_bl, Path(tmp), pass_progress)
+            if n_passes == 2:
+                with _mask_pass(scene, room_objects, settings):
+                    masks_rgba = render_views(scene, cam, c2w_bl, Path(tmp),
+                                              lambda i, n: pass_progress(i, n, 1))
         render_s = time.perf_counter() - t_render
     finally:
         bpy.data.scenes.remove(scene)
         for block in made:
             _remove_id(block)
+        if room_blocks:
+            from . import room_scene
 
-    images, masks = zip(*(composite(im, settings.background) for im in rgba), strict=True)
+            room_scene.remove_blocks(room_blocks)
+
+    if in_room:
+        images = [np.ascontiguousarray(im[..., :3]) for im in rgba]  # an opaque film: no alpha to use
+        masks = [composite(m, (0.0, 0.0, 0.0))[1] for m in masks_rgba] if masks_rgba is not None else []
+    else:
+        images, masks = (list(x) for x in zip(*(composite(im, settings.background) for im in rgba), strict=True))
     c2w_cv = cameras.opencv_from_blender(c2w_bl)
     n = len(images)
-    to_world = scene_mod.similarity(SCALE_MAT_MARGIN * radius, center)
-    ds = scene_mod.Scene(names=[f"{i:06d}.png" for i in range(n)], images=list(images), K=np.repeat(K[None], n, 0),
-                         c2w=c2w_cv, masks=list(masks) if settings.masks else None, to_world=to_world,
+    # a room capture gives no normalization (identity: the loaders then find the region themselves); the object
+    # capture's scale_mat is the sphere of 1.1 bounding radii around the objects
+    to_world = np.eye(4) if in_room else scene_mod.similarity(SCALE_MAT_MARGIN * radius, center)
+    ds = scene_mod.Scene(names=[f"{i:06d}.png" for i in range(n)], images=images, K=np.repeat(K[None], n, 0),
+                         c2w=c2w_cv, masks=masks if settings.masks and not in_room else None, to_world=to_world,
                          source="synthetic", root=out)
     export.write_neus(ds, out)
     if settings.nerf:
         export.write_transforms(ds, out / "nerf")
+    if in_room and masks:
+        export_masks(masks, out / EVAL_MASKS, protocol)
     meshing.write_ply(str(out / "gt_mesh.ply"), gt_v.astype(np.float32), gt_f.astype(np.int32))
 
     meta: dict[str, Any] = {
@@ -585,12 +653,89 @@ def capture_objects(objects: Sequence[bpy.types.Object], out_dir: str | os.PathL
         "total_s": time.perf_counter() - t0,
         "files": {"neus": ".", "transforms": "nerf/transforms.json" if settings.nerf else None},
     }
+    if in_room:
+        meta["room"] = write_region_truth(out, gt_v, gt_f, anchor, unit, room_layout, settings.region_margin,
+                                          meshing, protocol)
+        meta["room"].update(masks=f"{EVAL_MASKS}/" if masks else None, layout_used=layout, cap_deg_used=cap_deg)
+        meta["scale_mat_note"] = ("identity: a room capture gives no normalization, so training finds the region "
+                                  "itself; region.json is for evaluation only")
+    meta["total_s"] = time.perf_counter() - t0
     if settings.denoise and denoiser is None:
         meta["note"] = "OpenImageDenoise is not available in this Blender; rendered without denoising"
     meta.update(extra_metadata or {})
     protocol.atomic_write_text(out / "capture.json", json.dumps(meta, indent=1))
     return CaptureResult(out_dir=out, metadata=meta, K=K, c2w=c2w_cv, gt_vertices=gt_v, gt_faces=gt_f,
                          masks=[m > 127 for m in masks])
+
+
+def _setup_room_world(scene: bpy.types.Scene) -> list[bpy.types.ID]:
+    """A black world: the room is closed, its lights are its own."""
+    world = bpy.data.worlds.new("NeuSBlend Capture World")
+    if world.node_tree is None:  # Blender < 5.0
+        world.use_nodes = True
+    bg = next(n for n in world.node_tree.nodes if n.bl_idname == "ShaderNodeBackground")
+    bg.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+    scene.world = world
+    return [world]
+
+
+@contextlib.contextmanager
+def _mask_pass(scene: bpy.types.Scene, hide: Sequence[bpy.types.Object], settings: CaptureSettings
+               ) -> Iterator[None]:
+    """Render settings for the masks of a room capture: the room hidden, a transparent film, no bounces, no
+    denoising, a box filter one pixel wide (the alpha is the share of each pixel the objects cover)."""
+    cyc, r = scene.cycles, scene.render
+    saved = (cyc.samples, cyc.use_denoising, cyc.max_bounces, cyc.pixel_filter_type, cyc.filter_width,
+             r.film_transparent)
+    for ob in hide:
+        ob.hide_render = True
+    cyc.samples, cyc.use_denoising, cyc.max_bounces = settings.mask_samples, False, 0
+    cyc.pixel_filter_type, cyc.filter_width = "BOX", 1.0
+    r.film_transparent = True
+    try:
+        yield
+    finally:
+        (cyc.samples, cyc.use_denoising, cyc.max_bounces, cyc.pixel_filter_type, cyc.filter_width,
+         r.film_transparent) = saved
+        for ob in hide:
+            ob.hide_render = False
+
+
+def export_masks(masks: Sequence[np.ndarray], folder: Path, protocol: ModuleType) -> None:
+    """Write (H, W) uint8 masks as ``folder/000000.png ...`` (the images' names, so ``train --masks`` matches
+    them)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, m in enumerate(masks):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(m, dtype=np.uint8)).save(buf, format="PNG")
+        protocol.atomic_write_bytes(folder / f"{i:06d}.png", buf.getvalue())
+
+
+def write_region_truth(out: Path, gt_v: np.ndarray, gt_f: np.ndarray, anchor: np.ndarray, unit: float,
+                       layout: room.RoomLayout, margin: float, meshing: ModuleType, protocol: ModuleType
+                       ) -> dict[str, Any]:
+    """Write ``region.json`` (the box the ground truth is cut to) and ``gt_region.ply`` (the objects and the piece
+    of table top inside that box), in world coordinates. Returns their description for capture.json."""
+    lo, hi = room.region_box(gt_v, margin)
+    table_lo = anchor[:2] - unit * np.asarray(layout.table_half)
+    table_hi = anchor[:2] + unit * np.asarray(layout.table_half)
+    tv, tf = room.table_piece((lo, hi), float(anchor[2]), table_lo, table_hi)
+    verts = np.concatenate([gt_v, tv])
+    faces = np.concatenate([gt_f, tf + len(gt_v)])
+    meshing.write_ply(str(out / "gt_region.ply"), verts.astype(np.float32), faces.astype(np.int32))
+    matrix = protocol.box_matrix(lo, hi)
+    region = {"matrix": matrix.tolist(), "box_min": lo.tolist(), "box_max": hi.tolist(),
+              "coordinates": "the capture's world (as gt_mesh.ply and the cameras)",
+              "what": "the region the ground truth (gt_region.ply) is cut to: the objects' bounding box grown by "
+                      f"{margin:g} bounding radii on every side, reaching below the table top; for evaluation "
+                      "only (`backend eval --region`), never for training the unmasked benchmark run"}
+    protocol.atomic_write_text(out / "region.json", json.dumps(region, indent=1))
+    return {"region": "region.json", "gt_region": "gt_region.ply", "box_min": lo.tolist(), "box_max": hi.tolist(),
+            "table_top_z": float(anchor[2]), "table_xy": [table_lo.tolist(), table_hi.tolist()],
+            "anchor": anchor.tolist(), "unit": unit, "table_piece_faces": len(tf),
+            "layout": asdict(layout)}
 
 
 def _remove_id(block: bpy.types.ID) -> None:

@@ -231,6 +231,172 @@ def test_operator_renders_selected_objects_and_leaves_the_scene_alone(tmp_path: 
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# room captures (a background): numpy parts, then a rendered one
+
+
+def test_room_region_box_and_table_piece() -> None:
+    from synthetic import room
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(500, 3)) * [0.6, 0.4, 0.3] + [2.0, -1.0, 0.7]
+    anchor, unit = room.anchor_of(v)
+    assert anchor[2] == pytest.approx(v[:, 2].min()) and np.allclose(anchor[:2], 0.5 * (v.min(0) + v.max(0))[:2])
+    lo, hi = room.region_box(v, 0.1)
+    assert np.allclose(lo, v.min(0) - 0.1 * unit) and np.allclose(hi, v.max(0) + 0.1 * unit)
+    layout = room.RoomLayout()
+    t_lo, t_hi = anchor[:2] - unit * np.array(layout.table_half), anchor[:2] + unit * np.array(layout.table_half)
+    tv, tf = room.table_piece((lo, hi), anchor[2], t_lo, t_hi, n=4)
+    assert np.allclose(tv[:, 2], anchor[2]) and np.allclose(tv[:, :2].min(0), lo[:2])
+    assert np.allclose(tv[:, :2].max(0), hi[:2])  # the box's footprint lies on the table
+    e1, e2 = tv[tf[:, 1]] - tv[tf[:, 0]], tv[tf[:, 2]] - tv[tf[:, 0]]
+    cross = np.cross(e1, e2)
+    assert np.all(cross[:, 2] > 0)  # facing up
+    assert 0.5 * cross[:, 2].sum() == pytest.approx(np.prod(hi[:2] - lo[:2]))
+    # a box overhanging the table's edge keeps only the part over the table
+    tv, _ = room.table_piece((lo - [10, 0, 0], hi), anchor[2], t_lo, t_hi)
+    assert tv[:, 0].min() == pytest.approx(t_lo[0])
+    with pytest.raises(ValueError):
+        room.table_piece((lo + [0, 0, 5], hi + [0, 0, 5]), anchor[2], t_lo, t_hi)
+
+
+def test_room_camera_checks() -> None:
+    from synthetic import room
+
+    layout = room.RoomLayout()
+    layout.check_cameras(np.array([[3.0, 0.0, 1.0], [0.0, -3.0, 3.0]]))
+    for eye, what in (([3.0, 0.0, -0.2], "above"), ([12.0, 0.0, 1.0], "outside the room"),
+                      ([-2.0, layout.room_half[1] - 0.9, -1.0], "above")):
+        with pytest.raises(ValueError, match=what):
+            layout.check_cameras(np.array([eye]))
+    lo, hi = layout.boxes()["tall_box"]
+    with pytest.raises(ValueError, match="tall_box"):
+        layout.check_cameras(np.array([[lo[0] + 0.5, 0.5 * (lo[1] + hi[1]), 1.0]]))
+
+
+#: A tiny room capture: 4:3, few views and samples.
+ROOM_ARGS = ["--builtin", "suzanne", "--background", "room", "--layout", "sphere", "--views", "8", "--size", "80",
+             "60", "--samples", "4", "--seed", "2"]
+
+
+@pytest.fixture(scope="module")
+def room_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny room capture, rendered by the headless script."""
+    if importlib.util.find_spec("bpy") is None:
+        pytest.skip("needs the bpy module (pip install bpy)")
+    tmp = tmp_path_factory.mktemp("room")
+    out = tmp / "suzanne_room"
+    proc = run_script([str(ROOT / "scripts" / "render_capture.py"), *ROOM_ARGS, "--out", str(out), "-q"], tmp)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.mark.blender
+def test_room_capture_files_and_opaque_images(room_dir: Path) -> None:
+    from PIL import Image
+
+    meta = json.loads((room_dir / "capture.json").read_text())
+    assert meta["settings"]["backdrop"] == "room" and meta["settings"]["lens_mm"] == 28.0
+    assert meta["room"]["layout_used"] == "dtu" and meta["room"]["cap_deg_used"] == 80.0  # sphere: upper part
+    assert np.allclose(meta["scale_mat"], np.eye(4))  # no normalization given: training must find the region
+    assert not (room_dir / "mask").exists() and not (room_dir / "nerf" / "masks").exists()
+    assert len(list((room_dir / "eval_masks").glob("*.png"))) == 8
+    for name in ("gt_mesh.ply", "gt_region.ply", "region.json", "nerf/transforms.json"):
+        assert (room_dir / name).is_file(), name
+    assert "mask_path" not in (room_dir / "nerf" / "transforms.json").read_text()
+    for i in range(8):
+        with Image.open(room_dir / "image" / f"{i:06d}.png") as im:
+            assert im.mode == "RGB" and im.size == (80, 60)  # opaque: no alpha for a loader to take as a mask
+            a = np.asarray(im).astype(float)
+        mask = np.asarray(Image.open(room_dir / "eval_masks" / f"{i:06d}.png")) > 127
+        assert 0.02 < mask.mean() < 0.6
+        # a textured background, no black voids: every pixel lit, the background varied
+        assert a.max(2).min() > 8, f"view {i} has black pixels"
+        assert a[~mask].std(0).min() > 8
+    # the table top is the plane z = 0 under the object (the script puts the object's lowest point there)
+    assert meta["room"]["table_top_z"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.blender
+def test_room_masks_match_the_objects_silhouette(room_dir: Path) -> None:
+    """The masks (a second pass of the object alone) cover exactly the object's projected mesh; the cameras are
+    above the table and inside the room."""
+    from backend.data import attach_masks, load_scene
+    from backend.meshing import read_ply
+    from backend.raster import mask_iou, silhouette
+
+    scene = attach_masks(load_scene(room_dir, normalize=False), room_dir / "eval_masks")
+    gt = read_ply(str(room_dir / "gt_mesh.ply"))
+    ious = [mask_iou(silhouette(gt["vertices"].astype(np.float64), gt["faces"], scene.K[i], scene.c2w[i], 80, 60),
+                     scene.masks[i] > 127) for i in range(len(scene))]
+    assert min(ious) > 0.96, ious  # measured 0.983-1.0 (mean 0.992) at 80 x 60
+    assert np.all(scene.camera_centers()[:, 2] > 0.1)
+
+
+@pytest.mark.blender
+def test_room_ground_truth_holds_the_table_piece_inside_the_region(room_dir: Path) -> None:
+    from backend.evaluate import Region, face_areas_normals, read_region
+    from backend.meshing import read_ply
+
+    region = read_region(room_dir / "region.json")
+    box = json.loads((room_dir / "region.json").read_text())
+    lo, hi = np.array(box["box_min"]), np.array(box["box_max"])
+    assert isinstance(region, Region) and np.allclose(region.box[:3, 3], 0.5 * (lo + hi))
+    obj = read_ply(str(room_dir / "gt_mesh.ply"))
+    reg = read_ply(str(room_dir / "gt_region.ply"))
+    n_obj = len(obj["vertices"])
+    assert np.array_equal(reg["vertices"][:n_obj], obj["vertices"])  # the object, then the table piece
+    assert region.ratio(reg["vertices"]).max() <= 1 + 1e-5  # all of it inside the region box
+    table = reg["vertices"][n_obj:]
+    assert np.allclose(table[:, 2], 0.0, atol=1e-6) and lo[2] < 0 < hi[2]
+    assert np.allclose(table[:, :2].min(0), lo[:2], atol=1e-5) and np.allclose(table[:, :2].max(0), hi[:2], atol=1e-5)
+    areas, normals = face_areas_normals(reg["vertices"].astype(np.float64), reg["faces"][len(obj["faces"]):])
+    assert areas.sum() == pytest.approx(np.prod(hi[:2] - lo[:2]), rel=1e-5) and np.allclose(normals, [0, 0, 1])
+    # the object stands on the table: its lowest point on it, and the box reaches the margin around it
+    assert obj["vertices"][:, 2].min() == pytest.approx(0.0, abs=1e-6)
+    assert np.allclose(lo, obj["vertices"].min(0) - 0.1, atol=1e-5)  # bounding radius 1
+
+
+@pytest.mark.blender
+@pytest.mark.parametrize("which", ["neus", "nerf"])
+def test_loaders_do_not_pick_up_a_room_captures_masks(room_dir: Path, which: str) -> None:
+    """Neither layout yields masks by itself (no mask folder, no alpha), nor a normalization; ``train --masks``'s
+    way (attach_masks) reads eval_masks for both."""
+    from backend.data import attach_masks, load_scene_with_info
+
+    path = room_dir if which == "neus" else room_dir / "nerf"
+    scene, info = load_scene_with_info(path)
+    assert scene.source == which and scene.masks is None and info["method"] != "given"
+    assert all(im.shape == (60, 80, 3) for im in scene.images)
+    masked = attach_masks(scene, room_dir / "eval_masks")
+    assert masked.masks is not None and len(masked.masks) == 8
+
+
+@needs_bpy
+@pytest.mark.blender
+def test_room_capture_refuses_cameras_below_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "low"
+    proc = run_script([str(ROOT / "scripts" / "render_capture.py"), "--builtin", "cube", "--background", "room",
+                       "--layout", "ring", "--views", "4", "--elevation", "-20", "--out", str(out), "-q"], tmp_path)
+    assert proc.returncode == 2 and "above" in proc.stderr and "table" in proc.stderr
+    assert not out.exists()  # nothing written
+
+
+@needs_bpy
+@pytest.mark.blender
+def test_operator_renders_a_room_and_removes_it(tmp_path: Path) -> None:
+    result = run_case("operator", tmp_path, out=str(tmp_path / "op_room"), background="room")
+    assert result["status"] == ["FINISHED"]
+    for kind in ("scenes", "objects", "materials", "meshes", "lights", "worlds"):
+        assert result[f"{kind}_after"] == result[f"{kind}_before"], kind  # the room was temporary
+    meta = json.loads((tmp_path / "op_room" / "capture.json").read_text())
+    assert meta["settings"]["backdrop"] == "room" and meta["settings"]["lens_mm"] == 28.0
+    assert (tmp_path / "op_room" / "gt_region.ply").is_file()
+    assert len(list((tmp_path / "op_room" / "eval_masks").glob("*.png"))) == 6
+    # the table top is under the objects' lowest point (the cube's bottom at z = 0.5)
+    assert meta["room"]["table_top_z"] == pytest.approx(0.5, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # capture -> train -> eval
 
 
@@ -259,6 +425,53 @@ def test_short_training_on_a_capture_reaches_a_low_chamfer(capture_dir: Path, tm
     assert m["n_views"] == 2 and m["mask_iou"] > 0.8 and m["psnr"] > 17, m
     # the eval command renders the held-out views exactly as the trainer does at the end of its run
     assert m["psnr"] == pytest.approx(train_done[-1]["metrics"]["holdout_psnr"], abs=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.blender
+def test_room_benchmark_runs_end_to_end_on_the_cpu(room_dir: Path, tmp_path: Path) -> None:
+    """bench/run.py's room case, tiny: the masked and the unmasked run are trained, extracted and scored in the
+    region, one row each, the unmasked one with its ratio to the masked one."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "suzanne-room", "--capture", str(room_dir),
+                           "--steps", "50", "--resolution", "64", "--set", "target_samples=4096", "--workdir",
+                           str(tmp_path / "work"), "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1800, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    masked, unmasked = json.loads(out.read_text())
+    assert (masked["run"], unmasked["run"]) == ("masked", "unmasked")
+    assert (masked["reference"], unmasked["reference"]) == ("gt_mesh.ply", "gt_region.ply")
+    for row in (masked, unmasked):
+        assert row["steps"] == 50 and row["px"] == 80 and row["region_faces"] > 0
+        assert row["chamfer_r"] == pytest.approx(row["chamfer"]) and 0 < row["chamfer"] < 1  # r = 1
+        assert 0 <= row["shell_fraction"] <= 1 and 0 <= row["shell_job"] <= 1 and row["psnr"] > 10
+    assert masked["mask_iou"] is not None and unmasked.get("mask_iou") is None  # the unmasked run had none
+    assert masked["normalization"] != "given" and unmasked["normalization"] != "given"
+    assert unmasked["ratio"] == pytest.approx(unmasked["chamfer"] / masked["chamfer"])
+    assert masked["chamfer_object_r"] == masked["chamfer_r"] and unmasked["chamfer_object_r"] > 0
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("| benchmark |") and sum(ln.startswith("| suzanne-room |") for ln in lines) == 2
+
+
+def test_room_rows_go_to_their_own_section(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench import run
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\n## Reconstruction quality\n\n| a |\n|---|\n| old |\n")
+    row = {"benchmark": "bunny-room", "date": "d", "commit": "c", "device": "cuda", "run": "unmasked",
+           "reference": "gt_region.ply", "preset": "default", "steps": 10000, "px": 400, "train_s": 60.0,
+           "chamfer_r": 0.0123, "fscore": 0.8, "normal_consistency": 0.9, "chamfer_object_r": 0.02,
+           "shell_fraction": 0.3, "shell_job": 0.0,
+           "psnr": 25.0, "ratio": 1.5}
+    for _ in range(2):
+        run.append_rows([run.room_row(row)], path=doc, section=run.ROOM_SECTION, section_text=run.ROOM_TEXT)
+    text = doc.read_text()
+    assert text.count(run.ROOM_SECTION) == 1 and text.count("| bunny-room |") == 2
+    assert "| old |" in text.split(run.ROOM_SECTION)[0]
+    assert "| 0.0123 | 0.800 | 0.900 | 0.0200 | 0.300 | 0.000 | 25.00 | 1.50 |" in text
+    assert sum(ln.startswith("|---") for ln in text.splitlines()) == 2  # one table each
+    assert run.ROOM_HEADER.split("\n")[0].count("|") == run.room_row(row).count("|")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -312,7 +525,14 @@ def _import_operator_module() -> types.ModuleType:
     return importlib.import_module("nbtest.operators.capture")
 
 
-def case_operator(out: str) -> dict[str, Any]:
+def _counts() -> dict[str, list[str]]:
+    import bpy
+
+    return {kind: sorted(b.name for b in getattr(bpy.data, kind))
+            for kind in ("scenes", "objects", "materials", "meshes", "lights", "worlds")}
+
+
+def case_operator(out: str, background: str = "none") -> dict[str, Any]:
     import bpy
 
     from synthetic import capture
@@ -330,17 +550,12 @@ def case_operator(out: str) -> dict[str, Any]:
         bpy.ops.object.light_add(type="POINT")  # selected too, but not geometry
         for ob in bpy.context.scene.objects:
             ob.select_set(True)
-        before = {"scenes_before": sorted(s.name for s in bpy.data.scenes),
-                  "objects_before": sorted(o.name for o in bpy.data.objects),
-                  "materials_before": sorted(m.name for m in bpy.data.materials)}
+        before = {f"{k}_before": v for k, v in _counts().items()}
         status = bpy.ops.neusblend.render_capture(directory=out, views=6, width=48, height=40, samples=2,
-                                                  camera_layout="ring", denoise=False)
+                                                  camera_layout="ring", denoise=False, background=background)
         verts, _ = capture.world_geometry([cube, bpy.data.objects["Torus"]])
         center, _ = capture.bounding_sphere(verts)
-        return {**before, "status": sorted(status),
-                "scenes_after": sorted(s.name for s in bpy.data.scenes),
-                "objects_after": sorted(o.name for o in bpy.data.objects),
-                "materials_after": sorted(m.name for m in bpy.data.materials),
+        return {**before, "status": sorted(status), **{f"{k}_after": v for k, v in _counts().items()},
                 "cube_material": cube.material_slots[0].material.name,
                 "camera": bpy.context.scene.camera.name if bpy.context.scene.camera else None,
                 "center": center.tolist()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -12,12 +13,23 @@ import numpy as np
 import pytest
 
 from backend import protocol
+from backend.errors import BackendError
 from backend.evaluate import (
+    Region,
     bounding_radius,
+    crop_mesh,
+    direction_bins,
+    face_areas_normals,
     mesh_metrics,
+    nearest,
     psnr,
     read_mesh,
+    read_region,
+    region_from_job,
+    region_mesh_metrics,
     sample_surface,
+    shell_bins,
+    shell_fraction,
     ssim,
     triangulate,
 )
@@ -131,6 +143,197 @@ def test_normal_consistency_of_a_flipped_mesh(sphere: tuple[np.ndarray, np.ndarr
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# regions: crop and shell fraction
+
+
+def box_surface(matrix: np.ndarray | None = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The surface of the cube [-scale, scale]^3 (outward triangles), mapped by a (4, 4) matrix."""
+    v = np.array([[x, y, z] for z in (-1, 1) for y in (-1, 1) for x in (-1, 1)], float) * scale
+    f = np.array([(0, 2, 3), (0, 3, 1), (4, 5, 7), (4, 7, 6), (0, 1, 5), (0, 5, 4), (2, 6, 7), (2, 7, 3),
+                  (0, 4, 6), (0, 6, 2), (1, 3, 7), (1, 7, 5)])
+    if matrix is not None:
+        v = v @ matrix[:3, :3].T + matrix[:3, 3]
+    return v, f
+
+
+def square(half: float, z: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A horizontal square [-half, half]^2 at height z, facing up."""
+    v = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]], float)
+    return v, np.array([[0, 1, 2], [0, 2, 3]])
+
+
+def tilted_box() -> np.ndarray:
+    """(4, 4) a box turned about two axes, with different sizes, away from the origin."""
+    c, s = math.cos(0.5), math.sin(0.5)
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    m = np.eye(4)
+    m[:3, :3] = rz @ rx @ np.diag([1.5, 0.8, 0.6])
+    m[:3, 3] = [3.0, -2.0, 1.0]
+    return m
+
+
+def test_region_ratio_box_sphere_and_both() -> None:
+    box = Region(box=protocol.box_matrix([-2, -1, -1], [2, 1, 1]))
+    assert box.ratio(np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [2, 0.5, 3]])) == pytest.approx([0.5, 1, 0, 3])
+    ball = Region(sphere_center=np.array([1.0, 2, 3]), sphere_radius=2.0)
+    assert ball.ratio(np.array([[2.0, 2, 3], [1, 2, 6]])) == pytest.approx([0.5, 1.5])
+    # the sphere seen from the box's centre (1, 0, 0), not its own: along -x the boundary is 3 away, along +x 1
+    both = Region(box=protocol.box_matrix([0.5, -0.5, -0.5], [1.5, 0.5, 0.5]), sphere_center=np.zeros(3),
+                  sphere_radius=2.0)
+    r = both.ratio(np.array([[1.8, 0, 0], [1.2, 0, 0], [1, 0, 0.25]]))
+    assert r == pytest.approx([max(1.6, 0.8), max(0.4, 0.2), 0.5])
+    m = tilted_box()
+    inside = np.array([[0.3, -0.9, 0.5], [-0.95, 0.2, 0.1]]) @ m[:3, :3].T + m[:3, 3]
+    assert Region(box=m).ratio(inside) == pytest.approx([0.9, 0.95])
+    with pytest.raises(ValueError):
+        Region(box=np.diag([1.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError):
+        Region(box=protocol.box_matrix([5, 5, 5], [6, 6, 6]), sphere_center=np.zeros(3), sphere_radius=1.0)
+
+
+def test_shell_fraction_of_a_shell_at_the_boundary_is_one(sphere: tuple[np.ndarray, np.ndarray]) -> None:
+    v, f = sphere
+    assert shell_fraction(v * 0.95, f, Region(sphere_center=np.zeros(3), sphere_radius=1.0)) > 0.99
+    assert shell_fraction(*box_surface(scale=0.95), np.eye(4)) > 0.99  # a box matrix works as the region
+    m = tilted_box()
+    assert shell_fraction(*box_surface(m, 0.95), m) > 0.99
+    # a shell outside the region counts too (beyond 90 % of the way)
+    assert shell_fraction(v * 3.0, f, np.eye(4)) > 0.99
+    # but a sphere inscribed in a box only reaches its boundary near the faces' centres
+    assert 0.1 < shell_fraction(v * 0.98, f, np.eye(4)) < 0.4
+
+
+def test_shell_fraction_of_a_small_object_at_the_centre_is_zero(sphere: tuple[np.ndarray, np.ndarray]) -> None:
+    v, f = sphere
+    assert shell_fraction(v * 0.3, f, np.eye(4)) == 0.0
+    assert shell_fraction(v * 0.85, f, Region(sphere_center=np.zeros(3), sphere_radius=1.0)) == 0.0
+    m = tilted_box()
+    assert shell_fraction(v * 0.3 + m[:3, 3], f, m) == 0.0
+    assert shell_fraction(np.zeros((0, 3)), np.zeros((0, 3), int), m) == 0.0
+
+
+def test_shell_fraction_of_a_plane_through_the_centre_is_its_rim() -> None:
+    """A plane through the centre reaches the boundary in exactly the directions along it: the bins the
+    equator's directions fall into (about 5 % of 2000), all within a bin's size of the equator."""
+    theta = np.linspace(0, 2 * np.pi, 200_000, endpoint=False)
+    equator = np.stack([np.cos(theta), np.sin(theta), np.zeros_like(theta)], 1)
+    expected = np.zeros(2000, bool)
+    expected[np.unique(nearest(equator, direction_bins(2000))[1])] = True
+    for half, region in ((1.0, np.eye(4)), (3.0, Region(sphere_center=np.zeros(3), sphere_radius=2.0))):
+        counted, dirs = shell_bins(*square(half), region)
+        assert np.array_equal(counted, expected)
+        assert 0.03 < counted.mean() < 0.07
+        assert np.abs(dirs[counted, 2]).max() < math.sqrt(4 * math.pi / 2000)
+    # the same plane lower down (like a table top under an object) reaches the boundary in a band below it
+    counted, dirs = shell_bins(*square(1.0, -0.5), np.eye(4))
+    assert counted.any() and dirs[counted, 2].max() < 0
+
+
+def test_job_region_is_its_sphere_and_box(tmp_path: Path, sphere: tuple[np.ndarray, np.ndarray]) -> None:
+    v, f = sphere
+    to_world = np.diag([2.0, 2.0, 2.0, 1.0])
+    to_world[:3, 3] = [1.0, 0.0, -1.0]
+    job = region_from_job(to_world, None)
+    assert job.box is None and job.sphere_radius == pytest.approx(2.0)
+    assert shell_fraction(v * 1.9 + [1, 0, -1], f, job) > 0.99
+    assert shell_fraction(v * 0.5 + [1, 0, -1], f, job) == 0.0
+    roi = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])  # the world box [0, 2] x [-1, 1] x [-2, 0]
+    boxed = region_from_job(to_world, roi)
+    assert np.allclose(boxed.box, protocol.box_matrix([0, -1, -2], [2, 1, 0]))
+    assert shell_fraction(*box_surface(boxed.box, 0.95), boxed) > 0.99
+    assert shell_fraction(v * 1.9 + [1, 0, -1], f, boxed) > 0.99  # beyond the box
+    # read back from a job's checkpoint through the checkpoint loader
+    import torch
+
+    ckpt = tmp_path / "job" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"to_world": to_world, "roi": roi, "step": 7}, ckpt)
+    for where in (tmp_path / "job", ckpt):
+        r = read_region(where)
+        assert np.allclose(r.box, boxed.box) and r.sphere_radius == pytest.approx(2.0)
+
+
+def test_read_region_files(tmp_path: Path) -> None:
+    m = tilted_box()
+    (tmp_path / "m.json").write_text(json.dumps({"matrix": m.tolist()}))
+    assert np.allclose(read_region(tmp_path / "m.json").box, m)
+    (tmp_path / "b.json").write_text(json.dumps({"box_min": [0, 1, 2], "box_max": [2, 3, 6]}))
+    assert np.allclose(read_region(tmp_path / "b.json").box, protocol.box_matrix([0, 1, 2], [2, 3, 6]))
+    (tmp_path / "s.json").write_text(json.dumps({"center": [1, 2, 3], "radius": 4}))
+    r = read_region(tmp_path / "s.json")
+    assert r.box is None and r.sphere_radius == 4 and np.allclose(r.center, [1, 2, 3])
+    for bad in ({"radius": 2}, {"box_min": [0, 0, 0], "box_max": [1, 1, 0]}, [1, 2]):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(BackendError) as err:
+            read_region(tmp_path / "bad.json")
+        assert err.value.file is not None and str(err.value.file).endswith("bad.json")
+    with pytest.raises(BackendError):
+        read_region(tmp_path / "missing.json")
+
+
+def test_crop_mesh_clips_exactly_and_keeps_the_winding() -> None:
+    # a plane cut by a box turned 45 degrees about z: exactly the box's square cross-section (side 2), facing up
+    c = math.sqrt(0.5)
+    m = np.eye(4)
+    m[:3, :3] = np.array([[c, -c, 0], [c, c, 0], [0, 0, 1]]) @ np.diag([1.0, 1.0, 0.5])
+    v, f = crop_mesh(*square(3.0), Region(box=m))
+    areas, normals = face_areas_normals(v, f)
+    assert areas.sum() == pytest.approx(4.0, abs=1e-9)
+    assert np.allclose(normals, [0, 0, 1]) and np.abs(v[:, :2]).sum(1).max() == pytest.approx(math.sqrt(2))
+    assert Region(box=m).ratio(v).max() <= 1 + 1e-9
+    # one triangle, partly inside: the inside part only
+    tri = np.array([[0.0, 0, 0], [4, 0, 0], [0, 4, 0]])
+    v, f = crop_mesh(tri, np.array([[0, 1, 2]]), Region(box=protocol.box_matrix([-1, -1, -1], [1, 1, 1])))
+    assert face_areas_normals(v, f)[0].sum() == pytest.approx(1.0)  # the unit square under the hypotenuse
+    # a sphere region keeps whole faces with every vertex inside
+    sv, sf = icosphere(3)
+    v, f = crop_mesh(sv, sf, Region(sphere_center=np.array([0, 0, 1.0]), sphere_radius=1.0))
+    assert len(f) and np.linalg.norm(v - [0, 0, 1], axis=1).max() <= 1.0 and v[:, 2].min() > 0
+    # nothing inside
+    v, f = crop_mesh(sv, sf, Region(box=protocol.box_matrix([5, 5, 5], [6, 6, 6])))
+    assert v.shape == (0, 3) and f.shape == (0, 3)
+
+
+def test_region_metrics_ignore_outside_but_count_floaters_and_missing(sphere: tuple[np.ndarray, np.ndarray]
+                                                                       ) -> None:
+    """An object on a plane, in a region box around it: what lies outside the box does not change the Chamfer
+    distance (the shell fraction sees it); a floater inside, or a missing object, do."""
+    v, f = sphere
+    obj_v, obj_f = v * 0.5 + [0, 0, 0.5], f
+    plane_v, plane_f = square(3.0)
+    gt_v, gt_f = join((obj_v, obj_f), (plane_v, plane_f))
+    region = Region(box=protocol.box_matrix([-0.6, -0.6, -0.1], [0.6, 0.6, 1.1]))
+    kw = {"n_points": 30_000}
+    base = region_mesh_metrics(gt_v, gt_f, gt_v, gt_f, region, **kw)
+    assert base["chamfer"] < 0.01 and base["fscore"] > 0.99 and base["region_faces"] > 0
+    shell_v, shell_f = v * 3.0, f[:, ::-1]
+    with_shell = join((gt_v, gt_f), (shell_v, shell_f))
+    m = region_mesh_metrics(*with_shell, gt_v, gt_f, region, **kw)
+    assert m["chamfer"] == pytest.approx(base["chamfer"], rel=0.2) and m["fscore"] > 0.99
+    assert shell_fraction(*with_shell, region) > 0.99 and shell_fraction(gt_v, gt_f, region) < 0.5
+    floater = join((gt_v, gt_f), (v * 0.1 + [0.45, 0.45, 0.9], f))
+    m = region_mesh_metrics(*floater, gt_v, gt_f, region, **kw)
+    assert m["accuracy"] > 1.5 * base["accuracy"] and m["precision"] < 0.99  # 3 % of its area is the floater
+    m = region_mesh_metrics(plane_v, plane_f, gt_v, gt_f, region, **kw)  # the object is missing
+    assert m["completeness"] > 0.1 and m["recall"] < 0.5
+    m = region_mesh_metrics(shell_v, shell_f, gt_v, gt_f, region, **kw)  # nothing inside at all
+    assert m["chamfer"] == math.inf and m["fscore"] == 0.0 and m["region_faces"] == 0
+    with pytest.raises(ValueError, match="reference"):
+        region_mesh_metrics(gt_v, gt_f, shell_v, shell_f, region, **kw)
+
+
+def join(*meshes: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate (vertices, faces) meshes."""
+    verts, faces, offset = [], [], 0
+    for v, f in meshes:
+        verts.append(np.asarray(v, float))
+        faces.append(np.asarray(f, np.int64) + offset)
+        offset += len(v)
+    return np.concatenate(verts), np.concatenate(faces)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # image metrics
 
 
@@ -218,3 +421,32 @@ def test_eval_command_errors(tmp_path: Path) -> None:
     code, msgs, _ = run_eval("--mesh", str(tmp_path / "missing.ply"), "--reference", str(tmp_path / "gt.ply"))
     assert code == protocol.EXIT_ERROR and msgs[-1]["type"] == "error"
     assert msgs[-1]["file"].endswith("missing.ply")
+
+
+def test_eval_command_region(tmp_path: Path) -> None:
+    """``eval --region``: region-cropped figures, the shell fraction of both meshes; ``--mesh --region`` alone gives
+    the shell fraction; a region that misses the reference is an error naming the reference."""
+    v, f = icosphere(4)
+    obj = (v * 0.5 + [0, 0, 0.5], f)
+    gt = join(obj, square(0.6))
+    write_ply(str(tmp_path / "gt_region.ply"), *gt)
+    write_ply(str(tmp_path / "pred.ply"), *join(gt, (v * 3.0, f[:, ::-1])))  # plus a shell far outside
+    region = {"matrix": protocol.box_matrix([-0.6, -0.6, -0.1], [0.6, 0.6, 1.1]).tolist()}
+    (tmp_path / "region.json").write_text(json.dumps(region))
+    code, msgs, err = run_eval("--mesh", str(tmp_path / "pred.ply"), "--reference", str(tmp_path / "gt_region.ply"),
+                               "--region", str(tmp_path / "region.json"), "--points", "20000")
+    assert code == 0, err
+    m = msgs[-1]["metrics"]
+    assert m["chamfer"] < 0.02 and m["fscore"] > 0.99  # the outer shell is cropped away...
+    assert m["shell_fraction"] > 0.99 and m["shell_fraction_reference"] < 0.6  # ...and seen here
+    assert m["region"]["box_matrix"] == region["matrix"]
+    code, msgs, err = run_eval("--mesh", str(tmp_path / "pred.ply"), "--region", str(tmp_path / "region.json"))
+    assert code == 0, err
+    assert msgs[-1]["metrics"]["shell_fraction"] > 0.99 and "chamfer" not in msgs[-1]["metrics"]
+    far = {"box_min": [5, 5, 5], "box_max": [6, 6, 6]}
+    (tmp_path / "far.json").write_text(json.dumps(far))
+    code, msgs, _ = run_eval("--mesh", str(tmp_path / "pred.ply"), "--reference", str(tmp_path / "gt_region.ply"),
+                             "--region", str(tmp_path / "far.json"))
+    assert code == protocol.EXIT_ERROR and msgs[-1]["file"].endswith("gt_region.ply")
+    code, msgs, _ = run_eval("--mesh", str(tmp_path / "pred.ply"), "--region", str(tmp_path / "nothing.json"))
+    assert code == protocol.EXIT_ERROR and msgs[-1]["file"].endswith("nothing.json")
