@@ -1139,6 +1139,12 @@ class PoseEstimator:
             self._emit("warning", message=f"registered {report['registered']} of {report['total']} images; not "
                                           "registered: " + ", ".join(d["name"] for d in lost[:20]),
                        files=[d["name"] for d in lost])
+        roi = report.get("roi_details") or {}
+        if roi.get("converged") is False and report["registered"] >= 3:
+            self._emit("warning", message="the cameras do not converge on one object (they look the same way), so "
+                                          "the region box holds the bulk of the sparse points and may take in walls "
+                                          "or floor: in Blender, move and scale the region box around the object "
+                                          "before Reconstruct (or add masks)")
         if report["suspicious"]:
             names = sorted({s["name"] for s in report["suspicious"]})
             self._emit("warning", message=f"{len(names)} camera(s) look wrong: " + "; ".join(
