@@ -749,12 +749,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
         metrics.update(evaluate_checkpoint(args.checkpoint, args.data, holdout_every=args.holdout_every,
                                            max_image_size=args.max_image_size, device=args.device,
                                            renders_dir=args.renders, progress=progress))
-    if args.out:
-        protocol.atomic_write_text(args.out, json.dumps(protocol._clean(metrics), indent=1))
-    if not emitter.json_mode:
-        emitter.stream.write(format_metrics(metrics) + "\n")
-    emitter.emit("done", metrics=metrics, elapsed_s=time.perf_counter() - t0, cancelled=False)
-    return protocol.EXIT_OK
+    return _finish(args, emitter, metrics, t0)
 
 
 def region_metrics(pred: dict[str, Any], gt: dict[str, Any], region: Region, args: argparse.Namespace
@@ -786,6 +781,11 @@ def run_region(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     metrics: dict[str, Any] = {"shell_fraction": shell_fraction(mesh["vertices"], mesh["faces"], region,
                                                                 seed=args.seed),
                                "mesh": str(mesh["path"]), "region": region.describe()}
+    return _finish(args, emitter, metrics, t0)
+
+
+def _finish(args: argparse.Namespace, emitter: protocol.Emitter, metrics: dict[str, Any], t0: float) -> int:
+    """Write the metrics (``--out``, the plain CLI's table) and the ``done`` message."""
     if args.out:
         protocol.atomic_write_text(args.out, json.dumps(protocol._clean(metrics), indent=1))
     if not emitter.json_mode:

@@ -184,8 +184,9 @@ def render_capture(bench: Benchmark, out: Path, size: int, samples: int, work: P
     return float(json.loads(meta_path.read_text())["render_s"])
 
 
-def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) -> dict[str, Any]:
-    """Capture (or reuse), train, extract and evaluate one benchmark; ``path`` sets ``NEUSBLEND_PATH``."""
+def _settings(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], bool, str, int, int, Path]:
+    """A benchmark's table entry and the run's settings: on CUDA, whether the preset, image size and mesh resolution
+    default to the GPU's, and the work folder (made, and said on stderr)."""
     bench = BENCHMARKS[name]
     cuda = args.device == "cuda"
     preset = args.preset or ("default" if cuda else "preview")
@@ -194,6 +195,12 @@ def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"neusblend-bench-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"[{name}] work folder {work}", file=sys.stderr, flush=True)
+    return bench, cuda, preset, size, resolution, work
+
+
+def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) -> dict[str, Any]:
+    """Capture (or reuse), train, extract and evaluate one benchmark; ``path`` sets ``NEUSBLEND_PATH``."""
+    bench, cuda, preset, size, resolution, work = _settings(name, args)
     row: dict[str, Any] = {"benchmark": name, "preset": preset, "commit": commit(),
                            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
     py = [sys.executable, "-m", "backend"]
@@ -282,14 +289,7 @@ the ratio of the two runs' Chamfer.
 
 def run_room_benchmark(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """A room capture trained with its evaluation masks and without: one row per run (see ROOM_TEXT)."""
-    bench = BENCHMARKS[name]
-    cuda = args.device == "cuda"
-    preset = args.preset or ("default" if cuda else "preview")
-    size = args.size or (400 if cuda else 200)
-    resolution = args.resolution or (512 if cuda else 256)
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"neusblend-bench-{name}-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"[{name}] work folder {work}", file=sys.stderr, flush=True)
+    bench, cuda, preset, size, resolution, work = _settings(name, args)
     if args.capture:
         data = Path(args.capture)
         capture_s = json.loads((data / "capture.json").read_text()).get("render_s")
