@@ -243,12 +243,13 @@ def test_job_region_is_its_sphere_and_box(tmp_path: Path, sphere: tuple[np.ndarr
     assert np.allclose(boxed.box, protocol.box_matrix([0, -1, -2], [2, 1, 0]))
     assert shell_fraction(*box_surface(boxed.box, 0.95), boxed) > 0.99
     assert shell_fraction(v * 1.9 + [1, 0, -1], f, boxed) > 0.99  # beyond the box
-    # read back from a job's checkpoint through the checkpoint loader
-    import torch
+    # read back from a job's checkpoint (written and read in the checkpoint format) through the checkpoint loader
+    from backend.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "job" / "checkpoints" / "last.pt"
-    ckpt.parent.mkdir(parents=True)
-    torch.save({"to_world": to_world, "roi": roi, "step": 7}, ckpt)
+    save_checkpoint(ckpt, {"step": 7, "config": {}, "field": {}, "grid": {},
+                           "optimizer": {"state": {}, "param_groups": []}, "n_rays": 1, "to_world": to_world,
+                           "roi": roi, "roi_matrix": None, "data": None, "masks": None, "has_masks": False})
     for where in (tmp_path / "job", ckpt):
         r = read_region(where)
         assert np.allclose(r.box, boxed.box) and r.sphere_radius == pytest.approx(2.0)
