@@ -90,6 +90,7 @@ class TrainConfig:
     rgb_loss: str = "l1"  # "l1" or "huber"
     eikonal_weight: float = 0.1
     mask_weight: float = 0.1
+    opacity_entropy_weight: float = 0.0  # without masks: the foreground opacity's binary entropy per ray
     # meshes
     mesh_every_s: float = 30.0
     snapshot_resolution: int = 192

@@ -58,14 +58,16 @@ class StepInputs:
 
 
 def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_weight: float,
-                rgb_loss: str = "l1", bg_rows: int | None = None, distortion_weight: float = 0.0
-                ) -> dict[str, torch.Tensor]:
+                rgb_loss: str = "l1", bg_rows: int | None = None, distortion_weight: float = 0.0,
+                opacity_entropy_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Render the packed samples and compute the training losses (nothing is synchronised with the host).
 
     Args:
         bg_rows: the background field is evaluated on the first this many ray rows only (None: all); the rows past
             them must not be valid rays. Its cost grows with the rows, so the CUDA graph sizes it to the rays drawn.
         distortion_weight: weight of the background field's distortion loss (mean over the valid rays).
+        opacity_entropy_weight: without masks, weight of the foreground opacity's binary entropy (mean over the valid
+            rays): pushes each ray to see the object fully or not at all.
 
     Returns:
         ``loss`` (total), ``mse``, ``eikonal``, ``mask`` (zero without masks): scalar tensors.
@@ -111,6 +113,11 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
         bce = -(x.mask * torch.log(op) + (1 - x.mask) * torch.log(1 - op))
         loss_mask = (bce * x.ray_valid).sum() * x.inv_n_rays
         loss = loss + mask_weight * loss_mask
+    elif x.mask is None and opacity_entropy_weight > 0:
+        # without masks nothing else asks the foreground to be opaque or clear: its binary entropy per ray
+        op = opacity.clamp(1e-4, 1 - 1e-4)
+        entropy = -(op * torch.log(op) + (1 - op) * torch.log(1 - op))
+        loss = loss + opacity_entropy_weight * (entropy * x.ray_valid).sum() * x.inv_n_rays
     return {"loss": loss, "mse": mse, "eikonal": loss_eik, "mask": loss_mask}
 
 
@@ -147,14 +154,15 @@ class GraphStep:
 
     def __init__(self, field: NeuSField, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], *,
                  max_rays: int, sample_capacity: int, eik_points: int, has_masks: bool, eikonal_weight: float,
-                 mask_weight: float, rgb_loss: str, distortion_weight: float = 0.0) -> None:
+                 mask_weight: float, rgb_loss: str, distortion_weight: float = 0.0,
+                 opacity_entropy_weight: float = 0.0) -> None:
         dev = next(field.parameters()).device
         self.field, self.optimizer, self.params = field, optimizer, params
         self.R, self.S, self.E = int(max_rays), int(sample_capacity), int(eik_points)
         self.has_masks = has_masks
         self.has_bg_field = getattr(field, "bg_field", None) is not None
         self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss,
-                   "distortion_weight": distortion_weight}
+                   "distortion_weight": distortion_weight, "opacity_entropy_weight": opacity_entropy_weight}
         self.device = dev
         self.buf = self.new_inputs()
         self.bg_rows: int | None = None  # see step_losses; part of the key the graph is captured for

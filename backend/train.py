@@ -425,7 +425,8 @@ class Trainer:
             self.graph_step = GraphStep(self.field, self.optimizer, self.params, max_rays=cfg.max_rays,
                                         sample_capacity=cap, eik_points=cap // 8, has_masks=self.has_masks,
                                         eikonal_weight=cfg.eikonal_weight, mask_weight=cfg.mask_weight,
-                                        rgb_loss=cfg.rgb_loss, distortion_weight=cfg.bg_distortion_weight)
+                                        rgb_loss=cfg.rgb_loss, distortion_weight=cfg.bg_distortion_weight,
+                                        opacity_entropy_weight=cfg.opacity_entropy_weight)
         self._side = torch.cuda.Stream(self.device) if self.graph_step is not None else None
         self._pending: dict[str, Any] | None = None  # the next step's batch, marched on the side stream
         self._staging = None  # the fused batch's StepInputs (see _batch_fused)
@@ -683,7 +684,8 @@ class Trainer:
                            ray_origins=spare(b["ray_origins"]), bg_jitter=spare(b["bg_jitter"]))
             out = step_losses(self.field, x, eikonal_weight=cfg.eikonal_weight,
                               mask_weight=cfg.mask_weight if has_mask else 0.0, rgb_loss=cfg.rgb_loss,
-                              distortion_weight=cfg.bg_distortion_weight)
+                              distortion_weight=cfg.bg_distortion_weight,
+                              opacity_entropy_weight=cfg.opacity_entropy_weight)
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward(inputs=self.params)  # no gradient for the sample positions
             self.optimizer.step()

@@ -51,7 +51,8 @@ def test_padded_step_equals_unpadded(background: str) -> None:
     b = random_batch(50, seed=3, masks=masks)
     n = b["ray_dirs"].shape[0]
     with_bg = background == "field"
-    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1", "distortion_weight": 0.01 if with_bg else 0.0}
+    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1", "distortion_weight": 0.01 if with_bg else 0.0,
+          "opacity_entropy_weight": 0.0 if masks else 0.01}
 
     ref_field = make_field(0, background)
     valid = torch.ones(n + 1)
@@ -132,3 +133,29 @@ def test_cuda_graph_replay_matches_eager_steps(path: str, normals: str, backgrou
             assert gs.captures == 1
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_opacity_entropy_pushes_rays_to_be_opaque_or_clear() -> None:
+    """Without masks, the opacity entropy term adds to the loss (it is part of what is optimised); with masks it
+    plays no part (the mask loss decides the opacity there)."""
+    b = random_batch(40, seed=9, masks=False)
+    n = b["ray_dirs"].shape[0]
+    valid = torch.ones(n + 1)
+    valid[-1] = 0
+    x = StepInputs(pts=b["pts"], dirs=b["dirs"], deltas=b["deltas"], ray_indices=b["ray_indices"],
+                   sample_valid=torch.ones(len(b["pts"])), ray_dirs=spare(b["ray_dirs"]), gt=spare(b["gt"]),
+                   bg=None, mask=None, ray_valid=valid, inv_n_rays=torch.tensor(1.0 / n), rand_pts=b["rand_pts"],
+                   cos_anneal=torch.tensor(b["cos"]))
+    field = make_field(0, "env")
+    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1"}
+    plain = step_losses(field, x, **kw)["loss"]
+    with_entropy = step_losses(field, x, **kw, opacity_entropy_weight=0.5)["loss"]
+    assert float(with_entropy) > float(plain)
+    masked = random_batch(40, seed=9, masks=True)
+    xm = StepInputs(pts=masked["pts"], dirs=masked["dirs"], deltas=masked["deltas"],
+                    ray_indices=masked["ray_indices"], sample_valid=torch.ones(len(masked["pts"])),
+                    ray_dirs=spare(masked["ray_dirs"]), gt=spare(masked["gt"]), bg=spare(masked["bg"]),
+                    mask=spare(masked["mask"]), ray_valid=valid, inv_n_rays=torch.tensor(1.0 / n),
+                    rand_pts=masked["rand_pts"], cos_anneal=torch.tensor(masked["cos"]))
+    assert float(step_losses(field, xm, **kw, opacity_entropy_weight=0.5)["loss"]) == pytest.approx(
+        float(step_losses(field, xm, **kw)["loss"]))
