@@ -1,8 +1,10 @@
 """Time from a posed capture to the final mesh, and the quality reached, for each compute path.
 
-Runs ``python -m backend train`` (the real CLI, a fresh process per run) on DTU scan 65 with masks, holding out
-every 8th view, at equal steps for every path, and reads the ``done`` message: wall-clock time to the final mesh
-(loading, training, final extraction), training time, held-out PSNR and mask IoU.
+Runs ``python -m backend train`` (the real CLI, a fresh process per run) on DTU scan 65 (with masks, or without them
+given ``-- --no-masks``), holding out every 8th view, at equal steps for every path, and reads the ``done`` message:
+wall-clock time to the final mesh (loading, training, final extraction and, without masks, its clean-up), training
+time, held-out PSNR (over the whole image without masks) and mask IoU; and the final mesh's shell fraction against the
+job's region (:func:`backend.evaluate.shell_fraction`: near 0 for an object, near 1 for a shell of background).
 
 Usage: ``python bench/time_to_mesh.py [--data DIR] [--steps 2000,5000,20000] [--paths triton,reference]
 [--preset NAME] [--warmup 300] [--json FILE] [--write] [-- more train arguments]``
@@ -62,7 +64,8 @@ def run_once(data: Path, job: Path, steps: int, path: str, preset: str, extra: l
     job.parent.mkdir(parents=True, exist_ok=True)
     (job.parent / f"{job.name}.messages.jsonl").write_text(stdout)
     done = msgs[-1]
-    return {"path": start["path"], "preset": preset, "steps": steps, "wall_s": wall,
+    return {"path": start["path"], "preset": preset, "steps": steps, "wall_s": wall, "shell": shell_of(job),
+            "masks": bool(start["dataset"].get("has_masks")),
             "train_s": done["metrics"]["train_time_s"], "mesh_s": done["metrics"]["mesh_ready_s"],
             "setup_s": done["metrics"].get("setup_s"), "eval_s": done["metrics"].get("eval_s"),
             "psnr": done["metrics"].get("holdout_psnr"), "iou": done["metrics"].get("holdout_mask_iou"),
@@ -70,6 +73,24 @@ def run_once(data: Path, job: Path, steps: int, path: str, preset: str, extra: l
             "rays_late": sorted(m["rays"] for m in late)[len(late) // 2] if late else None,
             "marched_late": sorted(m.get("marched", 0) for m in late)[len(late) // 2] if late else None,
             "device": start["device"]}
+
+
+def shell_fraction_of(job: Path) -> float:
+    """The final mesh's shell fraction against the job's own region (its unit sphere and box): the share of
+    directions from the region's centre in which the mesh has surface near the region's boundary."""
+    from backend.evaluate import read_mesh, read_region, shell_fraction
+
+    mesh = read_mesh(job / "meshes" / "final.npz")
+    return shell_fraction(mesh["vertices"], mesh["faces"], read_region(job))
+
+
+def shell_of(job: Path) -> float | None:
+    """:func:`shell_fraction_of`, or None (with the reason on stderr) when it cannot be measured."""
+    try:
+        return shell_fraction_of(job)
+    except Exception as exc:  # noqa: BLE001 - a benchmark row without this column is still a row
+        print(f"shell fraction of {job}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
 
 
 def insert_in_section(text: str, heading: str, block: str) -> str:
@@ -115,14 +136,17 @@ def main() -> None:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
     stamp = rows[-1]["date"]
-    lines = [f"### Time to mesh, DTU scan 65 (masks, every 8th view held out), {device_name(dev)}", "",
-             f"commit {sha}, {stamp}, preset {args.preset}", "",
+    masks = "masks" if rows[-1]["masks"] else "without masks"
+    lines = [f"### Time to mesh, {Path(args.data).name} ({masks}, every 8th view held out), {device_name(dev)}", "",
+             f"commit {sha}, {stamp}, preset {args.preset}" + (f", `{' '.join(args.extra)}`" if args.extra else ""), "",
              "| path | steps | load to final mesh | training | process wall | median samples/s | held-out PSNR "
-             "| mask IoU |", "|---|---|---|---|---|---|---|---|"]
+             "| mask IoU | shell fraction |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        iou = f"{r['iou']:.3f}" if r["iou"] is not None else "-"
+        shell = f"{100 * r['shell']:.1f} %" if r["shell"] is not None else "-"
         lines.append(f"| {r['path']} | {r['steps']} | {r['mesh_s']:.1f} s | {r['train_s']:.1f} s | "
                      f"{r['wall_s']:.1f} s | "
-                     f"{(r['samples_per_s'] or 0) / 1e6:.1f} M | {r['psnr']:.2f} dB | {r['iou']:.3f} |")
+                     f"{(r['samples_per_s'] or 0) / 1e6:.1f} M | {r['psnr']:.2f} dB | {iou} | {shell} |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     if args.write:
