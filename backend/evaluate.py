@@ -29,14 +29,16 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import protocol
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .errors import BackendError
+from .meshclean import Region, region_from_frame
 
 log = logging.getLogger(__name__)
 
@@ -236,87 +238,8 @@ def mesh_metrics(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_vertices:
 # regions: cropped mesh metrics and the shell fraction
 
 
-@dataclass(frozen=True)
-class Region:
-    """A region of interest in world coordinates: an oriented box, a sphere, or where both hold (a job's region:
-    its unit sphere and its ``roi`` box).
-
-    Attributes:
-        box: None or (4, 4) affine map of the cube [-1, 1]^3 onto the box (``train --roi``'s matrix form).
-        sphere_center: None or (3,); sphere_radius: its radius (world units).
-        source: where it came from (a file, a job), for reports.
-    """
-
-    box: np.ndarray | None = None
-    sphere_center: np.ndarray | None = None
-    sphere_radius: float = 0.0
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if self.box is None and self.sphere_center is None:
-            raise ValueError("a region needs a box or a sphere")
-        if self.box is not None:
-            m = np.asarray(self.box, dtype=np.float64).reshape(4, 4)
-            if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
-                raise ValueError("the region box is empty or flat")
-            object.__setattr__(self, "box", m)
-        if self.sphere_center is not None:
-            object.__setattr__(self, "sphere_center", np.asarray(self.sphere_center, dtype=np.float64).reshape(3))
-            if not self.sphere_radius > 0:
-                raise ValueError("the region sphere needs a positive radius")
-            if self.box is not None and np.linalg.norm(self.box[:3, 3] - self.sphere_center) >= self.sphere_radius:
-                raise ValueError("the region box's centre lies outside its sphere")
-
-    @property
-    def center(self) -> np.ndarray:
-        """(3,) the point directions are measured from: the box's centre, else the sphere's."""
-        return self.box[:3, 3].copy() if self.box is not None else self.sphere_center.copy()
-
-    def ratio(self, points: np.ndarray) -> np.ndarray:
-        """(P,) for (P, 3) points: distance from :attr:`center` over the distance from the centre to the region's
-        boundary in the same direction (< 1 inside, 1 on the boundary, > 1 outside; 0 at the centre).
-
-        For the box it is the largest absolute box coordinate (the box maps to [-1, 1]^3); for the sphere
-        (centre s, radius R, seen from c) ``|p - c| / t`` with ``t`` the positive root of ``|c + t d - s| = R``;
-        where both are given, the larger of the two.
-        """
-        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        c = self.center
-        out = np.zeros(len(p))
-        if self.box is not None:
-            local = (p - c) @ np.linalg.inv(self.box[:3, :3]).T
-            out = np.abs(local).max(1)
-        if self.sphere_center is not None:
-            v = p - c
-            dist = np.linalg.norm(v, axis=1)
-            d = v / np.maximum(dist, 1e-300)[:, None]
-            oc = c - self.sphere_center
-            b = d @ oc
-            t = -b + np.sqrt(np.maximum(b * b - oc @ oc + self.sphere_radius**2, 0.0))
-            out = np.maximum(out, np.where(dist > 0, dist / np.maximum(t, 1e-300), 0.0))
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready description (for the metrics)."""
-        out: dict[str, Any] = {"source": self.source, "center": self.center.tolist()}
-        if self.box is not None:
-            out["box_matrix"] = self.box.tolist()
-        if self.sphere_center is not None:
-            out["sphere_center"] = self.sphere_center.tolist()
-            out["sphere_radius"] = float(self.sphere_radius)
-        return out
-
-
-def region_from_job(to_world: np.ndarray, roi: np.ndarray | None, source: str = "") -> Region:
-    """A job's region in world coordinates: its unit sphere (``to_world``, a similarity) and, when the job has
-    one, its ``roi`` box ((2, 3) in the normalized frame, clipped to [-1, 1]^3 as extraction clips it)."""
-    tw = np.asarray(to_world, dtype=np.float64).reshape(4, 4)
-    scale = float(np.cbrt(abs(np.linalg.det(tw[:3, :3]))))
-    box = None
-    if roi is not None:
-        lo, hi = np.clip(np.asarray(roi, dtype=np.float64).reshape(2, 3), -1.0, 1.0)
-        box = tw @ protocol.box_matrix(lo, hi)
-    return Region(box=box, sphere_center=tw[:3, 3], sphere_radius=scale, source=source)
+#: A job's region in world coordinates: its unit sphere (``to_world``) and its ``roi`` box, where it has one.
+region_from_job = region_from_frame
 
 
 def read_region(path: str | os.PathLike[str]) -> Region:
@@ -333,16 +256,8 @@ def read_region(path: str | os.PathLike[str]) -> Region:
     """
     p = Path(path).expanduser()
     if p.is_dir() or p.suffix == ".pt":
-        from .train import load_checkpoint
-
-        ckpt_path = resolve_checkpoint(p)
-        ckpt = load_checkpoint(ckpt_path)
-        if "to_world" not in ckpt:
-            raise BackendError("the checkpoint has no to_world", hint="Train again with this version.",
-                               file=ckpt_path)
-        roi = ckpt.get("roi")
-        return region_from_job(np.asarray(ckpt["to_world"]), None if roi is None else np.asarray(roi),
-                               source=str(p))
+        ckpt = load_checkpoint(resolve_checkpoint(p))
+        return region_from_frame(ckpt["to_world"], ckpt["roi"], source=str(p))
     if not p.is_file():
         raise BackendError("region file not found", hint="Give a region JSON (a capture's region.json) or a job "
                            "folder.", file=p)
@@ -570,13 +485,6 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------------------------
 # held-out views of a checkpoint
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint file, or a job folder's last checkpoint (see :func:`backend.checkpoint.resolve_checkpoint`)."""
-    from .checkpoint import resolve_checkpoint as resolve
-
-    return resolve(path)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *,

@@ -244,27 +244,15 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
 
 
 def checkpoint_cameras(ckpt: dict[str, Any], emitter: protocol.Emitter):  # noqa: ANN201 - meshclean.Cameras
-    """The cameras a checkpoint was trained with, in input coordinates: its ``cameras`` entry (K, c2w, sizes) when
-    it has one, else read again from its capture (images at 64 px: only the intrinsics and sizes matter). None,
-    after a warning, when the capture is gone."""
+    """The cameras a checkpoint was trained with, in input coordinates (its ``cameras`` entry: K, c2w, sizes), or
+    None after a warning when it has none."""
     from .meshclean import Cameras
 
     cams = ckpt.get("cameras")
     if isinstance(cams, dict):
         return Cameras(cams["K"], cams["c2w"], cams["sizes"])
-    data = ckpt.get("data")
-    if data and Path(data).exists():
-        from .data import load_scene
-
-        try:
-            scene = load_scene(data, max_image_size=64, normalize=False)
-            return Cameras(scene.K, scene.c2w, scene.sizes)
-        except BackendError as exc:
-            emitter.emit("warning", message=f"cannot read the capture's cameras ({exc.message}); the clean-up keeps "
-                         "parts seen by fewer than two cameras", file=str(data))
-            return None
-    emitter.emit("warning", message="the capture this job was trained on is gone; the clean-up keeps parts seen by "
-                 "fewer than two cameras", file=str(data) if data else None)
+    emitter.emit("warning", message="the checkpoint does not hold its cameras; the clean-up keeps parts seen by "
+                 "fewer than two cameras")
     return None
 
 

@@ -36,28 +36,49 @@ REASONS = ("outside_region", "boundary_shell", "unseen", "floaters", "support_pl
 
 @dataclass(frozen=True)
 class Region:
-    """The region the field was trained and extracted in, in mesh coordinates: an oriented box, a sphere or both
-    (their intersection).
+    """A region of interest in mesh (world) coordinates: an oriented box, a sphere, or where both hold (a training
+    run's region: its unit sphere and its region box). The clean-up cuts to it; ``backend eval`` crops to it and
+    measures the shell fraction against it.
 
     Attributes:
         box: None or (4, 4) matrix mapping the cube [-1, 1]^3 onto the box (what ``train --roi`` reads).
-        sphere_center: None or (3,) centre of the training sphere (where the field's clamp closes the volume).
-        sphere_radius: radius of that sphere (ignored without a centre).
+        sphere_center: None or (3,) centre of the sphere (the training sphere, where the field's clamp closes the
+            volume); sphere_radius: its radius.
+        source: where it came from (a file, a job), for reports.
+
+    Raises:
+        ValueError: neither a box nor a sphere, a flat or non-finite box, a sphere without a positive radius, or a
+            box whose centre lies outside the sphere.
     """
 
     box: np.ndarray | None = None
     sphere_center: np.ndarray | None = None
     sphere_radius: float = 0.0
+    source: str = ""
 
     def __post_init__(self) -> None:
+        if self.box is None and self.sphere_center is None:
+            raise ValueError("a region needs a box or a sphere")
         if self.box is not None:
-            object.__setattr__(self, "box", np.asarray(self.box, dtype=np.float64).reshape(4, 4))
+            m = np.asarray(self.box, dtype=np.float64).reshape(4, 4)
+            if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
+                raise ValueError("the region box is empty or flat")
+            object.__setattr__(self, "box", m)
         if self.sphere_center is not None:
             object.__setattr__(self, "sphere_center", np.asarray(self.sphere_center, dtype=np.float64).reshape(3))
+            if not self.sphere_radius > 0:
+                raise ValueError("the region sphere needs a positive radius")
+            if self.box is not None and np.linalg.norm(self.box[:3, 3] - self.sphere_center) >= self.sphere_radius:
+                raise ValueError("the region box's centre lies outside its sphere")
 
     @property
     def has_sphere(self) -> bool:
-        return self.sphere_center is not None and self.sphere_radius > 0
+        return self.sphere_center is not None
+
+    @property
+    def center(self) -> np.ndarray:
+        """(3,) the point directions are measured from: the box's centre, else the sphere's."""
+        return self.box[:3, 3].copy() if self.box is not None else self.sphere_center.copy()
 
     def size(self) -> float:
         """A length for tolerances: the sphere's radius or the box's half-diagonal, the smaller one."""
@@ -66,11 +87,11 @@ class Region:
             sizes.append(float(np.linalg.norm(self.box[:3, :3] @ np.ones(3))))
         if self.has_sphere:
             sizes.append(float(self.sphere_radius))
-        return min(sizes) if sizes else 0.0
+        return min(sizes)
 
     def inside_distance(self, points: np.ndarray) -> np.ndarray:
         """(M,) distance of (M, 3) points to the region's boundary: positive inside, negative outside (exact for
-        the sphere and inside a box with orthogonal axes, a close estimate elsewhere; +inf for an empty region)."""
+        the sphere and inside a box with orthogonal axes, a close estimate elsewhere)."""
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         d = np.full(len(pts), np.inf)
         if self.box is not None:
@@ -82,15 +103,50 @@ class Region:
             d = np.minimum(d, self.sphere_radius - np.linalg.norm(pts - self.sphere_center, axis=1))
         return d
 
+    def ratio(self, points: np.ndarray) -> np.ndarray:
+        """(P,) for (P, 3) points: distance from :attr:`center` over the distance from the centre to the region's
+        boundary in the same direction (< 1 inside, 1 on the boundary, > 1 outside; 0 at the centre).
 
-def region_from_frame(to_world: np.ndarray, roi: np.ndarray | None = None, box: np.ndarray | None = None
-                      ) -> Region:
+        For the box it is the largest absolute box coordinate (the box maps to [-1, 1]^3); for the sphere
+        (centre s, radius R, seen from c) ``|p - c| / t`` with ``t`` the positive root of ``|c + t d - s| = R``;
+        where both are given, the larger of the two.
+        """
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        c = self.center
+        out = np.zeros(len(p))
+        if self.box is not None:
+            local = (p - c) @ np.linalg.inv(self.box[:3, :3]).T
+            out = np.abs(local).max(1)
+        if self.sphere_center is not None:
+            v = p - c
+            dist = np.linalg.norm(v, axis=1)
+            d = v / np.maximum(dist, 1e-300)[:, None]
+            oc = c - self.sphere_center
+            b = d @ oc
+            t = -b + np.sqrt(np.maximum(b * b - oc @ oc + self.sphere_radius**2, 0.0))
+            out = np.maximum(out, np.where(dist > 0, dist / np.maximum(t, 1e-300), 0.0))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (for the metrics)."""
+        out: dict[str, Any] = {"source": self.source, "center": self.center.tolist()}
+        if self.box is not None:
+            out["box_matrix"] = self.box.tolist()
+        if self.sphere_center is not None:
+            out["sphere_center"] = self.sphere_center.tolist()
+            out["sphere_radius"] = float(self.sphere_radius)
+        return out
+
+
+def region_from_frame(to_world: np.ndarray, roi: np.ndarray | None = None, box: np.ndarray | None = None,
+                      source: str = "") -> Region:
     """The region of a training run, in input coordinates.
 
     Args:
         to_world: (4, 4) similarity from the normalized frame (the unit training sphere) to input coordinates.
         roi: None or (2, 3) axis-aligned box in the normalized frame (``Scene.roi``, clipped to [-1, 1]^3).
         box: None or (4, 4) cube-to-input matrix of an oriented region box (``--roi``); preferred over ``roi``.
+        source: where it came from, for reports.
     """
     to_world = np.asarray(to_world, dtype=np.float64).reshape(4, 4)
     scale = float(np.cbrt(abs(np.linalg.det(to_world[:3, :3]))))
@@ -100,7 +156,7 @@ def region_from_frame(to_world: np.ndarray, roi: np.ndarray | None = None, box: 
         cube[:3, :3] = np.diag((r[1] - r[0]) / 2)
         cube[:3, 3] = (r[1] + r[0]) / 2
         box = to_world @ cube
-    return Region(box=box, sphere_center=to_world[:3, 3].copy(), sphere_radius=scale)
+    return Region(box=box, sphere_center=to_world[:3, 3].copy(), sphere_radius=scale, source=source)
 
 
 @dataclass(frozen=True)

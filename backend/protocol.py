@@ -16,6 +16,7 @@ inline, for a backend on another machine behind ssh).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -373,14 +374,19 @@ def read_job_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     return {"kind": doc["kind"], "kinds": kinds or [doc["kind"]], "version": doc.get("version", 1)}
 
 
-def write_job_marker(root: str | os.PathLike[str], kind: str) -> Path:
-    """Mark ``root`` as a job of ours that ``kind`` writes into (kept: the kinds already recorded)."""
+def write_job_marker(root: str | os.PathLike[str], kind: str, **notes: Any) -> Path:
+    """Mark ``root`` as a job of ours that ``kind`` writes into (kept: the kinds already recorded, and the notes
+    earlier writers left, such as which photos a poses job read; ``notes`` adds or replaces some)."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
     old = read_job_marker(root)
-    doc = {"kind": old["kind"] if old else kind, "kinds": sorted({*(old["kinds"] if old else ()), kind}),
-           "version": JOB_MARKER_VERSION}
-    return atomic_write_text(Path(root) / JOB_MARKER, json.dumps(doc, indent=1) + "\n")
+    earlier: dict[str, Any] = {}
+    if old is not None:
+        with contextlib.suppress(OSError, ValueError):
+            earlier = json.loads((Path(root) / JOB_MARKER).read_text(encoding="utf-8"))
+    doc = {**earlier, **notes, "kind": old["kind"] if old else kind,
+           "kinds": sorted({*(old["kinds"] if old else ()), kind}), "version": JOB_MARKER_VERSION}
+    return atomic_write_text(Path(root) / JOB_MARKER, json.dumps(_clean(doc), indent=1) + "\n")
 
 
 def stale_temporaries(root: str | os.PathLike[str], subdirs: tuple[str, ...] = ("", "meshes", "checkpoints",

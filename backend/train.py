@@ -321,25 +321,6 @@ def read_roi(path: str) -> np.ndarray:
     return m
 
 
-def clean_scene_mesh(scene, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, *,  # noqa: ANN001
-                     roi_matrix: np.ndarray | None = None, remove_plane: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """The final mesh of a capture without masks, cleaned (:func:`backend.meshclean.clean_final_mesh`): cut to the
-    training region (the unit sphere of ``scene.to_world`` and ``scene.roi``, or the ``--roi`` box ``roi_matrix``),
-    without the shell on its boundary, parts seen by fewer than two of the scene's cameras and floaters; with
-    ``remove_plane`` also the support plane. :meth:`Trainer.finish` calls it for captures without masks and reports
-    ``report["removed"]`` in the ``done`` message.
-
-    Args:
-        scene: a :class:`backend.scene.Scene` (its K, c2w, sizes, to_world, roi); verts (V, 3) input coordinates,
-            faces (F, 3), colors (V, C) or None.
-    """
-    from .meshclean import clean_final_mesh
-
-    return clean_final_mesh(verts, faces, colors, K=scene.K, c2w=scene.c2w, sizes=scene.sizes,
-                            to_world=scene.to_world, roi=scene.roi, roi_matrix=roi_matrix, remove_plane=remove_plane)
-
-
 def watch_stdin(trainer: Trainer) -> None:
     """Ask the trainer to stop once standard input reaches end of file (the client went away)."""
     import sys
@@ -876,7 +857,11 @@ class Trainer:
         removed = None
         if not cancelled and not self.has_masks and len(faces):  # photos without masks: a clean object by default
             self.emitter.emit("stage", name="clean", detail="cut to the region; shell, unseen parts and floaters")
-            verts, faces, colors, report = clean_scene_mesh(self.scene, verts, faces, colors,
+            from .meshclean import clean_final_mesh
+
+            sc = self.scene
+            verts, faces, colors, report = clean_final_mesh(verts, faces, colors, K=sc.K, c2w=sc.c2w, sizes=sc.sizes,
+                                                            to_world=sc.to_world, roi=sc.roi,
                                                             roi_matrix=self.roi_matrix)
             removed = report["removed"]
         from .meshing import write_ply

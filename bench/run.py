@@ -198,6 +198,22 @@ def _settings(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], bool
     return bench, cuda, preset, size, resolution, work
 
 
+def _train_command(py: list[str], data: Path, job: Path, preset: str, max_size: int, args: argparse.Namespace,
+                   row: dict[str, Any]) -> list[str]:
+    """The benchmark's ``train`` command (no live meshes, every 8th view held out, ``--steps``, ``--seed`` and
+    ``--set`` from the arguments; the seed is noted in ``row``)."""
+    train = [*py, "train", "--data", str(data), "--out", str(job), "--preset", preset, "--device", args.device,
+             "--mesh-every", "0", "--holdout-every", "8", "--max-image-size", str(max_size), "--json"]
+    if args.steps:
+        train += ["--steps", str(args.steps)]
+    if args.seed is not None:
+        train += ["--seed", str(args.seed)]
+        row["seed"] = args.seed
+    for kv in args.set:
+        train += ["--set", kv]
+    return train
+
+
 def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) -> dict[str, Any]:
     """Capture (or reuse), train, extract and evaluate one benchmark; ``path`` sets ``NEUSBLEND_PATH``."""
     bench, cuda, preset, size, resolution, work = _settings(name, args)
@@ -221,15 +237,7 @@ def run_benchmark(name: str, args: argparse.Namespace, path: str | None = None) 
         max_size = args.size or (0 if cuda else 200)
     job = work / (f"job_{preset}_{args.device}" + (f"_{path}" if path else ""))
     env = dict(os.environ, NEUSBLEND_PATH=path) if path else None
-    train = [*py, "train", "--data", str(data), "--out", str(job), "--preset", preset, "--device", args.device,
-             "--mesh-every", "0", "--holdout-every", "8", "--max-image-size", str(max_size), "--json"]
-    if args.steps:
-        train += ["--steps", str(args.steps)]
-    if args.seed is not None:
-        train += ["--seed", str(args.seed)]
-        row["seed"] = args.seed
-    for kv in args.set:
-        train += ["--set", kv]
+    train = _train_command(py, data, job, preset, max_size, args, row)
     t0 = time.perf_counter()
     tag = f"_{path}" if path else ""
     msgs = run_json(train, work / f"train{tag}.log", f"train{tag}", env=env)
@@ -308,18 +316,9 @@ def run_room_benchmark(name: str, args: argparse.Namespace) -> list[dict[str, An
                                "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                                "capture_s": capture_s, "px": max_size}
         job = work / f"job_{run}_{preset}_{args.device}"
-        train = [*py, "train", "--data", str(data), "--out", str(job), "--preset", preset, "--device",
-                 args.device, "--mesh-every", "0", "--holdout-every", "8", "--max-image-size", str(max_size),
-                 "--json"]
+        train = _train_command(py, data, job, preset, max_size, args, row)
         if run == "masked":
             train += ["--masks", str(data / meta["room"]["masks"])]
-        if args.steps:
-            train += ["--steps", str(args.steps)]
-        if args.seed is not None:
-            train += ["--seed", str(args.seed)]
-            row["seed"] = args.seed
-        for kv in args.set:
-            train += ["--set", kv]
         if args.set:
             row["set"] = " ".join(args.set)
         t0 = time.perf_counter()

@@ -1,8 +1,9 @@
-"""The job folder of ``python -m backend poses``: what is ours, what is not, and how it is replaced (stdlib only).
+"""The job folder of ``python -m backend poses``: what is ours, what is not, and how it is replaced.
 
 Rules (docs/POSES.md, "The output folder"):
 
-- A poses job folder carries a marker, :data:`MARKER` (``{"kind": "poses", ...}``), written before anything else.
+- A poses job folder carries the shared job marker, :data:`MARKER` (:func:`backend.protocol.read_job_marker`; kind
+  ``poses``), written before anything else.
 - ``--out`` may name a new folder, an empty one, or one of our poses jobs. Any other non-empty folder is refused
   before anything is written (nothing the user made is touched). An older job without the marker is accepted when
   its top level holds only ``poses/`` and ``colmap/`` and ``poses/report.json`` is one of ours (it lists our
@@ -17,19 +18,19 @@ Rules (docs/POSES.md, "The output folder"):
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import json
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from ..errors import BackendError
+from ..protocol import JOB_MARKER, write_job_marker
+from ..protocol import read_job_marker as read_marker
 
 #: Marker file that makes a folder recognisable as a poses job.
-MARKER = "neusblend-job.json"
+MARKER = JOB_MARKER
 MARKER_KIND = "poses"
 #: The finished outputs (renamed into place at the end of a run).
 WORK_DIR = "colmap"
@@ -56,15 +57,6 @@ def _is_ours_by_name(name: str) -> bool:
     """Temporary entries a poses run (or the protocol's atomic writes) leaves behind when interrupted."""
     return (name in (WORK_PARTIAL, POSES_PARTIAL) or name.startswith((".colmap.old-", ".poses.old-"))
             or (name.startswith(".") and name.endswith(".tmp")))
-
-
-def read_marker(job: Path) -> dict[str, Any] | None:
-    """The marker of ``job`` as a dict, or None when there is none (or it is not one of ours)."""
-    try:
-        doc = json.loads((job / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("kind"), str) else None
 
 
 def _looks_like_old_job(job: Path, names: Iterable[str]) -> bool:
@@ -196,19 +188,9 @@ class PosesJob:
             raise os_error(exc, root, "write to the output folder") from exc
 
     def _write_marker(self, images: Path | None) -> None:
-        """The marker in the shared format (:func:`backend.protocol.read_job_marker`): ``kind`` is what made the
-        folder first, ``kinds`` all that wrote into it (training writes into a poses job: ``["poses", "train"]``)."""
-        old = read_marker(self.root)
-        kinds = set(old.get("kinds") or [old["kind"]]) if old is not None else set()
-        doc = {"kind": old["kind"] if old is not None else MARKER_KIND, "kinds": sorted(kinds | {MARKER_KIND}),
-               "version": 1, "written_by": "python -m backend poses",
-               "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-               "images": str(images) if images else None}
-        if old is not None and old.get("created"):
-            doc["created"] = old["created"]
-        tmp = self.root / f".{MARKER}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.root / MARKER)
+        """The shared marker (:func:`backend.protocol.write_job_marker`): ``kind`` is what made the folder first,
+        ``kinds`` all that wrote into it (training writes into a poses job: ``["poses", "train"]``)."""
+        write_job_marker(self.root, MARKER_KIND, images=str(images) if images else None)
 
     def _clean_leftovers(self) -> None:
         """Remove temporary files and folders an interrupted run left (ours by name) in the job, colmap/, poses/."""
