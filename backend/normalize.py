@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .region import object_region
+from .region import views_containing as region_views
 from .scene import Scene, similarity
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,7 @@ def _in_view(K: np.ndarray, w2c: np.ndarray, size: tuple[int, int], pts: np.ndar
 
 def views_containing(scene: Scene, pts: np.ndarray) -> np.ndarray:
     """(M,) number of views whose image each of the (M, 3) world points projects into (in front of the camera)."""
-    w2c = _w2c(scene.c2w)
-    sizes = scene.sizes
-    count = np.zeros(len(pts), dtype=np.int32)
-    for i in range(len(scene)):
-        count += _in_view(scene.K[i], w2c[i], (int(sizes[i, 0]), int(sizes[i, 1])), pts)[3]
-    return count
+    return region_views(scene.c2w, scene.K, scene.sizes, pts)
 
 
 def camera_focus(c2w: np.ndarray) -> np.ndarray:

@@ -109,20 +109,6 @@ def model_arrays(reconstruction: Any) -> ModelArrays:
 # ------------------------------------------------------------------------------------------------ geometry
 
 
-def visibility_counts(m: ModelArrays, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    """(P,) how many cameras see each point: in front of the camera and inside its image (grown by ``margin``)."""
-    counts = np.zeros(len(points), dtype=np.int64)
-    for R, t, K, (w, h) in zip(m.R, m.t, m.K, m.sizes, strict=True):
-        pc = points @ R.T + t
-        z = pc[:, 2]
-        front = z > 1e-9
-        uv = pc[:, :2] @ K[:2, :2].T / np.where(front, z, 1.0)[:, None] + K[:2, 2]
-        mx, my = margin * w, margin * h
-        inside = front & (uv[:, 0] >= -mx) & (uv[:, 0] <= w + mx) & (uv[:, 1] >= -my) & (uv[:, 1] <= h + my)
-        counts += inside
-    return counts
-
-
 def mean_up(m: ModelArrays) -> np.ndarray:
     """Normalized mean of the cameras' up vectors (camera -y in world coordinates)."""
     up = m.ups.sum(0)
