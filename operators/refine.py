@@ -13,9 +13,9 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import preferences
+from ..backend.capture_files import write_region
 from ..backend.protocol import JobLayout
 from ..client import mesh_tools, runner, scene_capture, scene_mesh
-from ..client.camera_math import write_roi_file
 from ..client.jobs import continue_pipeline, extract_pipeline
 from ..properties import CLEANUP_ITEMS, CONTINUE_PRESET_ITEMS
 from .reconstruct import _preview_interval, _refuse_if_busy, _report_start, _trained_on, backend_python
@@ -119,7 +119,7 @@ class NEUSBLEND_OT_reextract(bpy.types.Operator):
         if box is not None:
             try:
                 matrix = mesh_tools.crop_matrix(obj, box)
-                roi = str(write_roi_file(layout.root.parent / f"{layout.root.name}.crop.json", matrix,
+                roi = str(write_region(layout.root.parent / f"{layout.root.name}.crop.json", matrix,
                                          box=box.name))
             except (mesh_tools.MeshToolError, OSError, ValueError) as exc:
                 self.report({"ERROR"}, f"Cannot use the crop box '{box.name}': {exc}")
