@@ -34,14 +34,13 @@ import numpy as np
 PROTOCOL_VERSION = 1
 
 #: Every message type the backend may print.
-MESSAGE_TYPES = ("start", "progress", "mesh", "image", "warning", "error", "done", "stage")
+MESSAGE_TYPES = ("start", "progress", "mesh", "warning", "error", "done", "stage")
 
 #: Fields each message type must carry (more are allowed).
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "start": ("command",),
     "progress": ("step", "total"),
     "mesh": ("step", "n_vertices", "n_faces"),
-    "image": ("step",),
     "warning": ("message",),
     "error": ("message", "hint"),
     "done": (),
@@ -127,14 +126,11 @@ class Emitter:
         self.stream = stream if stream is not None else sys.stdout
         self.json_mode = json_mode
         self._lock = threading.Lock()
-        self.sent: list[dict[str, Any]] = []  # kept small: only the last messages of each type
-        self.last: dict[str, dict[str, Any]] = {}
 
     def emit(self, msg_type: str, **fields: Any) -> dict[str, Any]:
         msg = make_message(msg_type, **fields)
         text = encode_message(msg) if self.json_mode else format_human(msg)
         with self._lock:
-            self.last[msg_type] = msg
             if text:
                 self.stream.write(text + "\n")
                 self.stream.flush()
@@ -308,10 +304,6 @@ class JobLayout:
         return self.root / "checkpoints"
 
     @property
-    def previews(self) -> Path:
-        return self.root / "previews"
-
-    @property
     def config(self) -> Path:
         return self.root / "config.json"
 
@@ -386,8 +378,8 @@ def write_job_marker(root: str | os.PathLike[str], kind: str, **notes: Any) -> P
     return atomic_write_text(Path(root) / JOB_MARKER, json.dumps(clean_json(doc), indent=1) + "\n")
 
 
-def stale_temporaries(root: str | os.PathLike[str], subdirs: tuple[str, ...] = ("", "meshes", "checkpoints",
-                                                                              "previews")) -> list[Path]:
+def stale_temporaries(root: str | os.PathLike[str],
+                      subdirs: tuple[str, ...] = ("", "meshes", "checkpoints")) -> list[Path]:
     """Temporary files (``.<name>.<random>.tmp``, from :func:`atomic_write_bytes`) that a killed writer left in a
     job folder and the given sub-folders."""
     found = []

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 #: What ``train`` writes directly in its job folder, and what ``poses`` does (a Reconstruct job holds both).
-TRAIN_ENTRIES = ("config.json", "meshes", "checkpoints", "previews", "mesh.ply")
+TRAIN_ENTRIES = ("config.json", "meshes", "checkpoints", "previews", "mesh.ply")  # previews/: earlier versions
 POSES_ENTRIES = ("poses", "colmap")
 
 
