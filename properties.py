@@ -17,7 +17,8 @@ from .client.jobstate import STATUSES
 
 PRESET_ITEMS = [
     ("preview", "Preview", "A rough mesh in minutes (also on CPU)"),
-    ("default", "Default", "Good quality in about half an hour on a recent GPU"),
+    ("default", "Default", "Good quality in under a minute on a recent NVIDIA GPU (49 photos: 45 s on an H200); "
+                           "slow on a CPU"),
     ("quality", "Quality", "Finest detail; longest run"),
 ]
 
