@@ -88,7 +88,7 @@ def test_load_result_keeps_the_srgb_colours(round_trip: dict[str, Any]) -> None:
     assert (r["domain"], r["data_type"]) == ("POINT", "BYTE_COLOR")
     got = np.asarray(r["srgb"], dtype=np.int64)
     assert got.shape == r["colors"].shape
-    assert np.abs(got - r["colors"]).max() <= 1, "the colour attribute must hold the snapshot's sRGB bytes"
+    assert np.array_equal(got, r["colors"]), "the colour attribute must hold the snapshot's sRGB bytes"
     assert r["material_reads"] == "Col"
 
 
@@ -100,6 +100,7 @@ def test_exported_ply_keeps_the_colours(round_trip: dict[str, Any]) -> None:
     # the exporter may reorder vertices: compare colour by colour, matched by position
     verts, _, _ = known_sphere()
     order = np.argmin(((ply["vertices"][:, None, :] - verts[None]) ** 2).sum(-1), 1)
+    # Blender's PLY exporter rounds its float colours down: most channels come out one level lower, never more
     assert np.abs(got.astype(np.int64) - colors[order]).max() <= 1
     assert abs(saturation(got).mean() - saturation(colors).mean()) < 0.01
 
