@@ -1,6 +1,6 @@
 """One in-memory description of a posed capture, whatever format it came from.
 
-Conventions (see DESIGN.md):
+Conventions (see docs/ARCHITECTURE.md):
 - ``c2w``: camera-to-world 4x4 in the *input's* coordinates, OpenCV camera axes (x right, y down, z forward).
 - ``K``: 3x3 pinhole intrinsics per image, OpenCV pixel convention: the centre of the top-left pixel is at
   (0, 0). COLMAP puts it at (0.5, 0.5), so the COLMAP loader subtracts 0.5 from its principal point.

@@ -3,7 +3,7 @@
 Two figures per path:
 - ``field``: the field step alone on random points (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF
   MLP, and with ``--heads sdf+color``, the default, the colour MLP): forward, analytic normals, eikonal loss and
-  backward, i.e. the double backward, and Adam. ``--heads sdf`` is the issue's definition (no colour network: SDF and
+  backward, i.e. the double backward, and Adam. ``--heads sdf`` is the field step alone (no colour network: SDF and
   eikonal losses);
 - ``train``: whole training steps of the trainer (ray sampling, occupancy culling, NeuS rendering, losses,
   optimiser) on a real capture (DTU scan 65 with masks when ../shared/data is present).
@@ -62,7 +62,7 @@ PATH_HELP = ("reference (PyTorch), triton (Triton hash grid + the SDF MLP and it
 
 
 def make_field(device: str, path: str, normals: str = "analytic", precision: str = "float32") -> NeuSField:
-    """The issue's field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path`` (both triton
+    """The benchmark field (hash grid 16 levels x 2 features, 2^19 table, 64-wide SDF MLP) on ``path`` (both triton
     paths use the Triton encoding; which geometry node runs is :func:`field_step_rate`'s environment)."""
     torch.manual_seed(0)
     grid = HashGridConfig(n_levels=16, n_features=2, log2_table_size=19, base_resolution=16, finest_resolution=2048)
@@ -197,7 +197,7 @@ def main() -> None:
     ap.add_argument("--normals", default="analytic", choices=("analytic", "finite_difference"),
                     help="how the field's normals are computed (every row)")
     ap.add_argument("--heads", default="sdf+color", choices=("sdf", "sdf+color"),
-                    help="networks in the field step: sdf (the issue's definition) or sdf and colour")
+                    help="networks in the field step: sdf only or sdf and colour")
     ap.add_argument("--precision", default=TrainConfig().precision, choices=("float32", "mixed", "tf32"),
                     help="products of the fused networks on the fast paths (every row; the reference is float32)")
     ap.add_argument("--profile", action="store_true",

@@ -5,10 +5,17 @@
     python scripts/build_extension.py --platform windows-x64 --platform macos-arm64
 
 Steps: download the manifest's wheels for the chosen platforms into ``vendor/`` (``pip download``, exact files;
-``vendor/*.whl`` is git-ignored), copy the extension into a staging folder whose manifest lists only those
-platforms and wheels, run ``blender_ext.py build --split-platforms`` and then ``blender_ext.py validate`` on every
-zip. ``blender_ext.py`` is found inside the installed ``bpy`` wheel (``bpy/<version>/scripts/addons_core/bl_pkg/
-cli/blender_ext.py``) or given with ``--blender-ext``; any Python 3.11+ runs it.
+``vendor/*.whl`` is git-ignored), copy what goes into the zip into a staging folder (``build/stage/neusblend``)
+whose manifest lists only those platforms and wheels, run ``blender_ext.py build --split-platforms`` and then
+``blender_ext.py validate`` on every zip. The staging copy applies the manifest's ``[build] paths_exclude_pattern``
+(the zip's own filter) while it walks the tree, never enters environments, build outputs, job folders or caches
+(``.venv``, ``venv``, ``build``, ``dist``, ``out``, ``jobs``, dot-folders, ``__pycache__``) and skips symbolic
+links, as ``blender_ext.py`` does: about 1 MB of files, not the project's 3 GB environment.
+
+``blender_ext.py`` is found inside the installed ``bpy`` wheel (``bpy/<version>/scripts/addons_core/bl_pkg/
+cli/blender_ext.py``) or given with ``--blender-ext``; any Python 3.11+ runs it. Run with a Python that lacks
+``bpy`` (a plain ``python``), the script runs itself again with the project's environment, ``.venv`` (made by
+``scripts/test.sh`` or ``scripts/demo.sh``), when there is one, and otherwise says what to do (exit status 2).
 """
 
 from __future__ import annotations
@@ -22,16 +29,20 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "blender_manifest.toml"
+EXIT_ERROR = 2  # exit status when this Python cannot build (no bpy, no project environment)
 EXIT_DOWNLOAD = 4  # exit status when wheels could not be downloaded
-#: Left out of the staging copy (the manifest's [build] excludes more from the zip itself).
-STAGE_IGNORE = (".git", "__pycache__", "vendor", "dist", "build", ".ruff_cache", ".pytest_cache", "jobs", "out",
-                "tests", "bench", "docs", "*.zip", "*.blend1")
+#: Never staged, whatever the manifest says (patterns as in its [build] paths_exclude_pattern): environments, build
+#: outputs, job folders, caches, dot-files (``.venv``, ``.git``, ``.data``, ``.whl``, ``.pytest_cache``, ...).
+NEVER_STAGE = (".*", "__pycache__/", "*.pyc", "/venv/", "/build/", "/dist/", "/out/", "/jobs/", "/vendor/")
+#: Set in the environment when the script runs itself again with the project's Python (so it never loops).
+REEXEC_MARK = "NEUSBLEND_BUILD_REEXEC"
 
 _SYSTEMS = {"manylinux": "linux", "musllinux": "linux", "linux": "linux", "win": "windows", "macosx": "macos"}
 _MACHINES = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64", "universal2": "universal2"}
@@ -71,6 +82,111 @@ def find_blender_ext() -> Path:
         if hits:
             return Path(hits[-1])
     raise SystemExit("blender_ext.py not found: install the bpy wheel (pip install bpy) or pass --blender-ext")
+
+
+def _toml(text: str) -> dict[str, Any]:
+    import tomllib  # Python 3.11+: imported here so that an older Python still reaches the message of main()
+
+    return tomllib.loads(text)
+
+
+def project_python(root: Path = ROOT) -> Path | None:
+    """The Python of the project's environment (``root/.venv``), if there is one."""
+    for rel in (".venv/bin/python", ".venv/Scripts/python.exe"):
+        if (root / rel).is_file():
+            return root / rel
+    return None
+
+
+def needs_project_python() -> str:
+    """Why this Python cannot run Blender's ``blender_ext.py`` from the bpy wheel, or "" when it can."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - a plain `python` may be older than the project needs
+        return f"Python {sys.version_info[0]}.{sys.version_info[1]} is too old (Blender's tool needs 3.11+)"
+    if importlib.util.find_spec("bpy") is None:
+        return "it has no bpy module (the bpy wheel brings Blender's blender_ext.py)"
+    return ""
+
+
+def exec_project_python(argv: Sequence[str], why: str) -> int:
+    """Run this script again with the project's ``.venv`` Python (replacing this process where the system allows),
+    or print what to do; returns the exit status when it cannot."""
+    venv = project_python()
+    if venv is not None and not os.environ.get(REEXEC_MARK):
+        print(f"{sys.executable} cannot build: {why}; running with the project's environment, {venv}",
+              file=sys.stderr, flush=True)
+        env = dict(os.environ, **{REEXEC_MARK: "1"})
+        cmd = [str(venv), str(Path(__file__).resolve()), *argv]
+        if os.name == "posix":
+            os.execve(cmd[0], cmd, env)
+        return subprocess.run(cmd, env=env, check=False).returncode
+    print(f"error: {sys.executable} cannot build the extension: {why}.", file=sys.stderr)
+    where = f"{venv} lacks it too" if venv is not None else f"{ROOT / '.venv'} does not exist"
+    print(f"hint: use the project's environment ({where}): `bash scripts/test.sh` makes it, then run "
+          "`.venv/bin/python scripts/build_extension.py`; or `pip install bpy==5.0.1` into a Python 3.11, "
+          "or pass --blender-ext PATH/TO/blender_ext.py.", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def exclude_matcher(patterns: Sequence[str]) -> Callable[[str, bool], bool]:
+    """A test ``(relative POSIX path, is_dir) -> excluded`` for gitignore-style patterns, the subset Blender's
+    manifests use: ``/x`` is anchored at the root (so is a pattern with ``/`` inside), ``x/`` matches folders only,
+    ``!x`` takes a path back in, globs (``*``, ``?``, ``[...]``) match within one path component; the last matching
+    pattern decides. A folder's exclusion covers everything below it (the walk never enters it)."""
+    rules = []
+    for raw in patterns:
+        pat = raw.strip()
+        if not pat or pat.startswith("#"):
+            continue
+        negate = pat.startswith("!")
+        pat = pat[1:] if negate else pat
+        dir_only = pat.endswith("/")
+        pat = pat.rstrip("/")
+        anchored = "/" in pat
+        rules.append((negate, dir_only, anchored, pat.lstrip("/").split("/")))
+
+    def excluded(rel: str, is_dir: bool) -> bool:
+        parts = PurePosixPath(rel).parts
+        out = False
+        for negate, dir_only, anchored, pat in rules:
+            if dir_only and not is_dir:
+                continue
+            if anchored:
+                hit = len(parts) == len(pat) and all(fnmatchcase(a, b) for a, b in zip(parts, pat, strict=True))
+            else:
+                hit = len(pat) == 1 and fnmatchcase(parts[-1], pat[0])
+            if hit:
+                out = not negate
+        return out
+
+    return excluded
+
+
+def stage_tree(src: Path, dest: Path, patterns: Sequence[str] = ()) -> tuple[int, int]:
+    """Copy the files of ``src`` that go into the zip to ``dest``: neither what ``patterns`` (the manifest's
+    ``paths_exclude_pattern``) nor :data:`NEVER_STAGE` excludes, and no symbolic link (``blender_ext.py`` skips
+    them; a linked ``.venv`` is never followed). Returns (files, bytes) copied."""
+    excluded = exclude_matcher([*NEVER_STAGE, *patterns])
+    files = size = 0
+    todo = [""]
+    while todo:
+        rel_dir = todo.pop()
+        with os.scandir(src / rel_dir) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_symlink():
+                    continue
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if excluded(rel, is_dir):
+                    continue
+                if is_dir:
+                    todo.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    target = dest / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(entry.path, target)
+                    files += 1
+                    size += entry.stat(follow_symlinks=False).st_size
+    return files, size
 
 
 class DownloadError(RuntimeError):
@@ -121,7 +237,7 @@ def build(platforms: Sequence[str], out_dir: Path, blender_ext: Path, download: 
           python: str = sys.executable) -> list[Path]:
     """Build and validate one zip per platform; returns their paths."""
     manifest_text = (ROOT / MANIFEST).read_text(encoding="utf-8")
-    manifest = tomllib.loads(manifest_text)
+    manifest = _toml(manifest_text)
     unknown = sorted(set(platforms) - set(manifest["platforms"]))
     if unknown:
         raise SystemExit(f"platforms {unknown} are not in the manifest ({manifest['platforms']})")
@@ -134,7 +250,9 @@ def build(platforms: Sequence[str], out_dir: Path, blender_ext: Path, download: 
 
     stage = ROOT / "build" / "stage" / manifest["id"]
     shutil.rmtree(stage, ignore_errors=True)
-    shutil.copytree(ROOT, stage, ignore=shutil.ignore_patterns(*STAGE_IGNORE))
+    stage.mkdir(parents=True)
+    files, size = stage_tree(ROOT, stage, manifest.get("build", {}).get("paths_exclude_pattern", []))
+    print(f"staged {files} files ({size / 2**20:.1f} MiB) in {stage}", flush=True)
     (stage / "vendor").mkdir()
     for w in wheels:
         shutil.copy2(ROOT / w, stage / w)
@@ -164,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--blender-ext", type=Path, help="path of blender_ext.py (default: from the bpy wheel)")
     p.add_argument("--no-download", action="store_true", help="use the wheels already in vendor/")
     args = p.parse_args(argv)
-    manifest = tomllib.loads((ROOT / MANIFEST).read_text(encoding="utf-8"))
+    why = "" if args.blender_ext or os.environ.get("BLENDER_EXT") else needs_project_python()
+    if why:
+        return exec_project_python(sys.argv[1:] if argv is None else argv, why)
+    manifest = _toml((ROOT / MANIFEST).read_text(encoding="utf-8"))
     platforms = list(manifest["platforms"]) if args.all else (args.platform or [this_platform()])
     try:
         zips = build(platforms, args.output_dir.resolve(), args.blender_ext or find_blender_ext(),

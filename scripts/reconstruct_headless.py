@@ -27,6 +27,7 @@ last mesh when there was one). Warnings (damaged photos left out, too few views,
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
 import shlex
@@ -35,7 +36,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -118,11 +119,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 class Extension:
     """The enabled extension module and how to disable it again."""
 
-    def __init__(self, module_name: str, module: ModuleType, repo: Any = None, repo_dir: str = "") -> None:
+    def __init__(self, module_name: str, module: ModuleType, repo: Any = None,
+                 remove_repo_dir: Callable[[], None] | None = None, repo_dir: str = "") -> None:
         self.module_name = module_name
         self.module = module
         self._repo = repo
-        self._repo_dir = repo_dir
+        self._remove_repo_dir = remove_repo_dir  # also registered with atexit
+        self.repo_dir = repo_dir
 
     def disable(self) -> None:
         """Unregister the extension and remove the temporary repository, if one was made."""
@@ -133,9 +136,10 @@ class Extension:
             self._repo = None
         if self.module_name in bpy.context.preferences.addons:
             addon_utils.disable(self.module_name, default_set=True)
-        if self._repo_dir:
-            shutil.rmtree(self._repo_dir, ignore_errors=True)
-            self._repo_dir = ""
+        if self._remove_repo_dir is not None:
+            self._remove_repo_dir()
+            atexit.unregister(self._remove_repo_dir)
+            self._remove_repo_dir = None
 
 
 def _enable(module_name: str) -> ModuleType:
@@ -164,6 +168,13 @@ def enable_extension(source_root: Path | None = SOURCE_ROOT, use_installed: bool
             raise RuntimeError("the extension is not installed in this Blender and no source tree was given")
         return Extension(name, _enable(name))
     repo_dir = tempfile.mkdtemp(prefix="neusblend-repo-")
+
+    def remove_repo_dir() -> None:  # the link inside is removed, never followed
+        shutil.rmtree(repo_dir, ignore_errors=True)
+
+    # Extension.disable() removes the folder; at exit it goes too when that never ran (an error, a caller that
+    # leaves the extension enabled)
+    atexit.register(remove_repo_dir)
     link = Path(repo_dir) / EXTENSION_ID
     try:
         os.symlink(source_root, link, target_is_directory=True)
@@ -184,9 +195,10 @@ def enable_extension(source_root: Path | None = SOURCE_ROOT, use_installed: bool
         module = _enable(name)
     except Exception:
         repos.remove(repo)
-        shutil.rmtree(repo_dir, ignore_errors=True)
+        remove_repo_dir()
+        atexit.unregister(remove_repo_dir)
         raise
-    return Extension(name, module, repo, repo_dir)
+    return Extension(name, module, repo, remove_repo_dir, repo_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------

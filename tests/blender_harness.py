@@ -27,14 +27,20 @@ HEADLESS = ROOT / "scripts" / "reconstruct_headless.py"
 
 
 def run_case(script: str | Path, case: str, tmp_path: Path, timeout: float = 600, **kwargs: Any) -> dict[str, Any]:
-    """Run ``CASES[case](**kwargs)`` of ``script`` in a fresh Python with an isolated Blender user folder."""
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    """Run ``CASES[case](**kwargs)`` of ``script`` in a fresh Python with an isolated Blender user folder and
+    temporary folder; fails when the case leaves the headless script's temporary extension repository behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), TMPDIR=str(tmp), TEMP=str(tmp),
+               TMP=str(tmp))
     proc = subprocess.run([sys.executable, str(script), case, json.dumps(kwargs)], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=str(tmp_path), stdin=subprocess.DEVNULL)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT:")]
     if proc.returncode != 0 or not lines:
         pytest.fail(f"case {case} failed (exit {proc.returncode})\n--- stdout\n{proc.stdout[-6000:]}\n"
                     f"--- stderr\n{proc.stderr[-6000:]}")
+    left = sorted(p.name for p in tmp.glob("neusblend-repo-*"))
+    assert not left, f"case {case} left the temporary extension repository {left} behind"
     return json.loads(lines[-1][len("RESULT:"):])
 
 

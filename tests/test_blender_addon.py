@@ -109,6 +109,21 @@ def test_register_unregister_leaves_nothing(tmp_path: Path, photos: Path) -> Non
     assert not r["timer_registered"]
 
 
+def test_temporary_extension_repository_is_removed_at_exit(tmp_path: Path) -> None:
+    """The headless script enables the extension through a temporary repository folder; it goes when the process
+    ends, also when the extension is still enabled then or the process fails (run_case checks a clean exit)."""
+    r = run_case("enable_and_leave", tmp_path, fail=False)
+    assert r["repo_dir"].startswith(str(tmp_path / "tmp")) and r["linked"], r
+    assert not Path(r["repo_dir"]).exists()
+    tmp = tmp_path / "failing"
+    tmp.mkdir()
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), TMPDIR=str(tmp))
+    proc = subprocess.run([sys.executable, __file__, "enable_and_leave", '{"fail": true}'], env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "the case failed on purpose" in proc.stderr, proc.stdout + proc.stderr
+    assert not list(tmp.glob("neusblend-repo-*"))
+
+
 def test_bad_input_is_reported_in_the_panel(tmp_path: Path, photos: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -215,10 +230,13 @@ def test_headless_full_run(tmp_path: Path, data_dir: Path) -> None:
            "--max-image-size", "120", "--mesh-every", "1", "--mesh-resolution", "32", "--final-resolution", "64",
            "--set", "target_samples=2048", "--device", "cpu", "--python", BACKEND_PYTHON,
            "--job-root", str(tmp_path / "jobs"), "--object", "Temple"]
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), TMPDIR=str(tmp))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "done:" in proc.stdout
+    assert not list(tmp.glob("neusblend-repo-*")), "the temporary extension repository must go at exit"
     r = run_case("inspect_blend", tmp_path, blend=str(out / "temple.blend"), name="Temple")
     assert r["updates"] >= 2, r  # at least one live snapshot and the final mesh
     assert r["final"] and r["vertices"] > 100 and r["faces"] > 100, r
@@ -328,6 +346,19 @@ def case_register_unregister(photos: str, python: str) -> dict[str, Any]:
     second = _snapshot()
     return {"before": before, "after": after, "second": second, "during_types": len(during["types"]),
             "pid_gone": pid_gone, "timer_registered": bpy.app.timers.is_registered(timer)}
+
+
+def case_enable_and_leave(fail: bool) -> dict[str, Any]:
+    """Enable the extension as the headless script does and end without disabling it (or with an error)."""
+    import bpy
+
+    ext = _headless().enable_extension()
+    assert ext.module_name in bpy.context.preferences.addons
+    repo_dir = ext.repo_dir
+    linked = (Path(repo_dir) / "neusblend").resolve() == ROOT
+    if fail:
+        raise RuntimeError("the case failed on purpose")
+    return {"repo_dir": repo_dir, "linked": linked}
 
 
 def case_quit_with_job(data: str, python: str, job_root: str) -> dict[str, Any]:
@@ -522,6 +553,7 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "train_then": case_train_then,
     "poses_then_train": case_poses_then_train,
     "quit_with_job": case_quit_with_job,
+    "enable_and_leave": case_enable_and_leave,
     "inspect_blend": case_inspect_blend,
 }
 

@@ -78,6 +78,101 @@ def test_zip_holds_the_extension_and_only_its_platforms_wheels(built_zip: Path) 
     assert f'platforms = ["{build.this_platform()}"]' in manifest
 
 
+def _tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_build_writes_less_than_200_mb(built_zip: Path) -> None:
+    """The staging folder and the zip together stay small: the project's environment (3 GB) is never copied."""
+    stage = ROOT / "build" / "stage" / "neusblend"
+    assert stage.is_dir()
+    assert not [p for p in stage.iterdir() if p.name in {".venv", "venv", "build", "out", "jobs", ".data", ".git"}]
+    total = _tree_size(stage) + built_zip.stat().st_size
+    assert total < 200 * 2**20, f"building wrote {total / 2**20:.0f} MiB"
+
+
+def _make(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_staging_copies_only_what_goes_into_the_zip(tmp_path: Path) -> None:
+    """A source tree with an environment, build outputs, caches and links beside the extension: only the
+    extension's files are staged (with the manifest's own exclude patterns), and no link is followed."""
+    build = _build_module()
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    keep = {"__init__.py", "blender_manifest.toml", "README.md", "backend/protocol.py", "backend/data/loader.py",
+            "client/runner.py", "backend/out/kept.py", "backend/build/kept.py", "requirements-backend.txt"}
+    for rel in keep:
+        _make(src / rel)
+    leave = [".venv/lib/python3.11/site-packages/torch/big.so", ".venv/pyvenv.cfg", "venv/bin/python",
+             "build/stage/neusblend/__init__.py", "dist/neusblend.zip", "out/demo/sample.blend", "jobs/a/mesh.ply",
+             ".data/x.npz", ".whl/bpy.whl", ".git/HEAD", ".pytest_cache/v", "backend/__pycache__/protocol.pyc",
+             "vendor/pycolmap.whl", "tests/test_x.py", "docs/A.md", "scripts/s.py", "bench/b.py",
+             "pyproject.toml", "old.zip", "scene.blend1", "backend/.hidden"]
+    for rel in leave:
+        _make(src / rel)
+    _make(outside / "lib" / "huge.bin", b"0" * 4096)
+    (src / ".venv" / "lib64").symlink_to(src / ".venv" / "lib", target_is_directory=True)
+    (src / "env").symlink_to(outside, target_is_directory=True)  # a linked environment under another name
+    (src / "backend" / "linked.py").symlink_to(outside / "lib" / "huge.bin")
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
+    files, size = build.stage_tree(src, tmp_path / "stage", manifest["build"]["paths_exclude_pattern"])
+    staged = {p.relative_to(tmp_path / "stage").as_posix() for p in (tmp_path / "stage").rglob("*") if p.is_file()}
+    assert staged == keep
+    assert (files, size) == (len(keep), len(keep))
+
+
+def test_exclude_patterns_follow_the_manifest_rules() -> None:
+    excluded = _build_module().exclude_matcher(["/*.zip", "__pycache__/", "*.blend[1-9]", "/docs/", "a/b.py",
+                                                "*.log", "!keep.log"])
+    assert excluded("x.zip", False) and not excluded("backend/x.zip", False)
+    assert excluded("backend/__pycache__", True) and not excluded("backend/__pycache__", False)
+    assert excluded("s.blend1", False) and not excluded("s.blend", False)
+    assert excluded("docs", True) and not excluded("backend/docs", True)
+    assert excluded("a/b.py", False) and not excluded("c/a/b.py", False)
+    assert excluded("x/y.log", False) and not excluded("x/keep.log", False)
+
+
+def _script_tree(tmp_path: Path) -> Path:
+    """A copy of the build script beside the real manifest, without wheels (so a build stops at 'missing wheels')."""
+    root = tmp_path / "tree"
+    _make(root / "scripts" / "build_extension.py", BUILD.read_bytes())
+    _make(root / "blender_manifest.toml", (ROOT / "blender_manifest.toml").read_bytes())
+    return root
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in environment is a shell script")
+def test_a_python_without_bpy_runs_the_project_environment(tmp_path: Path) -> None:
+    """`python scripts/build_extension.py` with a Python that lacks bpy (here: this one with -S, no site-packages)
+    runs itself again with the project's .venv Python, which has bpy."""
+    root = _script_tree(tmp_path)
+    marker = tmp_path / "venv-python-ran"
+    venv_python = _make(root / ".venv" / "bin" / "python",
+                        f'#!/bin/sh\ntouch "{marker}"\nexec "{sys.executable}" "$@"\n'.encode())
+    venv_python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in {"BLENDER_EXT", "NEUSBLEND_BUILD_REEXEC"}}
+    proc = subprocess.run([sys.executable, "-S", str(root / "scripts" / "build_extension.py"), "--no-download",
+                           "--output-dir", str(tmp_path / "dist")], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert "has no bpy module" in proc.stderr and f"project's environment, {venv_python}" in proc.stderr, proc.stderr
+    assert marker.exists()
+    assert "missing wheels" in proc.stderr, proc.stderr  # the second run found blender_ext.py and went on to build
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
+def test_a_python_without_bpy_or_environment_says_what_to_do(tmp_path: Path) -> None:
+    root = _script_tree(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in {"BLENDER_EXT", "NEUSBLEND_BUILD_REEXEC"}}
+    proc = subprocess.run([sys.executable, "-S", str(root / "scripts" / "build_extension.py")], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "has no bpy module" in proc.stderr and f"{root / '.venv'} does not exist" in proc.stderr
+    assert "bash scripts/test.sh" in proc.stderr and "--blender-ext" in proc.stderr
+    assert not (root / "build").exists()
+
+
 INSTALL = textwrap.dedent("""
     import json, sys
     from pathlib import Path

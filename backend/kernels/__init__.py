@@ -1,4 +1,4 @@
-"""Fast paths beside the portable reference (see DESIGN.md, "Acceleration").
+"""Fast paths beside the portable reference (see docs/KERNELS.md and docs/ARCHITECTURE.md).
 
 - :func:`select_path` picks the compute path for a device: ``"triton"`` when Triton imports, the device is CUDA
   and a quick self-check against the reference passes; ``"reference"`` otherwise. It never raises; the reason of

@@ -3,7 +3,7 @@ path for the hash table on CUDA).
 
 The update reads the parameter, its gradient and both moments and writes the parameter and the moments: 28 bytes
 an element, so on a table of 12 M entries it is bound by memory bandwidth. PyTorch's fused multi-tensor kernel
-(``torch._fused_adam_``) took 0.112 ms for the issue's field on an H200, about 3.1 TB/s. This kernel streams the one
+(``torch._fused_adam_``) took 0.112 ms for such a table on an H200, about 3.1 TB/s. This kernel streams the one
 contiguous tensor in wide blocks (each thread several consecutive elements) and does the same arithmetic in the same
 order as that kernel (the moments first, then ``p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`` with the bias
 corrections ``bc = 1 - beta^step`` from the device-side step count), so parameters agree to float32 rounding.

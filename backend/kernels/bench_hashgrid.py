@@ -2,7 +2,7 @@
 
 ``python -m backend.kernels.bench_hashgrid [--points N] [--sweep] [--profile]``
 
-Prints, for the issue's field setting (16 levels x 2 features, 2^19 table, 64-wide SDF MLP, eikonal):
+Prints, for the benchmark field (16 levels x 2 features, 2^19 table, 64-wide SDF MLP, eikonal):
 - the device's copy bandwidth (bytes read + written), the ceiling for the memory-bound terms;
 - each kernel's median time (``triton.testing.do_bench``) for several block shapes (``--sweep``);
 - encoding forward, field forward and whole field step rates for the reference and the Triton modes;
