@@ -1,14 +1,13 @@
-"""Export a posed capture's cameras, points and region of interest in the poses-job layout (run in a subprocess).
-
-    python -m client.export_capture --data CAPTURE --out DIR        (PYTHONPATH = the extension root)
+"""``python -m backend export-capture --data CAPTURE --out DIR``: a posed capture's cameras, points and region of
+interest in the poses-job layout, for the Blender import.
 
 The Blender import reads a poses job directly; every other layout the backend can load (NeuS, transforms.json,
-COLMAP, Middlebury) goes through this script, which the client runs with an interpreter that has the backend's
-loaders' needs (numpy, Pillow, and pycolmap for COLMAP models): Blender's own when the bundled wheels import, else
-the backend Python. It never imports bpy or torch, and it is never imported by the add-on itself (it imports
-``backend`` as a top-level package). It writes ``DIR/cameras.json``, ``DIR/points.npz`` (when the capture has
-points), ``DIR/roi.json`` and ``DIR/capture.json``, the formats of docs/POSES.md plus an absolute ``path`` per
-image, and prints one JSON line: ``{"ok": true, ...}`` or ``{"ok": false, "message", "hint", "file"}``.
+COLMAP, Middlebury) goes through this command, which the client runs with an interpreter that has the loaders'
+needs (numpy, Pillow, and pycolmap for COLMAP models): Blender's own when the extension's wheels import there, else
+the backend Python. It never imports torch. It writes ``DIR/cameras.json``, ``DIR/points.npz`` (when the capture
+has points), ``DIR/roi.json`` and ``DIR/capture.json`` (the formats of docs/POSES.md, plus an absolute ``path`` per
+image) and speaks the protocol like every command: ``start``, then ``done`` (``cameras``, ``points``, ``layout``,
+``out``) or ``error`` (``message``, ``hint``, ``file``); exit status 0 or 2.
 
 The region of interest is the backend's own automatic normalization of the capture (a NeuS ``scale_mat``, the
 visual hull of its masks, its sparse points, or what the cameras look at), so the box the user starts from is the
@@ -19,17 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import protocol
+from .errors import BackendError
+
 
 def export(data: str | Path, out: str | Path) -> dict[str, Any]:
-    """Load the capture at ``data`` (full resolution) and write the files into ``out``; returns a summary."""
-    from backend.data import detect_format, load_scene_with_info
+    """Load the capture at ``data`` (full resolution) and write the files into ``out``; returns a summary:
+    ``cameras`` and ``points`` (counts) and ``layout`` (the loader's format name)."""
+    from .data import detect_format, load_scene_with_info
 
     fmt = detect_format(data)
     scene, info = load_scene_with_info(data, normalize=True, prefer_given=True, fmt=fmt)
@@ -67,34 +69,24 @@ def export(data: str | Path, out: str | Path) -> dict[str, Any]:
         "name": name, "layout": fmt, "source": str(root),
         "normalization": {k: v for k, v in info.items() if k in ("method", "center", "radius")}}, indent=1),
         encoding="utf-8")
-    return {"ok": True, "cameras": len(scene), "points": n_points, "layout": fmt}
+    return {"cameras": len(scene), "points": n_points, "layout": fmt}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m client.export_capture", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="a posed capture the backend can load")
-    p.add_argument("--out", required=True, help="folder to write cameras.json, points.npz, roi.json into")
-    args = p.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="a posed capture the backend can load (NeuS, transforms.json, "
+                                                 "COLMAP, Middlebury)")
+    p.add_argument("--out", required=True, help="folder to write cameras.json, points.npz, roi.json, capture.json "
+                                                "into")
+
+
+def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
+    t0 = time.perf_counter()
+    emitter.emit("start", command="export-capture", device="cpu", data=str(args.data), out=str(args.out))
     try:
-        from backend.errors import BackendError
-    except ImportError as exc:
-        print(json.dumps({"ok": False, "message": f"the backend cannot be imported: {exc}",
-                          "hint": "Reinstall the extension."}), flush=True)
-        return 2
-    try:
-        result = export(args.data, args.out)
-    except BackendError as exc:
-        print(json.dumps({"ok": False, "message": exc.message, "hint": exc.hint, "file": exc.file or ""}),
-              flush=True)
-        return 2
-    except ImportError as exc:
-        print(json.dumps({"ok": False, "message": f"a module the loader needs is missing: {exc}",
-                          "hint": "Set a backend Python with numpy, Pillow and pycolmap in the preferences."}),
-              flush=True)
-        return 2
-    print(json.dumps(result), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        summary = export(args.data, args.out)
+    except ImportError as exc:  # pycolmap for a COLMAP model, Pillow for the photos' sizes
+        raise BackendError(f"a module the loader needs is missing: {exc}",
+                           "Set a backend Python with numpy, Pillow and pycolmap in the add-on preferences.",
+                           args.data) from exc
+    emitter.emit("done", **summary, out=str(Path(args.out).resolve()), elapsed_s=time.perf_counter() - t0)
+    return protocol.EXIT_OK

@@ -27,7 +27,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from .camera_math import (
+from ..camera_math import (
     CV_TO_GL,
     blender_camera_params,
     box_matrix,
@@ -36,7 +36,7 @@ from .camera_math import (
     roi_in_capture,
     transform_points,
 )
-from .capture_data import CameraView, CaptureData
+from ..capture_data import CameraView, CaptureData, capture_for_photos
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,13 @@ def find_region(scene: bpy.types.Scene | None, source: str) -> bpy.types.Object 
 def capture_collection(frame: bpy.types.Object) -> bpy.types.Collection | None:
     """The collection an import's frame empty lives in."""
     return frame.users_collection[0] if frame.users_collection else None
+
+
+def settings_capture_path(settings: bpy.types.PropertyGroup) -> str:
+    """The posed capture the panel's settings (``Scene.neusblend``) point at: the poses job estimated from the
+    photo folder, or the photo folder itself when it is a posed capture; "" otherwise."""
+    images = bpy.path.abspath(settings.images_dir) if settings.images_dir else ""
+    return capture_for_photos(images, settings.poses_job, settings.poses_images)
 
 
 def region_matrix(frame: bpy.types.Object, box: bpy.types.Object) -> np.ndarray:
