@@ -13,8 +13,8 @@ Every child keeps capture coordinates in its local matrix (``matrix_parent_inver
 frame empty alone carries the rotation (capture up -> +Z), the scale (region radius -> ``size`` Blender units) and
 the offset (region centre -> origin); moving the empty moves the whole capture and nothing else changes. The frame
 matrix at import time is also stored, row-major, in the custom property :data:`FRAME_PROP` of the empty and the
-collection. Only this module creates objects; the maths is in :mod:`.camera_math`, the reading in
-:mod:`.capture_data`.
+collection. Only this module creates objects; the maths is in :mod:`..camera_math`, the reading in
+:mod:`..capture_data`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 #: Custom property naming an object's part in an import: "frame", "camera", "points", "region".
 ROLE_PROP = "neusblend_role"
-#: Custom property holding :func:`.capture_data.capture_key` of the capture (on the frame, region and collection).
+#: Custom property holding :func:`..capture_data.capture_key` of the capture (on the frame, region and collection).
 SOURCE_PROP = "neusblend_source"
 #: Custom property holding blender_from_capture, 16 floats, row-major.
 FRAME_PROP = "neusblend_capture_to_blender"
@@ -80,7 +80,7 @@ def _parent(obj: bpy.types.Object, parent: bpy.types.Object, local: np.ndarray) 
 
 
 def find_capture(scene: bpy.types.Scene | None, source: str) -> bpy.types.Object | None:
-    """The frame empty of the import of ``source`` (a :func:`.capture_data.capture_key`) in ``scene``, if any."""
+    """The frame empty of the import of ``source`` (a :func:`..capture_data.capture_key`) in ``scene``, if any."""
     if not source or scene is None:
         return None
     for obj in scene.objects:
@@ -135,7 +135,7 @@ def import_capture(scene: bpy.types.Scene, data: CaptureData, *, size: float = 1
 
     Args:
         scene: where the collection goes.
-        data: the capture (:func:`.capture_data.read_poses_job` or an export).
+        data: the capture (:func:`..capture_data.read_poses_job` or an export).
         size: the region of interest's radius in Blender units (0: keep the capture's own scale).
         backgrounds: show each photo behind its camera's view.
         point_radius: radius of the displayed points, as a fraction of ``size`` (of the region's radius).
