@@ -13,13 +13,10 @@ from bpy.props import (
     StringProperty,
 )
 
+from .backend.protocol import PRESETS
 from .client.jobstate import STATUSES
 
-PRESET_ITEMS = [
-    ("preview", "Preview", "A rough mesh in minutes (also on CPU)"),
-    ("default", "Default", "Good quality in about half an hour on a recent GPU"),
-    ("quality", "Quality", "Finest detail; longest run"),
-]
+PRESET_ITEMS = [(name, name.title(), description) for name, description in PRESETS.items()]
 
 
 REFINE_TARGET_ITEMS = [

@@ -208,3 +208,45 @@ def load_module_state(module: Any, state: Mapping[str, Any], what: str, path: st
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise BackendError(f"the checkpoint's {what} does not fit the network its settings describe ({first})",
                            hint="The file is damaged or was edited. " + _RETRAIN, file=path) from exc
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is a BackendError."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda was asked for, but this torch has no CUDA device",
+                           hint="Use --device cpu, or point the add-on at a Python whose torch sees a GPU.")
+    return name
+
+
+def field_from_checkpoint(ckpt: dict[str, Any], device: Any, source: str | os.PathLike[str] | None = None
+                          ) -> tuple[Any, Any]:
+    """The :class:`~backend.field.NeuSField` a checkpoint (read by :func:`load_checkpoint`) holds, on ``device``
+    with the fastest path it supports, and its :class:`~backend.config.TrainConfig`; ``source``, the checkpoint's
+    file, is named in errors."""
+    from .config import TrainConfig
+    from .field import FieldConfig, NeuSField
+    from .kernels import select_path, use_fast_path
+
+    where = source or "checkpoint"
+    cfg = TrainConfig.from_dict(ckpt["config"], source=str(where))
+    field = NeuSField(FieldConfig.from_train(cfg, bool(ckpt.get("has_masks"))))
+    load_module_state(field, ckpt["field"], "network", where)
+    field.encoding.active_levels = cfg.n_levels
+    field = field.to(device)
+    path = select_path(device, field)
+    if path != "reference":
+        use_fast_path(field, path)
+    return field, cfg
+
+
+def grid_from_checkpoint(ckpt: dict[str, Any], cfg: Any, device: Any, source: str | os.PathLike[str]) -> Any:
+    """The checkpoint's :class:`~backend.render.OccupancyGrid` (``cfg``: its TrainConfig) on ``device``."""
+    from .render import OccupancyGrid
+
+    grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold)
+    load_module_state(grid, ckpt["grid"], "occupancy grid", source)
+    return grid.to(device)

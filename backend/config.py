@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import protocol
 from .errors import BackendError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("preview", "default", "quality")
+PRESETS = tuple(protocol.PRESETS)
 
 
 @dataclass

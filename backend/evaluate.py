@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import protocol
+from . import capture_files, protocol
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .errors import BackendError
 from .meshclean import Region, region_from_frame
@@ -261,17 +261,13 @@ def read_region(path: str | os.PathLike[str]) -> Region:
     if not p.is_file():
         raise BackendError("region file not found", hint="Give a region JSON (a capture's region.json) or a job "
                            "folder.", file=p)
+    data = capture_files.read_region(p)
+    if "matrix" in data or "box_min" in data:
+        return Region(box=capture_files.region_matrix(p), source=str(p))
     try:
-        data = json.loads(p.read_text())
-        if "matrix" in data:
-            return Region(box=np.asarray(data["matrix"], dtype=np.float64).reshape(4, 4), source=str(p))
-        if "box_min" in data:
-            return Region(box=protocol.box_matrix(data["box_min"], data["box_max"]), source=str(p))
-        if "center" in data:
-            return Region(sphere_center=np.asarray(data["center"], dtype=np.float64),
-                          sphere_radius=float(data["radius"]), source=str(p))
-        raise KeyError("matrix, box_min/box_max or center/radius")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return Region(sphere_center=np.asarray(data["center"], dtype=np.float64),
+                      sphere_radius=float(data["radius"]), source=str(p))
+    except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"cannot read the region: {exc}", hint="Give a JSON file with a 4x4 'matrix', with "
                            "'box_min' and 'box_max', or with 'center' and 'radius'.", file=p) from exc
 
@@ -487,6 +483,51 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
 # held-out views of a checkpoint
 
 
+def score_views(field: Any, grid: Any, held: Any, *, step_size: float, device: Any, trained_with_masks: bool,
+                with_ssim: bool = True, renders_dir: str | os.PathLike[str] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Render each view of ``held`` (a :class:`~backend.scene.Scene` in the model's frame) and score it: the one
+    held-out scorer of the trainer and of ``eval``.
+
+    Per view: ``name``, ``psnr`` over the whole image, ``ssim`` (with ``with_ssim``), and with masks ``mask_iou``
+    (rendered opacity > 0.5 against mask > 127) and ``psnr_object`` (inside the mask). A model trained with masks
+    renders on black and is compared with the masked photo. The field is left in the mode it was in.
+    """
+    import torch
+
+    from .neus import render_image
+
+    c2w = held.normalized_c2w()
+    was_training = field.training
+    field.eval()
+    views: list[dict[str, Any]] = []
+    for i in range(len(held)):
+        h, w = held.images[i].shape[:2]
+        bg = torch.zeros(3, device=device) if trained_with_masks else None
+        out = render_image(field, grid, torch.from_numpy(held.K[i]), torch.from_numpy(c2w[i]), w, h,
+                           step_size=step_size, bg_color=bg)
+        pred = out["rgb"].clamp(0, 1).float().cpu().numpy().astype(np.float64)
+        gt = held.images[i].astype(np.float64) / 255.0
+        view: dict[str, Any] = {"name": held.names[i]}
+        if held.masks is not None:
+            m = held.masks[i] > 127
+            if trained_with_masks:
+                gt = gt * m[..., None]
+            pred_mask = out["opacity"].float().cpu().numpy() > 0.5
+            view["mask_iou"] = mask_iou(pred_mask, m)
+            view["psnr_object"] = psnr(pred, gt, mask=m)
+        view["psnr"] = psnr(pred, gt)
+        if with_ssim:
+            view["ssim"] = ssim(pred, gt)
+        views.append(view)
+        if renders_dir is not None:
+            _save_pair(Path(renders_dir) / f"{Path(held.names[i]).stem}.png", gt, pred)
+        if progress is not None:
+            progress(i + 1, len(held))
+    field.train(was_training)
+    return views
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *,
                         holdout_every: int | None = None, max_image_size: int | None = None, device: str = "auto",
                         renders_dir: str | os.PathLike[str] | None = None,
@@ -505,23 +546,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathL
         ``psnr``, ``ssim`` (means over the views), ``mask_iou`` and ``psnr_object`` when the capture has masks,
         ``views`` (per-view figures), ``holdout_every``, ``image_size``, ``render_s``.
     """
-    import torch
 
-    from .checkpoint import load_checkpoint, load_module_state
+    from .checkpoint import field_from_checkpoint, grid_from_checkpoint, resolve_device
     from .data import load_scene
-    from .extract import field_from_checkpoint
-    from .neus import render_image
-    from .render import OccupancyGrid
-    from .train import resolve_device
 
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
     field, cfg = field_from_checkpoint(ckpt, dev, path)
     field.eval()
-    grid = OccupancyGrid(cfg.grid_resolution, cfg.grid_threshold)
-    load_module_state(grid, ckpt["grid"], "occupancy grid", path)
-    grid = grid.to(dev)
+    grid = grid_from_checkpoint(ckpt, cfg, dev, path)
     data = data or ckpt.get("data")
     if not data:
         raise BackendError("the checkpoint does not say which capture it was trained on", hint="Pass --data DIR.")
@@ -537,32 +571,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathL
     scene = replace(scene, to_world=np.asarray(ckpt["to_world"], dtype=np.float64))
     idx = [i for i in range(len(scene)) if i % k == 0]
     held = scene.subset(idx)
-    c2w = held.normalized_c2w()
-    trained_with_masks = bool(ckpt.get("has_masks"))
-    views: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for i in range(len(held)):
-        h, w = held.images[i].shape[:2]
-        bg = torch.zeros(3, device=dev) if trained_with_masks else None
-        out = render_image(field, grid, torch.from_numpy(held.K[i]), torch.from_numpy(c2w[i]), w, h,
-                           step_size=cfg.step_size, bg_color=bg)
-        pred = out["rgb"].clamp(0, 1).float().cpu().numpy().astype(np.float64)
-        gt = held.images[i].astype(np.float64) / 255.0
-        view: dict[str, Any] = {"name": held.names[i], "index": idx[i]}
-        if held.masks is not None:
-            m = held.masks[i] > 127
-            if trained_with_masks:
-                gt = gt * m[..., None]
-            pred_mask = out["opacity"].float().cpu().numpy() > 0.5
-            view["mask_iou"] = mask_iou(pred_mask, m)
-            view["psnr_object"] = psnr(pred, gt, mask=m)
-        view["psnr"] = psnr(pred, gt)
-        view["ssim"] = ssim(pred, gt)
-        views.append(view)
-        if renders_dir is not None:
-            _save_pair(Path(renders_dir) / f"{Path(held.names[i]).stem}.png", gt, pred)
-        if progress is not None:
-            progress(i + 1, len(held))
+    views = score_views(field, grid, held, step_size=cfg.step_size, device=dev,
+                        trained_with_masks=bool(ckpt.get("has_masks")), renders_dir=renders_dir, progress=progress)
+    for view, i in zip(views, idx, strict=True):
+        view["index"] = i
     metrics: dict[str, Any] = {
         "psnr": float(np.mean([v["psnr"] for v in views])),
         "ssim": float(np.mean([v["ssim"] for v in views])),
@@ -695,7 +708,7 @@ def run_region(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
 def _finish(args: argparse.Namespace, emitter: protocol.Emitter, metrics: dict[str, Any], t0: float) -> int:
     """Write the metrics (``--out``, the plain CLI's table) and the ``done`` message."""
     if args.out:
-        protocol.atomic_write_text(args.out, json.dumps(protocol._clean(metrics), indent=1))
+        protocol.atomic_write_text(args.out, json.dumps(protocol.clean_json(metrics), indent=1))
     if not emitter.json_mode:
         emitter.stream.write(format_metrics(metrics) + "\n")
     emitter.emit("done", metrics=metrics, elapsed_s=time.perf_counter() - t0, cancelled=False)

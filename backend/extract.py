@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import protocol
+from . import capture_files, protocol
 from .errors import BackendError
 from .protocol import JobLayout
 
@@ -56,19 +55,14 @@ def extract_mesh(field, scene, resolution: int, *, box: np.ndarray, device: Any,
     Returns:
         vertices (V, 3) float32 input coordinates, faces (F, 3) int32, colours (V, 3) uint8 or None.
     """
-    import torch
-
     from .meshing import TorchSdf, marching_cubes_blocks
 
     box = np.clip(np.asarray(box, dtype=np.float64).reshape(2, 3), -1.0, 1.0)
     was_training = field.training
     field.eval()
 
-    def sdf_t(x: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(field.sdf(x), x.norm(dim=-1) - 1.0)  # nothing outside the unit ball
-
-    verts, faces = marching_cubes_blocks(TorchSdf(sdf_t, device), box, resolution, block=block, chunk=chunk,
-                                         method=method, progress=progress)
+    verts, faces = marching_cubes_blocks(TorchSdf(field.bounded_sdf, device), box, resolution, block=block,
+                                         chunk=chunk, method=method, progress=progress)
     cols = None
     if colors and len(verts):
         cols = vertex_colors(field, verts, device, chunk=chunk // 2)
@@ -160,31 +154,8 @@ class Frame:
         return pts @ inv[:3, :3].T + inv[:3, 3]
 
 
-def field_from_checkpoint(ckpt: dict[str, Any], device: Any, source: str | os.PathLike[str] | None = None
-                          ):  # noqa: ANN201
-    """Rebuild the :class:`~backend.field.NeuSField` stored in a checkpoint (read by
-    :func:`backend.checkpoint.load_checkpoint`; ``source``, its file, names it in errors)."""
-    from .checkpoint import load_module_state
-    from .config import TrainConfig
-    from .field import FieldConfig, NeuSField
-
-    where = source or "checkpoint"
-    cfg = TrainConfig.from_dict(ckpt["config"], source=str(where))
-    field = NeuSField(FieldConfig.from_train(cfg, bool(ckpt.get("has_masks"))))
-    load_module_state(field, ckpt["field"], "network", where)
-    field.encoding.active_levels = cfg.n_levels
-    field = field.to(device)
-    from .kernels import select_path, use_fast_path
-
-    path = select_path(device, field)
-    if path != "reference":
-        use_fast_path(field, path)
-    return field, cfg
-
-
 def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
-    from .checkpoint import load_checkpoint, resolve_checkpoint
-    from .train import resolve_device
+    from .checkpoint import field_from_checkpoint, load_checkpoint, resolve_checkpoint, resolve_device
 
     path = resolve_checkpoint(args.checkpoint)
     job = JobLayout(path.parent.parent)
@@ -198,17 +169,15 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
                  step=int(ckpt["step"]), resolution=args.resolution)
     if args.box and args.roi:
         raise BackendError("--box and --roi both crop", hint="Give one of them.")
-    from .train import read_roi
-
     crop = None  # (4, 4) cube-to-input matrix of the crop box
     if args.roi:
-        crop = read_roi(args.roi)
+        crop = capture_files.region_matrix(args.roi)
     elif args.box:
         world_box = np.array(args.box, dtype=np.float64).reshape(2, 3)
         if np.any(world_box[1] <= world_box[0]):
             raise BackendError("the crop box is empty (a min is not below its max)", hint="Give XMIN YMIN ZMIN "
                                "XMAX YMAX ZMAX with each min below its max.")
-        crop = protocol.box_matrix(world_box[0], world_box[1])
+        crop = capture_files.box_matrix(world_box[0], world_box[1])
     if crop is not None:
         norm = frame.normalized_from_world(box_corners(crop))
         box = np.stack([norm.min(0), norm.max(0)])

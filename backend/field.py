@@ -8,8 +8,8 @@ All positions are in the normalized frame: the object lies inside the unit spher
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -389,20 +389,22 @@ class FieldConfig:
                                hint="0 takes one cell of the finest active level; a positive value is a fixed step.")
         if cfg.precision not in PRECISIONS:
             raise BackendError(f"unknown precision {cfg.precision!r}", hint=f"Choose one of {', '.join(PRECISIONS)}.")
-        grid = HashGridConfig(n_levels=cfg.n_levels, n_features=cfg.n_features, log2_table_size=cfg.log2_table_size,
-                              base_resolution=cfg.base_resolution, finest_resolution=cfg.finest_resolution)
         background = background_model(cfg.background, has_masks)
         bg = None
-        if background == "field":
+        if background == "field":  # the background's keys are the field's with a ``bg_`` prefix
             bg = BackgroundConfig(grid=HashGridConfig(n_levels=cfg.bg_levels, n_features=2,
                                                       log2_table_size=cfg.bg_log2_table_size, base_resolution=16,
                                                       finest_resolution=cfg.bg_finest_resolution),
-                                  hidden=cfg.bg_hidden, samples=cfg.bg_samples, spacing=cfg.bg_spacing,
-                                  sh_degree=cfg.bg_sh_degree, front_fraction=cfg.bg_front_fraction)
-        return cls(grid=grid, sdf_hidden=cfg.sdf_hidden, sdf_layers=cfg.sdf_layers, feature_dim=cfg.feature_dim,
-                   color_hidden=cfg.color_hidden, color_layers=cfg.color_layers, activation=cfg.activation,
-                   sphere_init_radius=cfg.sphere_init_radius, background=background, bg=bg,
-                   normals=cfg.normals, normal_step=cfg.normal_step, precision=cfg.precision)
+                                  **_same_named(BackgroundConfig, cfg, prefix="bg_"))
+        return cls(grid=HashGridConfig(**_same_named(HashGridConfig, cfg)), background=background, bg=bg,
+                   **_same_named(cls, cfg, skip=("background",)))
+
+
+def _same_named(target: type, cfg: TrainConfig, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of ``cfg`` named like ``target``'s fields (after ``prefix``): how a training configuration's flat keys
+    reach the field's settings without copying them one by one."""
+    return {f.name: getattr(cfg, prefix + f.name) for f in fields(target)
+            if f.name not in skip and hasattr(cfg, prefix + f.name)}
 
 
 BACKGROUNDS = ("auto", "field", "env", "none")
@@ -488,6 +490,11 @@ class NeuSField(nn.Module):
         fused = getattr(self.encoding, "fused_sdf", None)  # fast paths outside autograd: same values
         fast = fused(self, x) if fused is not None else None
         return fast if fast is not None else self.geometry(x)[0]
+
+    def bounded_sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3) -> (N,) signed distance intersected with the unit ball (nothing outside the region): what the
+        occupancy grid and the meshes see."""
+        return torch.maximum(self.sdf(x), x.norm(dim=-1) - 1.0)
 
     def normal_step(self) -> float:
         """The finite-difference step in the normalized frame: ``cfg.normal_step``, or one cell of the finest active

@@ -7,7 +7,7 @@ import importlib.util
 import platform
 import sys
 
-from . import protocol
+from . import debug, protocol
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,7 @@ def probe() -> dict[str, object]:
         import pycolmap
 
         info["pycolmap"] = getattr(pycolmap, "__version__", "?")
+    info["debug_overrides"] = debug.overrides()  # NEUSBLEND_* switches in effect (backend/debug.py)
     return info
 
 

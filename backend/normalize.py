@@ -28,6 +28,7 @@ import numpy as np
 from .region import object_region
 from .region import views_containing as region_views
 from .scene import Scene, similarity
+from .threads import default_workers
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,6 @@ def _mask_indices(scene: Scene) -> list[_MaskIndex]:
     assert scene.masks is not None
     from concurrent.futures import ThreadPoolExecutor
 
-    from .data.images import default_workers
-
     with ThreadPoolExecutor(max_workers=default_workers()) as pool:
         return list(pool.map(_MaskIndex, scene.masks))
 
@@ -234,8 +233,6 @@ def _carve_threaded(scene: Scene, pts: np.ndarray, voxel_radius: float, min_view
                     indices: list[_MaskIndex]) -> np.ndarray:
     """:func:`_carve` over chunks of ``pts`` in threads (a voxel's fate depends on the views only, so the chunks
     are independent; numpy releases the GIL in the large array operations). Same (M,) result."""
-    from .data.images import default_workers
-
     workers = default_workers()
     n_chunks = min(workers * 2, max(1, len(pts) // CARVE_CHUNK))
     if n_chunks <= 1:

@@ -49,6 +49,14 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 #: Exit codes of ``python -m backend``.
+#: The training presets (``backend/presets/<name>.json``) and what each is for: the one list the CLI, the panel and
+#: the headless script offer.
+PRESETS: dict[str, str] = {
+    "preview": "A rough mesh in minutes, also on a CPU",
+    "default": "A detailed object in about a minute on a recent GPU (much longer on a CPU)",
+    "quality": "Finest detail; the longest run",
+}
+
 EXIT_OK = 0
 EXIT_ERROR = 2  # bad input or a failure reported through an ``error`` message
 EXIT_CANCELLED = 3  # SIGTERM/SIGINT: checkpoint and last mesh saved, then exited
@@ -58,16 +66,16 @@ class ProtocolError(ValueError):
     """A line on the backend's stdout that is not a valid protocol message."""
 
 
-def _clean(value: Any) -> Any:
+def clean_json(value: Any) -> Any:
     """Make a value JSON-safe: numpy scalars/arrays to Python, NaN/inf to None, paths to str."""
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean_json(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return clean_json(value.tolist())
     if isinstance(value, np.generic):
-        return _clean(value.item())
+        return clean_json(value.item())
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Path):
@@ -83,13 +91,13 @@ def make_message(msg_type: str, **fields: Any) -> dict[str, Any]:
     if missing:
         raise ProtocolError(f"message {msg_type!r} lacks {', '.join(missing)}")
     msg = {"type": msg_type, "version": PROTOCOL_VERSION}
-    msg.update(_clean(fields))
+    msg.update(clean_json(fields))
     return msg
 
 
 def encode_message(msg: Mapping[str, Any]) -> str:
     """One message as one line of JSON (no trailing newline, no NaN)."""
-    return json.dumps(_clean(dict(msg)), allow_nan=False, separators=(",", ":"))
+    return json.dumps(clean_json(dict(msg)), allow_nan=False, separators=(",", ":"))
 
 
 def decode_message(line: str) -> dict[str, Any]:
@@ -282,17 +290,6 @@ def mesh_bounds(vertices: np.ndarray) -> list[list[float]]:
     return [vertices.min(0).astype(float).tolist(), vertices.max(0).astype(float).tolist()]
 
 
-def box_matrix(box_min: Any, box_max: Any) -> np.ndarray:
-    """(4, 4) matrix mapping the cube [-1, 1]^3 onto the axis-aligned box [box_min, box_max] (3-vectors): how a
-    region or crop box given by its corners reads as a box matrix, on both sides (``roi.json``, ``extract --box``,
-    the Blender box objects)."""
-    lo, hi = np.asarray(box_min, dtype=np.float64), np.asarray(box_max, dtype=np.float64)
-    m = np.eye(4)
-    m[:3, :3] = np.diag((hi - lo) / 2)
-    m[:3, 3] = (hi + lo) / 2
-    return m
-
-
 @dataclass(frozen=True)
 class JobLayout:
     """Names of the files in a job folder. Only the backend writes into it; the client only reads."""
@@ -386,7 +383,7 @@ def write_job_marker(root: str | os.PathLike[str], kind: str, **notes: Any) -> P
             earlier = json.loads((Path(root) / JOB_MARKER).read_text(encoding="utf-8"))
     doc = {**earlier, **notes, "kind": old["kind"] if old else kind,
            "kinds": sorted({*(old["kinds"] if old else ()), kind}), "version": JOB_MARKER_VERSION}
-    return atomic_write_text(Path(root) / JOB_MARKER, json.dumps(_clean(doc), indent=1) + "\n")
+    return atomic_write_text(Path(root) / JOB_MARKER, json.dumps(clean_json(doc), indent=1) + "\n")
 
 
 def stale_temporaries(root: str | os.PathLike[str], subdirs: tuple[str, ...] = ("", "meshes", "checkpoints",

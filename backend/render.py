@@ -7,10 +7,11 @@ fast paths live in ``backend/kernels`` and are checked against these.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
+
+from . import debug
 
 
 def rays_from_pixels(K_inv: torch.Tensor, c2w: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
@@ -215,7 +216,7 @@ class OccupancyGrid(torch.nn.Module):
         device = origins.device
         if offset is None:
             offset = torch.rand(n_rays, device=device) if perturb else torch.full((n_rays,), 0.5, device=device)
-        if self.triton_march and os.environ.get("NEUSBLEND_MARCH", "triton") != "torch":
+        if self.triton_march and debug.text("NEUSBLEND_MARCH") != "torch":
             from .kernels import march_triton
 
             n_steps = torch.ceil(span / step_size).to(torch.int32) + hit.to(torch.int32)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from .field import NeuSField
 from .render import neus_alpha, render_weights
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,17 +60,38 @@ class StepInputs:
     bg_jitter: torch.Tensor | None = None
 
 
-def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_weight: float,
-                rgb_loss: str = "l1", bg_rows: int | None = None, distortion_weight: float = 0.0,
-                opacity_entropy_weight: float = 0.0) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class LossWeights:
+    """The losses of a step and their weights.
+
+    Attributes:
+        eikonal: weight of the eikonal term. mask: of the mask's binary cross-entropy (with masks).
+        rgb_loss: "l1" or "huber". distortion: of the background field's distortion loss (mean over the valid rays).
+        opacity_entropy: without masks, of the foreground opacity's binary entropy (mean over the valid rays): pushes
+            each ray to see the object fully or not at all.
+    """
+
+    eikonal: float = 0.1
+    mask: float = 0.1
+    rgb_loss: str = "l1"
+    distortion: float = 0.0
+    opacity_entropy: float = 0.0
+
+    @classmethod
+    def from_train(cls, cfg: TrainConfig) -> LossWeights:
+        """The weights a training configuration sets."""
+        return cls(eikonal=cfg.eikonal_weight, mask=cfg.mask_weight, rgb_loss=cfg.rgb_loss,
+                   distortion=cfg.bg_distortion_weight, opacity_entropy=cfg.opacity_entropy_weight)
+
+
+def step_losses(field: NeuSField, x: StepInputs, losses: LossWeights, *,
+                bg_rows: int | None = None) -> dict[str, torch.Tensor]:
     """Render the packed samples and compute the training losses (nothing is synchronised with the host).
 
     Args:
+        losses: which losses, how heavily (the mask term only where ``x`` has masks).
         bg_rows: the background field is evaluated on the first this many ray rows only (None: all); the rows past
             them must not be valid rays. Its cost grows with the rows, so the CUDA graph sizes it to the rays drawn.
-        distortion_weight: weight of the background field's distortion loss (mean over the valid rays).
-        opacity_entropy_weight: without masks, weight of the foreground opacity's binary entropy (mean over the valid
-            rays): pushes each ray to see the object fully or not at all.
 
     Returns:
         ``loss`` (total), ``mse``, ``eikonal``, ``mask`` (zero without masks): scalar tensors.
@@ -90,10 +114,10 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
         if bg is not None:
             bg = bg.padded(n_rows)
             rgb = bg.composite(rgb, opacity)
-            if distortion_weight > 0 and bg.distortion is not None:
+            if losses.distortion > 0 and bg.distortion is not None:
                 distortion = (bg.distortion * x.ray_valid).sum() * x.inv_n_rays
     diff = rgb - x.gt
-    if rgb_loss == "huber":
+    if losses.rgb_loss == "huber":
         per_ray = torch.nn.functional.smooth_l1_loss(rgb, x.gt, beta=0.1, reduction="none").mean(-1)
     else:
         per_ray = diff.abs().mean(-1)
@@ -104,20 +128,20 @@ def step_losses(field: NeuSField, x: StepInputs, *, eikonal_weight: float, mask_
     eik_s = field.eikonal_sum(grad, x.sample_valid)
     eik_r = field.eikonal_sum(rand_grad)
     loss_eik = (eik_s + eik_r) / (x.sample_valid.sum() + x.rand_pts.shape[0])
-    loss = loss_rgb + eikonal_weight * loss_eik
+    loss = loss_rgb + losses.eikonal * loss_eik
     if distortion is not None:
-        loss = loss + distortion_weight * distortion
+        loss = loss + losses.distortion * distortion
     loss_mask = torch.zeros((), device=x.pts.device)
-    if x.mask is not None and mask_weight > 0:
+    if x.mask is not None and losses.mask > 0:
         op = opacity.clamp(1e-3, 1 - 1e-3)
         bce = -(x.mask * torch.log(op) + (1 - x.mask) * torch.log(1 - op))
         loss_mask = (bce * x.ray_valid).sum() * x.inv_n_rays
-        loss = loss + mask_weight * loss_mask
-    elif x.mask is None and opacity_entropy_weight > 0:
+        loss = loss + losses.mask * loss_mask
+    elif x.mask is None and losses.opacity_entropy > 0:
         # without masks nothing else asks the foreground to be opaque or clear: its binary entropy per ray
         op = opacity.clamp(1e-4, 1 - 1e-4)
         entropy = -(op * torch.log(op) + (1 - op) * torch.log(1 - op))
-        loss = loss + opacity_entropy_weight * (entropy * x.ray_valid).sum() * x.inv_n_rays
+        loss = loss + losses.opacity_entropy * (entropy * x.ray_valid).sum() * x.inv_n_rays
     return {"loss": loss, "mse": mse, "eikonal": loss_eik, "mask": loss_mask}
 
 
@@ -153,16 +177,14 @@ class GraphStep:
     """
 
     def __init__(self, field: NeuSField, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], *,
-                 max_rays: int, sample_capacity: int, eik_points: int, has_masks: bool, eikonal_weight: float,
-                 mask_weight: float, rgb_loss: str, distortion_weight: float = 0.0,
-                 opacity_entropy_weight: float = 0.0) -> None:
+                 max_rays: int, sample_capacity: int, eik_points: int, has_masks: bool,
+                 losses: LossWeights) -> None:
         dev = next(field.parameters()).device
         self.field, self.optimizer, self.params = field, optimizer, params
         self.R, self.S, self.E = int(max_rays), int(sample_capacity), int(eik_points)
         self.has_masks = has_masks
         self.has_bg_field = getattr(field, "bg_field", None) is not None
-        self.kw = {"eikonal_weight": eikonal_weight, "mask_weight": mask_weight, "rgb_loss": rgb_loss,
-                   "distortion_weight": distortion_weight, "opacity_entropy_weight": opacity_entropy_weight}
+        self.losses = losses
         self.device = dev
         self.buf = self.new_inputs()
         self.bg_rows: int | None = None  # see step_losses; part of the key the graph is captured for
@@ -228,7 +250,7 @@ class GraphStep:
             b.bg_jitter[:r].copy_(bg_jitter)
 
     def _body(self) -> dict[str, torch.Tensor]:
-        out = step_losses(self.field, self.buf, **self.kw, bg_rows=self.bg_rows)
+        out = step_losses(self.field, self.buf, self.losses, bg_rows=self.bg_rows)
         out["loss"].backward(inputs=self.params)
         self.optimizer.step()
         return {k: v.detach() for k, v in out.items()}

@@ -37,7 +37,7 @@ def load_field(checkpoint: str | None, device: str) -> tuple[Any, np.ndarray, st
     """(field, (2, 3) normalized-frame box, description) from a checkpoint, or a random-init NeuSField."""
     import torch
 
-    from backend.extract import field_from_checkpoint
+    from backend.checkpoint import field_from_checkpoint
 
     if checkpoint:
         from backend.checkpoint import load_checkpoint
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if SECTION not in doc:
             doc = (doc.rstrip("\n") + f"\n\n{SECTION}\n\nWritten by `python bench/extract_speed.py --write` (newest "
                    "run last): `extract_mesh` through the reference path (blocks of 128^3, SDF on the device, "
-                   "PyMCubes on the CPU, weld) and the fast path (`backend/meshing_fast.py`: marching cubes in "
+                   "PyMCubes on the CPU, weld) and the fast path (`backend/meshing/torch_mc.py`: marching cubes in "
                    "PyTorch over the surface cells only), same field, same process.\n")
         doc_path.write_text(doc.rstrip("\n") + "\n\n" + table, encoding="utf-8")
         print(f"appended to {doc_path}")

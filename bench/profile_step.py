@@ -18,7 +18,8 @@ import torch  # noqa: E402
 
 from backend import protocol  # noqa: E402
 from backend.data import load_scene  # noqa: E402
-from backend.train import Trainer, build_config  # noqa: E402
+from backend.train import build_config  # noqa: E402
+from backend.training.trainer import Trainer  # noqa: E402
 from bench import shared_data  # noqa: E402
 
 

@@ -21,7 +21,8 @@ import torch  # noqa: E402
 
 from backend import protocol  # noqa: E402
 from backend.data import load_scene  # noqa: E402
-from backend.train import Trainer, build_config  # noqa: E402
+from backend.train import build_config  # noqa: E402
+from backend.training.trainer import Trainer  # noqa: E402
 from bench import shared_data  # noqa: E402
 
 
@@ -55,28 +56,29 @@ def main() -> None:
     print(f"whole step {timed(tr.train_step):.2f} ms")
     print(f"graph replay alone {timed(tr.graph_step.graph.replay):.2f} ms")
     cull = tr.cfg.cull_transmittance
-    batches = [("PyTorch chain", tr._batch)]
-    if tr.fused_batch():
-        batches.insert(0, ("fused Triton", tr._batch_fused))
+    batches = [("PyTorch chain", lambda: tr.batches.marched(tr.n_rays))]
+    if tr.batches.uses_fused():
+        batches.insert(0, ("fused Triton", lambda: tr.batches.fused(tr.n_rays)))
     for name, fn in batches:
         print(f"one batch alone, {name} {timed(fn):.2f} ms")
         tr.cfg.cull_transmittance = 0.0
         print(f"one batch alone, {name}, no culling {timed(fn):.2f} ms")
         tr.cfg.cull_transmittance = cull
-    rays = tr.sample_rays(int(tr.n_rays))
-    print(f"drawing rays, PyTorch {timed(lambda: tr.sample_rays(int(tr.n_rays))):.2f} ms")
-    if tr.fused_batch():
+    s = tr.sampler
+    rays = s.rays(int(tr.n_rays))
+    print(f"drawing rays, PyTorch {timed(lambda: s.rays(int(tr.n_rays))):.2f} ms")
+    if tr.batches.uses_fused():
         from backend.kernels import batch_triton
 
         lo, hi = tr.grid.occupied_bounds()
 
         def draw() -> object:
-            gid, u = tr.draw(int(tr.n_rays))
-            return batch_triton.draw_rays(gid, u, tr.pix_offsets, tr.widths, tr.K_inv, tr.c2w, tr.pixels, tr.masks,
+            gid, u = s.draw(int(tr.n_rays))
+            return batch_triton.draw_rays(gid, u, s.pix_offsets, s.widths, s.K_inv, s.c2w, s.pixels, s.masks,
                                           lo, hi, tr.cfg.step_size)
 
         print(f"drawing rays and their spans, Triton {timed(draw):.2f} ms")
-    print(f"march {timed(lambda: tr.grid.sample(rays['origins'], rays['dirs'], tr.cfg.step_size)):.2f} ms")
+    print(f"march {timed(lambda: tr.grid.sample(rays.origins, rays.dirs, tr.cfg.step_size)):.2f} ms")
 
 if __name__ == "__main__":
     main()

@@ -165,7 +165,7 @@ def train_step_rate(device: str, steps: int, preset: str, max_image_size: int, n
     from backend import protocol
     from backend.config import load_preset
     from backend.data import load_scene
-    from backend.train import Trainer
+    from backend.training.trainer import Trainer
 
     scene = load_scene(data, max_image_size=max_image_size)
     cfg = load_preset(preset)

@@ -18,7 +18,6 @@ Conventions:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend.protocol import box_matrix  # noqa: F401 - the region-box convention, shared with the backend
+from ..backend.capture_files import box_matrix  # noqa: F401 - the region-box convention, shared with the backend
 
 #: OpenCV camera axes <-> OpenGL / Blender camera axes (y and z flipped); its own inverse.
 CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -257,19 +256,6 @@ def roi_file_for(job_dir: str | os.PathLike[str]) -> Path:
     log, never inside it (only the backend writes there)."""
     job = Path(job_dir)
     return job.parent / f"{job.name}.roi.json"
-
-
-def write_roi_file(path: str | os.PathLike[str], matrix: np.ndarray, **extra: object) -> Path:
-    """Write ``{"matrix": 4x4 rows, **extra}`` for ``train --roi`` (temporary name, then renamed into place)."""
-    m = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
-    if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
-        raise ValueError("the region box is flat or invalid")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"matrix": m.tolist(), **extra}, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def box_sphere(matrix: np.ndarray) -> tuple[np.ndarray, float]:

@@ -17,19 +17,19 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..backend import capture_files
 from ..backend.protocol import JobLayout
 from .camera_math import mean_camera_up
 from .datasets import check_input_folder
 from .jobs import export_capture_pipeline
 
-#: What ``python -m backend export-capture`` writes besides the poses-job files: name, layout, source.
-CAPTURE_INFO = "capture.json"
 #: Seconds the export of a capture that is not a poses job may take.
 EXPORT_TIMEOUT_S = 600.0
 
@@ -145,18 +145,12 @@ def trained_on(job: JobLayout) -> str:
 # reading
 
 
-def _load_json(path: Path) -> Any:
+def _read(reader: Callable[[Path], Any], path: Path) -> Any:
+    """``reader(path)`` with the seam's file errors as :class:`CaptureError`."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CaptureError(f"cannot read {path.name}: {exc}", "Estimate the poses again.", path) from exc
-
-
-def _camera(entry: dict[str, Any], images_dir: Path) -> CameraView:
-    K = np.asarray(entry["K"], dtype=np.float64).reshape(3, 3)
-    c2w = np.asarray(entry["c2w"], dtype=np.float64).reshape(4, 4)
-    path = entry.get("path") or str(images_dir / entry["name"])
-    return CameraView(str(entry["name"]), int(entry["width"]), int(entry["height"]), K, c2w, str(path))
+        return reader(path)
+    except capture_files.CaptureFileError as exc:
+        raise CaptureError(exc.message, exc.hint, exc.file or path) from exc
 
 
 def read_capture_folder(folder: str | os.PathLike[str], *, name: str = "", source: str = "",
@@ -168,41 +162,37 @@ def read_capture_folder(folder: str | os.PathLike[str], *, name: str = "", sourc
         CaptureError: no cameras.json, or one without cameras.
     """
     folder = Path(folder)
-    cams_file = folder / "cameras.json"
+    cams_file = folder / capture_files.CAMERAS
     if not cams_file.is_file():
         raise CaptureError(f"no cameras.json in {folder}", "Choose a poses job folder (Estimate Poses writes one) or "
                            "a posed capture.", folder)
-    cams = _load_json(cams_file)
-    try:
-        cameras = [_camera(e, folder / "images") for e in cams["images"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CaptureError(f"cameras.json is malformed: {exc}", "Estimate the poses again.", cams_file) from exc
+    cameras = [CameraView(e.name, e.width, e.height, e.K, e.c2w, e.path or str(folder / "images" / e.name))
+               for e in _read(capture_files.read_cameras, cams_file)]
     if not cameras:
         raise CaptureError("the capture has no registered cameras", "Estimate the poses again with more, "
                            "overlapping photos.", cams_file)
     info: dict[str, Any] = {}
-    if (folder / CAPTURE_INFO).is_file():
-        info = _load_json(folder / CAPTURE_INFO)
+    if (folder / capture_files.CAPTURE).is_file():
+        info = _read(capture_files.read_capture_info, folder / capture_files.CAPTURE)
     elif (folder / "report.json").is_file():
-        report = _load_json(folder / "report.json")
+        try:
+            report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CaptureError(f"cannot read report.json: {exc}", "Estimate the poses again.",
+                               folder / "report.json") from exc
         if report.get("images_dir"):
             info["name"] = Path(str(report["images_dir"]).rstrip("/\\")).name
     data = CaptureData(name=name or str(info.get("name") or folder.parent.name or "Capture"),
                        source=source or str(info.get("source") or capture_key(folder)),
                        layout=layout or str(info.get("layout") or "job"), cameras=cameras)
-    pts_file = folder / "points.npz"
-    if pts_file.is_file():
-        try:
-            with np.load(pts_file, allow_pickle=False) as z:
-                data.points = np.asarray(z["xyz"], dtype=np.float64).reshape(-1, 3)
-                n = len(data.points)
-                data.point_colors = (np.asarray(z["rgb"], dtype=np.uint8).reshape(-1, 3) if "rgb" in z
-                                     else np.full((n, 3), 200, dtype=np.uint8))
-                data.point_errors = np.asarray(z["error"], dtype=np.float32) if "error" in z else None
-                data.track_lengths = np.asarray(z["track_length"], dtype=np.int32) if "track_length" in z else None
-        except (OSError, ValueError, KeyError) as exc:
-            raise CaptureError(f"cannot read points.npz: {exc}", "Estimate the poses again.", pts_file) from exc
-    roi = _load_json(folder / "roi.json") if (folder / "roi.json").is_file() else {}
+    if (folder / capture_files.POINTS).is_file():
+        points = _read(capture_files.read_points, folder / capture_files.POINTS)
+        data.points, data.point_colors = points["xyz"], points["rgb"]
+        data.point_errors, data.track_lengths = points["error"], points["track_length"]
+    roi = {}
+    if (folder / capture_files.REGION).is_file():
+        roi = _read(capture_files.read_region, folder / capture_files.REGION)
+        roi.pop("matrix", None)
     data.roi = complete_roi(roi, data)
     return data
 

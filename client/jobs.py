@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backend import protocol
 from .datasets import FolderCheck
 from .interpreter import (
     BACKEND_REQUIREMENTS,
@@ -31,7 +32,7 @@ from .jobstate import ErrorInfo, JobState, format_duration
 from .pipeline import Pipeline, Step
 from .process import BackendProcess
 
-PRESETS = ("preview", "default", "quality")
+PRESETS = tuple(protocol.PRESETS)
 DEVICES = ("auto", "cpu", "cuda")
 
 

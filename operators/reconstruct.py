@@ -15,8 +15,9 @@ import bpy
 from bpy.props import StringProperty
 
 from .. import preferences
+from ..backend.capture_files import write_region
 from ..backend.protocol import JobLayout, ProtocolError, read_snapshot
-from ..client.camera_math import roi_file_for, write_roi_file
+from ..client.camera_math import roi_file_for
 from ..client.capture_data import capture_key, poses_folder, read_poses_job, trained_on
 from ..client.datasets import FolderCheck, check_input_folder
 from ..client.jobs import TrainOptions, new_job_dir, poses_pipeline, reconstruct_pipeline
@@ -77,8 +78,8 @@ class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
             box = scene_capture.find_region(context.scene, source)
             if box is not None:
                 try:
-                    options.roi = str(write_roi_file(roi_file_for(job_dir), scene_capture.region_matrix(frame, box),
-                                                     source=source, box=box.name))
+                    options.roi = str(write_region(roi_file_for(job_dir), scene_capture.region_matrix(frame, box),
+                                                   source=source, box=box.name))
                 except (OSError, ValueError) as exc:
                     self.report({"ERROR"}, f"Cannot use the region box '{box.name}': {exc}")
                     return {"CANCELLED"}

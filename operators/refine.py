@@ -12,8 +12,8 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from ..backend.capture_files import write_region
 from ..backend.protocol import JobLayout
-from ..client.camera_math import write_roi_file
 from ..client.capture_data import trained_on
 from ..client.jobs import continue_pipeline, extract_pipeline
 from ..client.scene import capture as scene_capture
@@ -113,8 +113,8 @@ class NEUSBLEND_OT_reextract(bpy.types.Operator):
         if box is not None:
             try:
                 matrix = mesh_tools.crop_matrix(obj, box)
-                roi = str(write_roi_file(layout.root.parent / f"{layout.root.name}.crop.json", matrix,
-                                         box=box.name))
+                roi = str(write_region(layout.root.parent / f"{layout.root.name}.crop.json", matrix,
+                                       box=box.name))
             except (mesh_tools.MeshToolError, OSError, ValueError) as exc:
                 self.report({"ERROR"}, f"Cannot use the crop box '{box.name}': {exc}")
                 return {"CANCELLED"}

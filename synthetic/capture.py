@@ -725,7 +725,7 @@ def write_region_truth(out: Path, gt_v: np.ndarray, gt_f: np.ndarray, anchor: np
     verts = np.concatenate([gt_v, tv])
     faces = np.concatenate([gt_f, tf + len(gt_v)])
     meshing.write_ply(str(out / "gt_region.ply"), verts.astype(np.float32), faces.astype(np.int32))
-    matrix = protocol.box_matrix(lo, hi)
+    matrix = _backend("capture_files").box_matrix(lo, hi)
     region = {"matrix": matrix.tolist(), "box_min": lo.tolist(), "box_max": hi.tolist(),
               "coordinates": "the capture's world (as gt_mesh.ply and the cameras)",
               "what": "the region the ground truth (gt_region.ply) is cut to: the objects' bounding box grown by "

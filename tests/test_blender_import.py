@@ -130,7 +130,7 @@ def test_capture_frame_is_upright_and_maps_the_region_to_the_origin() -> None:
 
 def test_region_box_and_roi_file(tmp_path: Path) -> None:
     """The upright box holds the points; the ROI file goes beside the job folder and reads back in the backend."""
-    from backend.train import read_roi
+    from backend.capture_files import region_matrix, write_region
 
     cm = client("camera_math")
     rng = np.random.default_rng(0)
@@ -149,16 +149,16 @@ def test_region_box_and_roi_file(tmp_path: Path) -> None:
     in_capture = cm.roi_in_capture(M, box_world)
     np.testing.assert_allclose(M @ in_capture, box_world, atol=1e-12)
     job = tmp_path / "jobs" / "20250101-000000-photos.v2"
-    path = cm.write_roi_file(cm.roi_file_for(job), in_capture, source="x")
+    path = write_region(cm.roi_file_for(job), in_capture, source="x")
     assert path.parent == job.parent and path.name == "20250101-000000-photos.v2.roi.json"
     assert not job.exists()  # never inside the job folder: only the backend writes there
-    np.testing.assert_allclose(read_roi(str(path)), in_capture)
+    np.testing.assert_allclose(region_matrix(path), in_capture)
     center, radius = cm.box_sphere(in_capture)
     c_blender, r_blender = cm.box_sphere(box_world)
     np.testing.assert_allclose(cm.transform_points(M, center[None])[0], c_blender, atol=1e-9)
     assert radius * cm.similarity_parts(M)[0] == pytest.approx(r_blender)
     with pytest.raises(ValueError):
-        cm.write_roi_file(tmp_path / "flat.json", np.diag([1.0, 1.0, 0.0, 1.0]))
+        write_region(tmp_path / "flat.json", np.diag([1.0, 1.0, 0.0, 1.0]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

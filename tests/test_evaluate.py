@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import protocol
+from backend import capture_files, protocol
 from backend.errors import BackendError
 from backend.evaluate import (
     Region,
@@ -174,12 +174,12 @@ def tilted_box() -> np.ndarray:
 
 
 def test_region_ratio_box_sphere_and_both() -> None:
-    box = Region(box=protocol.box_matrix([-2, -1, -1], [2, 1, 1]))
+    box = Region(box=capture_files.box_matrix([-2, -1, -1], [2, 1, 1]))
     assert box.ratio(np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [2, 0.5, 3]])) == pytest.approx([0.5, 1, 0, 3])
     ball = Region(sphere_center=np.array([1.0, 2, 3]), sphere_radius=2.0)
     assert ball.ratio(np.array([[2.0, 2, 3], [1, 2, 6]])) == pytest.approx([0.5, 1.5])
     # the sphere seen from the box's centre (1, 0, 0), not its own: along -x the boundary is 3 away, along +x 1
-    both = Region(box=protocol.box_matrix([0.5, -0.5, -0.5], [1.5, 0.5, 0.5]), sphere_center=np.zeros(3),
+    both = Region(box=capture_files.box_matrix([0.5, -0.5, -0.5], [1.5, 0.5, 0.5]), sphere_center=np.zeros(3),
                   sphere_radius=2.0)
     r = both.ratio(np.array([[1.8, 0, 0], [1.2, 0, 0], [1, 0, 0.25]]))
     assert r == pytest.approx([max(1.6, 0.8), max(0.4, 0.2), 0.5])
@@ -189,7 +189,7 @@ def test_region_ratio_box_sphere_and_both() -> None:
     with pytest.raises(ValueError):
         Region(box=np.diag([1.0, 1.0, 0.0, 1.0]))
     with pytest.raises(ValueError):
-        Region(box=protocol.box_matrix([5, 5, 5], [6, 6, 6]), sphere_center=np.zeros(3), sphere_radius=1.0)
+        Region(box=capture_files.box_matrix([5, 5, 5], [6, 6, 6]), sphere_center=np.zeros(3), sphere_radius=1.0)
 
 
 def test_shell_fraction_of_a_shell_at_the_boundary_is_one(sphere: tuple[np.ndarray, np.ndarray]) -> None:
@@ -240,7 +240,7 @@ def test_job_region_is_its_sphere_and_box(tmp_path: Path, sphere: tuple[np.ndarr
     assert shell_fraction(v * 0.5 + [1, 0, -1], f, job) == 0.0
     roi = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])  # the world box [0, 2] x [-1, 1] x [-2, 0]
     boxed = region_from_job(to_world, roi)
-    assert np.allclose(boxed.box, protocol.box_matrix([0, -1, -2], [2, 1, 0]))
+    assert np.allclose(boxed.box, capture_files.box_matrix([0, -1, -2], [2, 1, 0]))
     assert shell_fraction(*box_surface(boxed.box, 0.95), boxed) > 0.99
     assert shell_fraction(v * 1.9 + [1, 0, -1], f, boxed) > 0.99  # beyond the box
     # read back from a job's checkpoint (written and read in the checkpoint format) through the checkpoint loader
@@ -260,7 +260,7 @@ def test_read_region_files(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps({"matrix": m.tolist()}))
     assert np.allclose(read_region(tmp_path / "m.json").box, m)
     (tmp_path / "b.json").write_text(json.dumps({"box_min": [0, 1, 2], "box_max": [2, 3, 6]}))
-    assert np.allclose(read_region(tmp_path / "b.json").box, protocol.box_matrix([0, 1, 2], [2, 3, 6]))
+    assert np.allclose(read_region(tmp_path / "b.json").box, capture_files.box_matrix([0, 1, 2], [2, 3, 6]))
     (tmp_path / "s.json").write_text(json.dumps({"center": [1, 2, 3], "radius": 4}))
     r = read_region(tmp_path / "s.json")
     assert r.box is None and r.sphere_radius == 4 and np.allclose(r.center, [1, 2, 3])
@@ -285,14 +285,14 @@ def test_crop_mesh_clips_exactly_and_keeps_the_winding() -> None:
     assert Region(box=m).ratio(v).max() <= 1 + 1e-9
     # one triangle, partly inside: the inside part only
     tri = np.array([[0.0, 0, 0], [4, 0, 0], [0, 4, 0]])
-    v, f = crop_mesh(tri, np.array([[0, 1, 2]]), Region(box=protocol.box_matrix([-1, -1, -1], [1, 1, 1])))
+    v, f = crop_mesh(tri, np.array([[0, 1, 2]]), Region(box=capture_files.box_matrix([-1, -1, -1], [1, 1, 1])))
     assert face_areas_normals(v, f)[0].sum() == pytest.approx(1.0)  # the unit square under the hypotenuse
     # a sphere region keeps whole faces with every vertex inside
     sv, sf = icosphere(3)
     v, f = crop_mesh(sv, sf, Region(sphere_center=np.array([0, 0, 1.0]), sphere_radius=1.0))
     assert len(f) and np.linalg.norm(v - [0, 0, 1], axis=1).max() <= 1.0 and v[:, 2].min() > 0
     # nothing inside
-    v, f = crop_mesh(sv, sf, Region(box=protocol.box_matrix([5, 5, 5], [6, 6, 6])))
+    v, f = crop_mesh(sv, sf, Region(box=capture_files.box_matrix([5, 5, 5], [6, 6, 6])))
     assert v.shape == (0, 3) and f.shape == (0, 3)
 
 
@@ -304,7 +304,7 @@ def test_region_metrics_ignore_outside_but_count_floaters_and_missing(sphere: tu
     obj_v, obj_f = v * 0.5 + [0, 0, 0.5], f
     plane_v, plane_f = square(3.0)
     gt_v, gt_f = join((obj_v, obj_f), (plane_v, plane_f))
-    region = Region(box=protocol.box_matrix([-0.6, -0.6, -0.1], [0.6, 0.6, 1.1]))
+    region = Region(box=capture_files.box_matrix([-0.6, -0.6, -0.1], [0.6, 0.6, 1.1]))
     kw = {"n_points": 30_000}
     base = region_mesh_metrics(gt_v, gt_f, gt_v, gt_f, region, **kw)
     assert base["chamfer"] < 0.01 and base["fscore"] > 0.99 and base["region_faces"] > 0
@@ -432,7 +432,7 @@ def test_eval_command_region(tmp_path: Path) -> None:
     gt = join(obj, square(0.6))
     write_ply(str(tmp_path / "gt_region.ply"), *gt)
     write_ply(str(tmp_path / "pred.ply"), *join(gt, (v * 3.0, f[:, ::-1])))  # plus a shell far outside
-    region = {"matrix": protocol.box_matrix([-0.6, -0.6, -0.1], [0.6, 0.6, 1.1]).tolist()}
+    region = {"matrix": capture_files.box_matrix([-0.6, -0.6, -0.1], [0.6, 0.6, 1.1]).tolist()}
     (tmp_path / "region.json").write_text(json.dumps(region))
     code, msgs, err = run_eval("--mesh", str(tmp_path / "pred.ply"), "--reference", str(tmp_path / "gt_region.ply"),
                                "--region", str(tmp_path / "region.json"), "--points", "20000")

@@ -687,7 +687,8 @@ def _fused_case(tmp_path, data_dir, masks: bool = True):  # noqa: ANN001, ANN202
 
     from backend import protocol
     from backend.data import load_scene
-    from backend.train import Trainer, build_config
+    from backend.train import build_config
+    from backend.training.trainer import Trainer
 
     scene = load_scene(data_dir / "dtu_scan65", max_image_size=48).subset(range(0, 48, 8))
     if not masks:
@@ -698,7 +699,7 @@ def _fused_case(tmp_path, data_dir, masks: bool = True):  # noqa: ANN001, ANN202
                  emitter=protocol.Emitter(io.StringIO()))
     with torch.no_grad():
         tr.field.variance.fill_(0.5)  # inv_s about 150: the sphere is opaque
-    tr.grid.update(tr.sdf_fn_torch, tr.field.inv_s().detach(), cfg.step_size)
+    tr.grid.update(tr.field.bounded_sdf, tr.field.inv_s().detach(), cfg.step_size)
     tr.grid.triton_march = True
     return tr
 
@@ -709,37 +710,37 @@ def test_fused_batch_matches_the_pytorch_batch(capacity: int, masks: bool, data_
     """The Triton batch (rays, march, visibility, packing) gives the PyTorch batch's rays and samples for the same
     draws, in the CUDA graph's padded layout: hidden samples culled and, when they do not all fit (capacity 900),
     only the leading rays whose samples fit; without masks, the background field's ray origins and jitter too."""
-    from backend.step import GraphStep
+    from backend.step import GraphStep, LossWeights
 
     tr = _fused_case(tmp_path, data_dir, masks)
     assert (tr.field.bg_field is None) == masks
     n = 150
     gen = fresh_generator()
-    draws = (torch.randint(0, tr.n_pixels, (n,), generator=gen).to(DEV), torch.rand(n, 6, generator=gen).to(DEV))
+    draws = (torch.randint(0, tr.sampler.n_pixels, (n,), generator=gen).to(DEV),
+             torch.rand(n, 6, generator=gen).to(DEV))
     gs = GraphStep(tr.field, tr.optimizer, tr.params, max_rays=256, sample_capacity=capacity, eik_points=16,
-                   has_masks=masks, eikonal_weight=0.1, mask_weight=0.1, rgb_loss="l1")
-    tr.graph_step = gs  # the PyTorch batch applies the same capacity cut
-    tr.n_rays = n
-    want = tr._batch(draws)
+                   has_masks=masks, losses=LossWeights(eikonal=0.1, mask=0.1, rgb_loss="l1"))
+    tr.batches.graph_step = gs  # the PyTorch batch applies the same capacity cut
+    want = tr.batches.marched(n, draws)
     x = gs.new_inputs()
-    got = tr._batch_fused_from(draws, x)
-    if got["done"] is not None:
-        got["done"].synchronize()
-    n_fit, n_rays, n_kept = (int(v) for v in got["stats"])
-    assert got["n_marched"] == want["n_marched"] > n_kept == want["n_samples"]  # the culling drops samples
-    assert n_rays == want["n_rays"] and (n_rays < n) == (capacity < n_kept)
-    s = len(want["ray_indices"])
+    got = tr.batches.fused_from(draws, x)
+    if got.done is not None:
+        got.done.synchronize()
+    n_fit, n_rays, n_kept = (int(v) for v in got.stats)
+    assert got.n_marched == want.n_marched > n_kept == want.n_samples  # the culling drops samples
+    assert n_rays == want.n_rays and (n_rays < n) == (capacity < n_kept)
+    s = len(want.ray_indices)
     assert n_fit == s and 0 < s <= capacity
-    assert torch.equal(x.ray_indices[:s], want["ray_indices"])
-    torch.testing.assert_close(x.pts[:s], want["pts"], rtol=0, atol=1e-5)
-    torch.testing.assert_close(x.dirs[:s], want["dirs"], rtol=0, atol=1e-6)
-    assert torch.equal(x.deltas[:s], want["deltas"]) and bool((x.sample_valid[:s] == 1).all())
+    assert torch.equal(x.ray_indices[:s], want.ray_indices)
+    torch.testing.assert_close(x.pts[:s], want.pts, rtol=0, atol=1e-5)
+    torch.testing.assert_close(x.dirs[:s], want.dirs, rtol=0, atol=1e-6)
+    assert torch.equal(x.deltas[:s], want.deltas) and bool((x.sample_valid[:s] == 1).all())
     # padding: spare ray, no length, no weight
     assert bool((x.ray_indices[s:] == gs.R).all()) and not x.sample_valid[s:].any() and not x.deltas[s:].any()
     for name in ("ray_dirs", "gt", "bg", "mask", "ray_origins", "bg_jitter"):
-        assert (getattr(x, name) is None) == (want[name] is None), name
-        if want[name] is not None:
-            torch.testing.assert_close(getattr(x, name)[:n_rays], want[name], rtol=0, atol=1e-6)
+        assert (getattr(x, name) is None) == (getattr(want, name) is None), name
+        if getattr(want, name) is not None:
+            torch.testing.assert_close(getattr(x, name)[:n_rays], getattr(want, name), rtol=0, atol=1e-6)
     assert bool((x.ray_valid[:n_rays] == 1).all()) and not x.ray_valid[n_rays:].any()
     assert float(x.inv_n_rays) == pytest.approx(1.0 / n_rays)
 

@@ -10,7 +10,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from backend.meshing import TorchSdf, choose_method, marching_cubes_blocks, signed_volume, vertex_normals
-from backend.meshing_fast import _CORNERS, _edge_corners, case_table, marching_cubes_torch
+from backend.meshing.torch_mc import _CORNERS, _edge_corners, case_table, marching_cubes_torch
 
 BOX = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 

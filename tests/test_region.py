@@ -125,8 +125,8 @@ def test_training_normalizes_to_the_object_and_warns_when_cameras_do_not_converg
 
 def test_a_region_box_beside_the_object_is_warned_about() -> None:
     """A box the user drew where no sparse points are: a warning that says to move it over the object."""
+    from backend.capture_files import box_matrix
     from backend.normalize import normalization_from_box
-    from backend.protocol import box_matrix
 
     c2w, K, sizes, pts, _ = room_capture()
     images = [np.zeros((H, W, 3), dtype=np.uint8)] * len(c2w)

@@ -7,7 +7,7 @@ import torch
 
 from backend.field import BackgroundConfig, FieldConfig, HashGridConfig, NeuSField
 from backend.optim import Adam
-from backend.step import GraphStep, StepInputs, step_losses
+from backend.step import GraphStep, LossWeights, StepInputs, step_losses
 
 
 def make_field(seed: int, background: str, normals: str = "analytic") -> NeuSField:
@@ -51,8 +51,8 @@ def test_padded_step_equals_unpadded(background: str) -> None:
     b = random_batch(50, seed=3, masks=masks)
     n = b["ray_dirs"].shape[0]
     with_bg = background == "field"
-    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1", "distortion_weight": 0.01 if with_bg else 0.0,
-          "opacity_entropy_weight": 0.0 if masks else 0.01}
+    kw = {"losses": LossWeights(eikonal=0.1, mask=0.1, rgb_loss="l1", distortion=0.01 if with_bg else 0.0,
+                                opacity_entropy=0.0 if masks else 0.01)}
 
     ref_field = make_field(0, background)
     valid = torch.ones(n + 1)
@@ -107,7 +107,7 @@ def test_cuda_graph_replay_matches_eager_steps(path: str, normals: str, backgrou
     from backend.kernels import use_fast_path
 
     dev = torch.device("cuda")
-    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1"}
+    kw = {"losses": LossWeights(eikonal=0.1, mask=0.1, rgb_loss="l1")}
     masks = background == "none"
     batches = [random_batch(300, seed=s, masks=masks) for s in (5, 6, 7)]
     results = []
@@ -147,9 +147,10 @@ def test_opacity_entropy_pushes_rays_to_be_opaque_or_clear() -> None:
                    bg=None, mask=None, ray_valid=valid, inv_n_rays=torch.tensor(1.0 / n), rand_pts=b["rand_pts"],
                    cos_anneal=torch.tensor(b["cos"]))
     field = make_field(0, "env")
-    kw = {"eikonal_weight": 0.1, "mask_weight": 0.1, "rgb_loss": "l1"}
+    kw = {"losses": LossWeights(eikonal=0.1, mask=0.1, rgb_loss="l1")}
     plain = step_losses(field, x, **kw)["loss"]
-    with_entropy = step_losses(field, x, **kw, opacity_entropy_weight=0.5)["loss"]
+    entropy = {"losses": LossWeights(eikonal=0.1, mask=0.1, rgb_loss="l1", opacity_entropy=0.5)}
+    with_entropy = step_losses(field, x, **entropy)["loss"]
     assert float(with_entropy) > float(plain)
     masked = random_batch(40, seed=9, masks=True)
     xm = StepInputs(pts=masked["pts"], dirs=masked["dirs"], deltas=masked["deltas"],
@@ -157,5 +158,5 @@ def test_opacity_entropy_pushes_rays_to_be_opaque_or_clear() -> None:
                     ray_dirs=spare(masked["ray_dirs"]), gt=spare(masked["gt"]), bg=spare(masked["bg"]),
                     mask=spare(masked["mask"]), ray_valid=valid, inv_n_rays=torch.tensor(1.0 / n),
                     rand_pts=masked["rand_pts"], cos_anneal=torch.tensor(masked["cos"]))
-    assert float(step_losses(field, xm, **kw, opacity_entropy_weight=0.5)["loss"]) == pytest.approx(
+    assert float(step_losses(field, xm, **entropy)["loss"]) == pytest.approx(
         float(step_losses(field, xm, **kw)["loss"]))

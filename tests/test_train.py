@@ -269,7 +269,8 @@ def test_training_with_difference_normals_fits_the_views(data_dir: Path, tmp_pat
     import io
 
     from backend.data import load_scene
-    from backend.train import Trainer, build_config
+    from backend.train import build_config
+    from backend.training.trainer import Trainer
 
     scene = load_scene(data_dir / "dtu_scan65", max_image_size=48).subset(range(0, 48, 8))
     cfg = build_config(argparse.Namespace(preset="preview", steps=200, set=[

@@ -226,7 +226,7 @@ def test_job_folders_of_earlier_versions_and_poses_jobs_are_ours(trained_job: Pa
     import io
 
     from backend.errors import BackendError
-    from backend.train import prepare_job_folder
+    from backend.training.jobfolder import prepare_job_folder
 
     legacy = copy_job(trained_job, tmp_path / "legacy")
     (legacy / protocol.JOB_MARKER).unlink()

@@ -19,8 +19,8 @@ from PIL import Image
 
 from ..protocol import atomic_write_bytes, atomic_write_text
 from ..scene import Scene
+from ..threads import default_workers
 from .cameras import opengl_to_opencv, projection_matrix
-from .images import default_workers
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
             ".webp": "WEBP"}

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import BackendError
+from ..threads import default_workers
 from .cameras import scale_intrinsics
 
 log = logging.getLogger(__name__)
@@ -323,10 +324,6 @@ def _load_one(path: Path, mask_path: Path | None, max_size: int, alpha_as_mask: 
             alpha = np.asarray(Image.fromarray(alpha).resize(size, Image.Resampling.BOX))
         mask = _binary(alpha)
     return _writable(rgb), None if mask is None else _writable(mask), (w, h), (size[0] / w, size[1] / h)
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def load_images(paths: Sequence[Path], mask_paths: Sequence[Path] | None = None, *, max_image_size: int = 0,

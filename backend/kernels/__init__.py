@@ -15,11 +15,11 @@ falls back to the reference, with the reason, when it cannot run).
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from .. import debug
 from ..field import HashGridConfig, HashGridEncoding
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def start_self_check(device: str | torch.device) -> None:
     kernels load and run while the images decode. Does nothing where :func:`select_path` would not check."""
     dev = torch.device(device)
     if (dev.type != "cuda" or str(dev) in _early_checks or not triton_available()[0]
-            or os.environ.get("NEUSBLEND_PATH", "").strip().lower() == "reference"):
+            or debug.text("NEUSBLEND_PATH") == "reference"):
         return
     from .hashgrid_triton import interpreting
 
@@ -221,7 +221,7 @@ def select_path(device: str | torch.device, field: torch.nn.Module | None = None
     """
     global _reason
     try:
-        forced = os.environ.get("NEUSBLEND_PATH", "").strip().lower()
+        forced = debug.text("NEUSBLEND_PATH")
         if forced == "reference":
             _reason = "NEUSBLEND_PATH=reference"
             return "reference"

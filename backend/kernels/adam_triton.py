@@ -12,12 +12,11 @@ Measured: docs/KERNELS.md, "The loss and the optimiser". ``NEUSBLEND_TRITON_ADAM
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .. import debug
 from .hashgrid_triton import runs_kernels
 
 ADAM_BLOCK = 2048  # 16 elements a thread; measured: docs/KERNELS.md
@@ -27,7 +26,7 @@ MIN_NUMEL = 1 << 20  # smaller tensors stay in PyTorch's multi-tensor kernel (on
 
 def enabled() -> bool:
     """Whether the Triton update may run (``NEUSBLEND_TRITON_ADAM``, default on)."""
-    return os.environ.get("NEUSBLEND_TRITON_ADAM", "1") != "0"
+    return debug.on("NEUSBLEND_TRITON_ADAM")
 
 
 def supports(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: float | torch.Tensor

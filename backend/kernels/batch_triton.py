@@ -1,8 +1,8 @@
 """A training batch prepared in a few Triton kernels, straight into the CUDA graph's input layout.
 
-The reference batch (:meth:`backend.train.Trainer._batch`) is a chain of about a hundred small PyTorch kernels and
-three to four host synchronisations: drawing rays, clipping them to the sphere and the occupied box, the march,
-the culling pre-pass, compacting what it keeps, and the capacity cut. Here:
+The reference batch (:meth:`backend.training.batches.BatchBuilder.marched`) is a chain of about a hundred small
+PyTorch kernels and three to four host synchronisations: drawing rays, clipping them to the sphere and the occupied
+box, the march, the culling pre-pass, compacting what it keeps, and the capacity cut. Here:
 
 1. :func:`draw_rays` (one kernel): pixel, ray, colour, mask and background of each ray, and where its march starts
    and ends (the unit sphere clipped to the box around the occupied cells);

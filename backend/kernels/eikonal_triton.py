@@ -17,13 +17,12 @@ geometry node's backward, which holds the second-order terms). ``NEUSBLEND_FUSED
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from .. import debug
 from .hashgrid_triton import runs_kernels
 
 EIK_BLOCK = 1024
@@ -32,7 +31,7 @@ EIK_WARPS = 4
 
 def enabled() -> bool:
     """Whether the fused eikonal sum may run (``NEUSBLEND_FUSED_EIKONAL``, default on)."""
-    return os.environ.get("NEUSBLEND_FUSED_EIKONAL", "1") != "0"
+    return debug.on("NEUSBLEND_FUSED_EIKONAL")
 
 
 def supports(grad: torch.Tensor, weight: torch.Tensor | None) -> bool:

@@ -29,7 +29,6 @@ not computed (they are not learned); :func:`supports` sends inputs that require 
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,6 +36,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
+from .. import debug
 from .fused_geometry import _pow2, backward_precision, input_precision, weight_grad_precision
 from .hashgrid_triton import runs_kernels
 
@@ -45,16 +45,16 @@ if TYPE_CHECKING:
 
 COLOR_ROWS = 64
 COLOR_WARPS = 4
-COLOR_TILES_PER_PROGRAM = int(os.environ.get("NEUSBLEND_COLOR_TILES", "1"))
-COLOR_STAGES = int(os.environ.get("NEUSBLEND_COLOR_STAGES", "1"))  # software pipelining of the backward's tile loop
-COLOR_REDUCE = os.environ.get("NEUSBLEND_COLOR_REDUCE", "atomic")
+COLOR_TILES_PER_PROGRAM = debug.number("NEUSBLEND_COLOR_TILES")
+COLOR_STAGES = debug.number("NEUSBLEND_COLOR_STAGES")  # software pipelining of the backward's tile loop
+COLOR_REDUCE = debug.text("NEUSBLEND_COLOR_REDUCE")
 SP = 16  # spherical-harmonic columns of the input tile (degree <= 4)
 OP = 16  # output columns of the last product (3 used)
 
 
 def enabled() -> bool:
     """Whether the fused colour network may run (``NEUSBLEND_FUSED_COLOR``, default on)."""
-    return os.environ.get("NEUSBLEND_FUSED_COLOR", "1") != "0"
+    return debug.on("NEUSBLEND_FUSED_COLOR")
 
 
 @triton.jit

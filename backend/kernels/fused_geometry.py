@@ -31,7 +31,6 @@ does, with the hash-grid kernels underneath).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,6 +38,7 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
+from .. import debug
 from .hashgrid_triton import _INTERPRET, LevelMeta, encode, encode_backward, jac_t_vec, jac_vec
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ SOFTPLUS_BETA = 100.0
 
 def enabled() -> bool:
     """Whether the fused geometry is on (``NEUSBLEND_FUSED_GEOMETRY``, default on)."""
-    return os.environ.get("NEUSBLEND_FUSED_GEOMETRY", "1") != "0"
+    return debug.on("NEUSBLEND_FUSED_GEOMETRY")
 
 
 def _act(z: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -199,7 +199,7 @@ def weight_grad_precision(prec: str) -> str:
     products (gradient sums cancel), for a 9% faster field step. Per-point results, such as ``dL/d enc``, keep
     ``prec`` either way. ("mixed" rounds all the backward's products, gradients only: 2e-3, within the mixed
     tolerance.)"""
-    return "tf32" if os.environ.get("NEUSBLEND_WGRAD_TF32", "0") == "1" else prec
+    return "tf32" if debug.on("NEUSBLEND_WGRAD_TF32") else prec
 
 
 @triton.jit
@@ -395,12 +395,12 @@ def mlp_partial_sums() -> bool:
     """Whether the fused MLP backward writes per-program partial sums of the weight gradients and sums them in one
     pass (default; deterministic) instead of adding them with atomics (``NEUSBLEND_MLP_PARTIALS=0``). The atomics
     alone took 0.116 ms for 2^18 points against 0.062 ms for writing the rows and summing them (H100)."""
-    return os.environ.get("NEUSBLEND_MLP_PARTIALS", "1") != "0"
+    return debug.on("NEUSBLEND_MLP_PARTIALS")
 
 
 def fused_mlp_enabled() -> bool:
     """Whether one-hidden-layer fields take :class:`FusedMLPGeometryFunction` (``NEUSBLEND_FUSED_MLP``)."""
-    return os.environ.get("NEUSBLEND_FUSED_MLP", "1") != "0"
+    return debug.on("NEUSBLEND_FUSED_MLP")
 
 
 class FusedMLPGeometryFunction(torch.autograd.Function):

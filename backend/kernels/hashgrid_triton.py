@@ -42,24 +42,26 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import debug
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # Points per program and warps per program (measured on the H100: see docs/KERNELS.md); the interpreter's cost is
 # per program, so it takes bigger blocks.
-BLOCK = int(os.environ.get("NEUSBLEND_HASHGRID_BLOCK", "512"))
-NUM_WARPS = int(os.environ.get("NEUSBLEND_HASHGRID_WARPS", "4"))
+BLOCK = debug.number("NEUSBLEND_HASHGRID_BLOCK")
+NUM_WARPS = debug.number("NEUSBLEND_HASHGRID_WARPS")
 # One 8-byte vector reduction (red.global.add.v2.f32, sm_90) per corner instead of two scalar atomics.
-VEC_RED = not _INTERPRET and os.environ.get("NEUSBLEND_HASHGRID_VECRED", "1") != "0"
+VEC_RED = not _INTERPRET and debug.on("NEUSBLEND_HASHGRID_VECRED")
 # The table gradient's x-neighbour corners in one 16-byte reduction where their rows form an aligned pair
 # (_red_add_corners); NEUSBLEND_HASHGRID_PAIRS=0 turns it off.
-PAIR_RED = os.environ.get("NEUSBLEND_HASHGRID_PAIRS", "1") != "0"
+PAIR_RED = debug.on("NEUSBLEND_HASHGRID_PAIRS")
 # The forward's x-neighbour corners in one 16-byte load where their rows pair up (_load_corners), when it writes
 # no Jacobian (with it, the paired loads made the forward slower: docs/KERNELS.md).
-PAIR_LOAD = os.environ.get("NEUSBLEND_HASHGRID_PAIR_LOADS", "1") != "0"
+PAIR_LOAD = debug.on("NEUSBLEND_HASHGRID_PAIR_LOADS")
 # Levels per program of the forward and table-gradient kernels: the grid's second axis runs over groups of levels.
 # The first axis (point blocks) varies fastest, so the GPU schedules one group's programs before the next group's,
 # and the programs in flight at a time touch only a few levels' rows of the table and its gradient (a smaller
 # random-access footprint in the L2) instead of all of them. Measured: docs/KERNELS.md, "Level groups".
-LEVEL_GROUP = int(os.environ.get("NEUSBLEND_HASHGRID_GROUP", "2"))
+LEVEL_GROUP = debug.number("NEUSBLEND_HASHGRID_GROUP")
 # Points per program of the streaming Jacobian kernels (measured: see docs/KERNELS.md).
 JAC_BLOCK = 256 if _INTERPRET else 128
 # The compiler contracts x * res - floor(x * res) into one fma, which changes the cell fraction by up to an ulp of
@@ -699,12 +701,12 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 def use_jacobian() -> bool:
     """Mode of the derivatives: save the encoding's Jacobian in the forward (``jac``, default: the derivatives
     after the forward read no table) or recompute from the table (``gather``). ``NEUSBLEND_HASHGRID_MODE``."""
-    return os.environ.get("NEUSBLEND_HASHGRID_MODE", "jac") != "gather"
+    return debug.text("NEUSBLEND_HASHGRID_MODE") != "gather"
 
 
 def fuse_table_terms() -> bool:
     """Whether the backward node may defer its table term to the forward node's atomic pass."""
-    return os.environ.get("NEUSBLEND_HASHGRID_FUSE", "1") != "0"
+    return debug.on("NEUSBLEND_HASHGRID_FUSE")
 
 
 class HashGridFunction(torch.autograd.Function):

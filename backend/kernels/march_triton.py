@@ -26,19 +26,18 @@ the following add, as PyTorch's separate kernels do; ``mul.rn`` is never contrac
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .. import debug
 from .hashgrid_triton import _ROUNDED_MUL, _mul_rn
 
 # lanes per program; NEUSBLEND_MARCH_RAYS for measurements
-RAYS_PER_PROGRAM = int(os.environ.get("NEUSBLEND_MARCH_RAYS", "32"))
+RAYS_PER_PROGRAM = debug.number("NEUSBLEND_MARCH_RAYS")
 # lanes per ray, each walking one stretch of its steps (more lanes hide more memory latency);
 # NEUSBLEND_MARCH_SEGMENTS for measurements (a power of two)
-SEGMENTS = int(os.environ.get("NEUSBLEND_MARCH_SEGMENTS", "16"))
+SEGMENTS = debug.number("NEUSBLEND_MARCH_SEGMENTS")
 # cells per side of a block of the coarse occupancy that the walk skips at once
 COARSE = 8
 

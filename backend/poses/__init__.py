@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
+from .. import debug, protocol
 from .jobdir import DISK_FULL_BYTES, MARKER_KIND, PosesJob, free_bytes, read_marker
 from .pipeline import (
     CAMERA_MODE_CHOICES,
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
 
     Runs :func:`run_here` in a child process and reports a crash of it as an ``error``.
     """
-    if os.environ.get(WORKER_ENV) == "1":
+    if debug.text(WORKER_ENV) == "1":
         return run_here(args, emitter)
     return _run_watched(args, emitter)
 

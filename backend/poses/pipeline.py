@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pycolmap
 
-from .. import protocol
+from .. import capture_files, protocol
 from ..data.images import image_decode_problem
 from ..errors import BackendError
 from . import pairs as pairing
@@ -1070,12 +1070,13 @@ class PoseEstimator:
             "job": {"folder": str(self.job), "replaced_earlier_results": self.jobdir.reused,
                     "kept_files": [], "removed_leftovers": self.jobdir.cleaned},
         }
-        protocol.atomic_write_text(staging / "roi.json", json.dumps(protocol._clean(report["roi"]), indent=1))
-        self._write_cameras_json(staging / "cameras.json", undistorted, arrays)
-        protocol.atomic_write_bytes(staging / "points.npz", _points_npz(arrays))
+        capture_files.write_region(staging / capture_files.REGION, **report["roi"])
+        self._write_cameras_json(staging / capture_files.CAMERAS, arrays)
+        capture_files.write_points(staging / capture_files.POINTS, arrays.points, arrays.colors, arrays.errors,
+                                   arrays.track_lengths)
         report["timings_s"] = dict(self.timer.seconds)
         report["cpu_s"] = dict(self.timer.cpu_seconds)
-        protocol.atomic_write_text(staging / "report.json", json.dumps(protocol._clean(report), indent=1))
+        protocol.atomic_write_text(staging / "report.json", json.dumps(protocol.clean_json(report), indent=1))
         self.jobdir.commit()  # colmap/ and poses/ renamed into place; the old ones' files that are not ours move over
         self.work_dir = self.jobdir.work_dir
         report["job"]["kept_files"] = self.jobdir.kept
@@ -1108,21 +1109,16 @@ class PoseEstimator:
         return table
 
     @staticmethod
-    def _write_cameras_json(path: Path, rec: Any, arrays: ModelArrays) -> None:
+    def _write_cameras_json(path: Path, arrays: ModelArrays) -> None:
         """Per-image cameras for readers without pycolmap (the Blender import)."""
-        images = []
-        for i, name in enumerate(arrays.names):
-            c2w = np.eye(4)
-            c2w[:3, :3] = arrays.R[i].T
-            c2w[:3, 3] = arrays.centers[i]
-            k_cv = arrays.K[i].copy()
-            k_cv[:2, 2] -= 0.5  # COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV at (0, 0)
-            images.append({"name": name, "camera_id": int(arrays.camera_ids[i]), "width": int(arrays.sizes[i, 0]),
-                           "height": int(arrays.sizes[i, 1]), "K": k_cv.tolist(), "c2w": c2w.tolist()})
-        doc = {"convention": "K: OpenCV pixels (top-left pixel centre at 0,0); c2w: camera-to-world 4x4, OpenCV "
-                             "camera axes (x right, y down, z forward), reconstruction coordinates",
-               "images": images}
-        protocol.atomic_write_text(path, json.dumps(protocol._clean(doc), indent=1))
+        n = len(arrays.names)
+        c2w = np.tile(np.eye(4), (n, 1, 1))
+        c2w[:, :3, :3] = np.transpose(arrays.R, (0, 2, 1))
+        c2w[:, :3, 3] = arrays.centers
+        k_cv = np.array(arrays.K, dtype=np.float64)
+        k_cv[:, :2, 2] -= 0.5  # COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV at (0, 0)
+        capture_files.write_cameras(path, arrays.names, arrays.sizes, k_cv, c2w, frame="reconstruction coordinates",
+                                    camera_ids=arrays.camera_ids)
 
     def _warn_about(self, report: dict[str, Any]) -> None:
         if report["registered"] < 3:
@@ -1193,15 +1189,6 @@ def _run_with_ticks(work: Callable[[], Any], tick: Callable[[float], None], inte
             tick(time.perf_counter() - start)
     if errors:
         raise errors[0]
-
-
-def _points_npz(arrays: ModelArrays) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, xyz=arrays.points.astype(np.float32), rgb=arrays.colors.astype(np.uint8),
-             error=arrays.errors.astype(np.float32), track_length=arrays.track_lengths.astype(np.int32))
-    return buf.getvalue()
 
 
 def estimate_poses(images: str | os.PathLike[str], job: str | os.PathLike[str], options: PoseOptions | None = None,

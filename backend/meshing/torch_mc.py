@@ -1,7 +1,7 @@
 """Marching cubes in PyTorch over the surface cells only: the fast extraction path (GPU, also runs on the CPU).
 
-Same sampling as :func:`backend.meshing.marching_cubes_blocks` (a coarse lattice every ``stride`` samples, the SDF
-evaluated exactly only in coarse cells that the surface can reach, judged with the same Lipschitz bound), and the
+Same sampling as :func:`backend.meshing.blocks.marching_cubes_blocks` (a coarse lattice every ``stride`` samples, the
+SDF evaluated exactly only in coarse cells that the surface can reach, judged with the same Lipschitz bound), and the
 same triangulation as PyMCubes: the case table is read off PyMCubes itself, by meshing each of the 256 sign
 configurations of one cube and noting which cube edge each of its vertices lies on (:func:`case_table`). So on a
 field that respects the bound, the mesh is the reference's up to vertex and face order.
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from .grid import GridSpec
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,6 @@ def marching_cubes_torch(sdf_fn: TorchSdfFn, box: np.ndarray, resolution: int, *
     """
     import torch
 
-    from .meshing import GridSpec
 
     dev = torch.device(device)
     spec = GridSpec.from_box(box, resolution)

@@ -1,7 +1,7 @@
 """Marching cubes of an SDF in blocks: memory bounded at any resolution, outward-facing triangles.
 
 Two paths give the same mesh: this module's reference (NumPy lattice, PyMCubes per block, on the CPU) and
-:mod:`backend.meshing_fast` (PyTorch over the surface cells only, on the SDF's device).
+:mod:`backend.meshing.torch_mc` (PyTorch over the surface cells only, on the SDF's device).
 :func:`marching_cubes_blocks` takes the fast one for a :class:`TorchSdf` on CUDA (``method="auto"``).
 
 The volume is cut into blocks of ``block`` samples a side that share their boundary samples. Each block's SDF
@@ -14,12 +14,14 @@ Memory: one block of floats plus the mesh itself, whatever the resolution.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .. import debug
+from .grid import GridSpec
+from .mesh_io import weld
 
 log = logging.getLogger(__name__)
 
@@ -61,43 +63,13 @@ def choose_method(sdf_fn: SdfFn | TorchSdf, method: str = "auto") -> str:
     ``method`` "auto" (or ``$NEUSBLEND_MC`` when ``method`` is "auto") means fast for a :class:`TorchSdf` on CUDA.
     """
     if method == "auto":
-        method = os.environ.get("NEUSBLEND_MC", "auto") or "auto"
+        method = debug.text("NEUSBLEND_MC") or "auto"
     if method not in METHODS:
         raise ValueError(f"unknown marching-cubes method {method!r}; use one of {', '.join(METHODS)}")
     if method == "auto":
         cuda = isinstance(sdf_fn, TorchSdf) and sdf_fn.device.type == "cuda"
         return "fast" if cuda else "reference"
     return method
-
-
-@dataclass
-class GridSpec:
-    """Sample lattice of an extraction.
-
-    Attributes:
-        lo: (3,) first sample position; spacing: distance between samples; shape: (3,) samples per axis.
-    """
-
-    lo: np.ndarray
-    spacing: float
-    shape: tuple[int, int, int]
-
-    @classmethod
-    def from_box(cls, box: np.ndarray, resolution: int) -> GridSpec:
-        """``resolution`` samples along the box's longest side, same spacing on the others."""
-        box = np.asarray(box, dtype=np.float64).reshape(2, 3)
-        extent = box[1] - box[0]
-        if np.any(extent <= 0):
-            raise ValueError(f"empty extraction box {box.tolist()}")
-        spacing = float(extent.max() / (resolution - 1))
-        shape = tuple(int(np.ceil(e / spacing - 1e-9)) + 1 for e in extent)
-        return cls(lo=box[0].copy(), spacing=spacing, shape=shape)  # type: ignore[arg-type]
-
-    def points(self, start: tuple[int, int, int], size: tuple[int, int, int]) -> np.ndarray:
-        """(sx*sy*sz, 3) float32 sample positions of a block, C order (x slowest)."""
-        axes = [self.lo[a] + (start[a] + np.arange(size[a])) * self.spacing for a in range(3)]
-        g = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
-        return g.reshape(-1, 3).astype(np.float32)
 
 
 def _eval_chunks(sdf_fn: SdfFn, pts: np.ndarray, chunk: int) -> np.ndarray:
@@ -121,7 +93,7 @@ def marching_cubes_blocks(sdf_fn: SdfFn, box: np.ndarray, resolution: int, *, bl
         chunk: points per ``sdf_fn`` call.
         skip_empty: skip blocks that a coarse pass proves empty (assumes |grad sdf| <= ``lipschitz``).
         progress: called with the fraction done.
-        method: "reference" (blocks, PyMCubes on the CPU), "fast" (:func:`backend.meshing_fast.marching_cubes_torch`
+        method: "reference" (blocks, PyMCubes on the CPU), "fast" (:func:`backend.meshing.torch_mc.marching_cubes_torch`
             on the SDF's device, or the CPU for a NumPy function; ``block`` is not used there) or "auto" (fast for a
             :class:`TorchSdf` on CUDA; ``$NEUSBLEND_MC`` overrides "auto"). Both give the same mesh up to vertex
             and face order.
@@ -184,7 +156,7 @@ def _fast(sdf_fn: SdfFn | TorchSdf, box: np.ndarray, resolution: int, *, chunk: 
     """The fast path for any SDF: a NumPy function is wrapped to run on the CPU."""
     import torch
 
-    from .meshing_fast import marching_cubes_torch
+    from .torch_mc import marching_cubes_torch
 
     if isinstance(sdf_fn, TorchSdf):
         fn, device = sdf_fn.torch, sdf_fn.device
@@ -262,83 +234,3 @@ def _sparse_block(sdf_fn: SdfFn, spec: GridSpec, start: tuple[int, int, int], si
         fine = np.stack([spec.lo[ax] + (start[ax] + idx[ax]) * spec.spacing for ax in range(3)], -1)
         vol[idx] = _eval_chunks(sdf_fn, fine.astype(np.float32), chunk)
     return vol
-
-
-def weld(verts: np.ndarray, faces: np.ndarray, decimals: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Merge vertices at the same position (in sample-index units) and drop degenerate faces."""
-    key = np.round(verts * 10**decimals).astype(np.int64)
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    new_faces = inverse[faces]
-    a, b, c = new_faces[:, 0], new_faces[:, 1], new_faces[:, 2]
-    ok = (a != b) & (b != c) & (a != c)
-    return verts[first], new_faces[ok]
-
-
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) area-weighted unit vertex normals of a triangle mesh."""
-    v = verts.astype(np.float64)
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    out = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(out, faces[:, k], fn)
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(norm, 1e-12)).astype(np.float32)
-
-
-def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
-    """Signed volume enclosed by a closed mesh: positive when its triangles face outward."""
-    v = verts.astype(np.float64)
-    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
-
-
-def write_ply(path: str, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None) -> None:
-    """Binary little-endian PLY with optional uint8 RGB(A) vertex colours, written atomically."""
-    from .protocol import atomic_write_bytes
-
-    v = np.asarray(verts, dtype="<f4")
-    f = np.asarray(faces, dtype="<i4")
-    props = ["property float x", "property float y", "property float z"]
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if colors is not None:
-        names = ["red", "green", "blue", "alpha"][: colors.shape[1]]
-        props += [f"property uchar {n}" for n in names]
-        fields += [(n, "u1") for n in names]
-    header = "\n".join(["ply", "format binary_little_endian 1.0", f"element vertex {len(v)}", *props,
-                        f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]) + "\n"
-    vrec = np.empty(len(v), dtype=fields)
-    vrec["x"], vrec["y"], vrec["z"] = v[:, 0], v[:, 1], v[:, 2]
-    if colors is not None:
-        for i, name in enumerate(names):
-            vrec[name] = colors[:, i]
-    frec = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    frec["n"] = 3
-    frec["i"] = f
-    atomic_write_bytes(path, header.encode("ascii") + vrec.tobytes() + frec.tobytes())
-
-
-def read_ply(path: str) -> dict[str, np.ndarray]:
-    """Read a binary little-endian PLY written by :func:`write_ply` (triangles only)."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    n_v = n_f = 0
-    fields: list[tuple[str, str]] = []
-    current = None
-    for line in header:
-        parts = line.split()
-        if parts[:2] == ["element", "vertex"]:
-            n_v, current = int(parts[2]), "vertex"
-        elif parts[:2] == ["element", "face"]:
-            n_f, current = int(parts[2]), "face"
-        elif parts[0] == "property" and current == "vertex":
-            fields.append((parts[2], "<f4" if parts[1] == "float" else "u1"))
-    vrec = np.frombuffer(data, dtype=fields, count=n_v, offset=end)
-    frec = np.frombuffer(data, dtype=[("n", "u1"), ("i", "<i4", (3,))], count=n_f, offset=end + vrec.nbytes)
-    out = {"vertices": np.stack([vrec["x"], vrec["y"], vrec["z"]], 1), "faces": frec["i"].copy()}
-    cnames = [n for n in ("red", "green", "blue", "alpha") if n in vrec.dtype.names]
-    if cnames:
-        out["colors"] = np.stack([vrec[n] for n in cnames], 1)
-    return out
