@@ -5,9 +5,10 @@ The Blender import reads a poses job directly; every other layout the backend ca
 COLMAP, Middlebury) goes through this command, which the client runs with an interpreter that has the loaders'
 needs (numpy, Pillow, and pycolmap for COLMAP models): Blender's own when the extension's wheels import there, else
 the backend Python. It never imports torch. It writes ``DIR/cameras.json``, ``DIR/points.npz`` (when the capture
-has points), ``DIR/roi.json`` and ``DIR/capture.json`` (the formats of docs/POSES.md, plus an absolute ``path`` per
-image) and speaks the protocol like every command: ``start``, then ``done`` (``cameras``, ``points``, ``layout``,
-``out``) or ``error`` (``message``, ``hint``, ``file``); exit status 0 or 2.
+has points), ``DIR/roi.json`` and ``DIR/capture.json`` with the seam's writers (:mod:`backend.capture_files`; the
+formats of docs/POSES.md, plus an absolute ``path`` per image) and speaks the protocol like every command:
+``start``, then ``done`` (``cameras``, ``points``, ``layout``, ``out``) or ``error`` (``message``, ``hint``,
+``file``); exit status 0 or 2.
 
 The region of interest is the backend's own automatic normalization of the capture (a NeuS ``scale_mat``, the
 visual hull of its masks, its sparse points, or what the cameras look at), so the box the user starts from is the
@@ -17,14 +18,13 @@ one training would use without ``--roi``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import protocol
+from . import capture_files, protocol
 from .errors import BackendError
 
 
@@ -37,38 +37,27 @@ def export(data: str | Path, out: str | Path) -> dict[str, Any]:
     scene, info = load_scene_with_info(data, normalize=True, prefer_given=True, fmt=fmt)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = scene.sizes
     paths = [str(p) for p in scene.image_paths] if len(scene.image_paths) == len(scene) else [""] * len(scene)
-    images = [{"name": scene.names[i], "width": int(sizes[i, 0]), "height": int(sizes[i, 1]),
-               "K": scene.K[i].tolist(), "c2w": scene.c2w[i].tolist(), "path": paths[i]} for i in range(len(scene))]
-    (out / "cameras.json").write_text(json.dumps({
-        "convention": "K: OpenCV pixels (top-left pixel centre at 0,0); c2w: camera-to-world 4x4, OpenCV camera "
-                      "axes (x right, y down, z forward), input coordinates",
-        "images": images}, indent=1), encoding="utf-8")
+    capture_files.write_cameras(out / capture_files.CAMERAS, scene.names, scene.sizes, scene.K, scene.c2w,
+                                frame="input coordinates", paths=paths)
     n_points = 0
     if scene.points is not None and len(scene.points):
-        pts = np.asarray(scene.points, dtype=np.float32).reshape(-1, 3)
-        rgb = (np.asarray(scene.point_colors, dtype=np.uint8).reshape(-1, 3) if scene.point_colors is not None
-               else np.full((len(pts), 3), 200, dtype=np.uint8))
-        np.savez(out / "points.npz", xyz=pts, rgb=rgb)
-        n_points = len(pts)
+        capture_files.write_points(out / capture_files.POINTS, scene.points, scene.point_colors)
+        n_points = len(np.asarray(scene.points).reshape(-1, 3))
     to_world = np.asarray(scene.to_world, dtype=np.float64)
     roi = np.asarray(scene.roi if scene.roi is not None else [[-1.0] * 3, [1.0] * 3], dtype=np.float64)
     corners = np.array([[roi[i, 0], roi[j, 1], roi[k, 2], 1.0] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
     world = (corners @ to_world.T)[:, :3]
     up = -scene.c2w[:, :3, 1].mean(0)
     up = up / max(float(np.linalg.norm(up)), 1e-12)
-    center = to_world[:3, 3]
-    radius = float(np.cbrt(abs(np.linalg.det(to_world[:3, :3]))))
-    (out / "roi.json").write_text(json.dumps({
-        "center": center.tolist(), "radius": radius, "box_min": world.min(0).tolist(),
-        "box_max": world.max(0).tolist(), "up": up.tolist()}, indent=1), encoding="utf-8")
+    capture_files.write_region(out / capture_files.REGION, center=to_world[:3, 3],
+                               radius=float(np.cbrt(abs(np.linalg.det(to_world[:3, :3])))),
+                               box_min=world.min(0), box_max=world.max(0), up=up)
     root = Path(data).expanduser().resolve()
-    name = (root.parent if root.is_file() else root).name or "Capture"
-    (out / "capture.json").write_text(json.dumps({
-        "name": name, "layout": fmt, "source": str(root),
-        "normalization": {k: v for k, v in info.items() if k in ("method", "center", "radius")}}, indent=1),
-        encoding="utf-8")
+    capture_files.write_capture_info(out / capture_files.CAPTURE, (root.parent if root.is_file() else root).name
+                                     or "Capture", fmt, str(root),
+                                     normalization={k: v for k, v in info.items()
+                                                    if k in ("method", "center", "radius")})
     return {"cameras": len(scene), "points": n_points, "layout": fmt}
 
 
