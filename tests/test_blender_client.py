@@ -517,3 +517,26 @@ def test_check_bake_memory_names_a_size_that_fits() -> None:
     fits = int(str(err.value).rsplit("choose ", 1)[1].split(" ")[0])
     ma.check_bake_memory(fits, available=2 * 1024**3)  # the size it names passes
     ma.check_bake_memory(2048, available=None if ma.available_memory() is None else 1 << 40)
+
+
+def test_export_capture_runs_with_blenders_python_or_else_the_backend_python(
+        tmp_path: Path, broken_pythons: dict[str, str]) -> None:
+    """``export-capture`` goes through the pose interpreter choice: this Python (Blender's, in the add-on) when
+    pycolmap, Pillow and numpy import here, with their folders on PYTHONPATH; the backend Python in a Python that
+    has numpy but neither Pillow nor pycolmap (a real one)."""
+    jobs = client("jobs")
+    step = jobs.export_capture_pipeline("/backend/python", tmp_path / "capture", tmp_path).steps[0]
+    assert step.argv == [sys.executable, "-m", "backend", "export-capture", "--json", "--data",
+                         str(tmp_path / "capture"), "--out", str(tmp_path)] and step.cwd == str(tmp_path)
+    import PIL
+
+    assert str(Path(PIL.__file__).parent.parent) in step.env["PYTHONPATH"].split(os.pathsep)
+    code = textwrap.dedent(f"""
+        import importlib, sys, types
+        pkg = types.ModuleType("nbcheck"); pkg.__path__ = [{str(ROOT)!r}]; sys.modules["nbcheck"] = pkg
+        jobs = importlib.import_module("nbcheck.client.jobs")
+        print(jobs.export_capture_pipeline("/backend/python", "cap", {str(tmp_path)!r}).steps[0].argv[0])
+    """)
+    out = subprocess.run([broken_pythons["no_torch"], "-c", code], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "/backend/python", out.stderr
