@@ -1,7 +1,8 @@
 """NeuS Blend: photos to meshes inside Blender, with a live NeuS reconstruction in a backend process.
 
-Only registration lives here. The operators and panels are thin; the client (``client/``) runs the backend
-(``backend/``, a separate Python with torch) and applies its meshes.
+Only registration lives here. The operators and panels are thin; the client (``client/``, bpy-free, with its
+Blender-scene wing ``client/scene/``) runs the backend (``backend/``, a separate Python with torch) and applies its
+meshes.
 """
 
 import contextlib
@@ -9,7 +10,7 @@ import contextlib
 import bpy
 
 from . import operators, panels, preferences, properties
-from .client import runner
+from .client.scene import runner
 
 CLASSES = (*properties.CLASSES, *preferences.CLASSES, *operators.CLASSES, *panels.CLASSES)
 

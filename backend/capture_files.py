@@ -12,6 +12,13 @@ files with the same code the backend writes them with. The files (docs/POSES.md 
   cube [-1, 1]^3 to capture coordinates) and/or ``box_min``/``box_max`` (axis-aligned), with optional ``center``,
   ``radius``, ``up`` and notes; read by ``train --roi``, ``extract --box`` and the Blender import.
 - ``capture.json``: what a capture is: ``name``, ``layout``, ``source`` and notes.
+
+And the writers of the two capture layouts a capture made in Blender is written in (``synthetic/``, through
+:func:`write_neus` and :func:`write_transforms`; the backend's own :mod:`backend.data.export` writes through them
+too), read by the backend's loaders (:mod:`backend.data.neus`, :mod:`backend.data.nerf`): the NeuS/IDR layout
+(``image/``, ``mask/``, ``cameras_sphere.npz``) and transforms.json with ``images/`` and ``masks/``; with the image
+files' encoding (:func:`encode_image`, Pillow, imported when an image is written) and the camera conventions they
+use (:func:`projection_matrix`, :func:`opengl_to_opencv`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import io
 import json
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,8 @@ import numpy as np
 
 from . import protocol
 from .errors import BackendError
+from .scene import CV_TO_GL
+from .threads import default_workers
 
 CAMERAS = "cameras.json"
 POINTS = "points.npz"
@@ -219,3 +229,122 @@ def write_capture_info(path: str | os.PathLike[str], name: str, layout: str, sou
 def read_capture_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``capture.json``'s fields (``name``, ``layout``, ``source`` and notes)."""
     return _read_json(path, "capture description", "Import the capture again.")
+
+
+# ------------------------------------------------------------------------------------------------ capture layouts
+
+#: Image file suffixes the layouts are written with, and Pillow's name for each.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+                 ".webp": "WEBP"}
+
+
+def projection_matrix(K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """(3, 4) ``P = K [R | t]`` from (3, 3) K and (4, 4) camera-to-world (a NeuS ``world_mat``'s top rows)."""
+    w2c = np.linalg.inv(np.asarray(c2w, dtype=np.float64))
+    return np.asarray(K, dtype=np.float64) @ w2c[:3, :4]
+
+
+def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
+    """(..., 4, 4) camera-to-world with OpenGL camera axes -> OpenCV camera axes (and back: its own inverse)."""
+    return np.asarray(c2w, dtype=np.float64) @ CV_TO_GL
+
+
+def encode_image(array: np.ndarray, ext: str = ".png", quality: int = 95) -> bytes:
+    """(H, W, 3) or (H, W) uint8 -> file bytes in the format of ``ext`` (see :data:`IMAGE_FORMATS`)."""
+    from PIL import Image  # here, so the seam imports where Pillow is missing
+
+    fmt = IMAGE_FORMATS[ext.lower()]
+    buf = io.BytesIO()
+    kwargs: dict[str, object] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "WEBP":
+        kwargs["lossless"] = True
+    if fmt == "PNG":
+        kwargs["compress_level"] = 1  # fast; these are working copies
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def write_images(files: Sequence[tuple[Path, np.ndarray, str]]) -> None:
+    """Encode and write ``(path, (H, W[, 3]) uint8 array, ext)`` triples atomically, on a few threads."""
+    def one(job: tuple[Path, np.ndarray, str]) -> None:
+        path, arr, ext = job
+        protocol.atomic_write_bytes(path, encode_image(arr, ext))
+
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+        list(pool.map(one, files))
+
+
+def write_neus(out_dir: str | os.PathLike[str], images: Sequence[np.ndarray], K: np.ndarray, c2w: np.ndarray,
+               to_world: np.ndarray, masks: Sequence[np.ndarray] | None = None, *, ext: str = ".png") -> Path:
+    """Write the NeuS/IDR layout: ``image/000000.png ...``, ``mask/000000.png ...``, ``cameras_sphere.npz``.
+
+    Args:
+        images: N (H, W, 3) uint8. K: (N, 3, 3) OpenCV pixel centres (as NeuS uses them). c2w: (N, 4, 4)
+            camera-to-world, OpenCV axes. to_world: (4, 4), every ``scale_mat_i`` (the unit sphere -> the scene).
+        masks: N (H, W) uint8, or None.
+
+    ``world_mat_i`` is the 4x4 ``[[K [R | t]], [0 0 0 1]]`` of image i. Images are numbered so that their sorted
+    order is the camera order.
+
+    Returns:
+        the output folder.
+    """
+    out = Path(out_dir)
+    names = [f"{i:06d}" for i in range(len(images))]
+    files = [(out / "image" / f"{s}{ext}", im, ext) for s, im in zip(names, images, strict=True)]
+    if masks is not None:
+        files += [(out / "mask" / f"{s}.png", m, ".png") for s, m in zip(names, masks, strict=True)]
+    write_images(files)
+    arrays: dict[str, np.ndarray] = {}
+    for i in range(len(images)):
+        P = np.eye(4)
+        P[:3, :4] = projection_matrix(K[i], c2w[i])
+        arrays[f"world_mat_{i}"] = P
+        arrays[f"scale_mat_{i}"] = np.array(to_world, dtype=np.float64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    protocol.atomic_write_bytes(out / "cameras_sphere.npz", buf.getvalue())
+    return out
+
+
+def write_transforms(out_dir: str | os.PathLike[str], images: Sequence[np.ndarray], K: np.ndarray,
+                     c2w: np.ndarray, stems: Sequence[str], masks: Sequence[np.ndarray] | None = None, *,
+                     ext: str = ".png", file_name: str = "transforms.json") -> Path:
+    """Write ``transforms.json`` with ``images/<stem><ext>`` (and ``masks/<stem>.png`` as per-frame ``mask_path``).
+
+    Args:
+        images: N (H, W, 3) uint8. K: (N, 3, 3) OpenCV pixel centres. c2w: (N, 4, 4) camera-to-world, OpenCV axes.
+        stems: N file stems. masks: N (H, W) uint8, or None.
+
+    ``transform_matrix`` is camera-to-world with OpenGL axes; intrinsics are per frame (``fl_x``, ``fl_y``,
+    ``cx``, ``cy``, ``w``, ``h``) with the instant-ngp / nerfstudio pixel convention (top-left pixel centre at
+    (0.5, 0.5)), and repeated at the top level when every frame shares them.
+
+    Returns:
+        the json file.
+    """
+    out = Path(out_dir)
+    files = [(out / "images" / f"{s}{ext}", im, ext) for s, im in zip(stems, images, strict=True)]
+    if masks is not None:
+        files += [(out / "masks" / f"{s}.png", m, ".png") for s, m in zip(stems, masks, strict=True)]
+    write_images(files)
+    frames = []
+    intr = []
+    for i, s in enumerate(stems):
+        k = K[i]
+        h, w = images[i].shape[:2]
+        cam = {"fl_x": float(k[0, 0]), "fl_y": float(k[1, 1]), "cx": float(k[0, 2] + 0.5),
+               "cy": float(k[1, 2] + 0.5), "w": int(w), "h": int(h)}
+        intr.append(cam)
+        frame: dict[str, object] = {"file_path": f"images/{s}{ext}", **cam,
+                                    "transform_matrix": opengl_to_opencv(c2w[i]).tolist()}
+        if masks is not None:
+            frame["mask_path"] = f"masks/{s}.png"
+        frames.append(frame)
+    meta: dict[str, object] = {"camera_model": "OPENCV"}
+    if all(c == intr[0] for c in intr):
+        meta.update(intr[0])
+    meta["frames"] = frames
+    path = out / file_name
+    protocol.atomic_write_text(path, json.dumps(meta, indent=1))
+    return path

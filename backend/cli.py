@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "poses": ("backend.poses", "estimate camera poses from photos with pycolmap"),
     "eval": ("backend.evaluate", "compare a mesh with a reference and score held-out views"),
     "info": ("backend.info", "report the Python, torch, devices and fast paths available"),
+    "export-capture": ("backend.export_capture", "write a posed capture's cameras, points and region as a poses job's "
+                                                 "files (for the Blender import)"),
 }
 
 log = logging.getLogger("backend")

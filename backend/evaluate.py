@@ -39,6 +39,7 @@ from . import capture_files, protocol
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .errors import BackendError
 from .meshclean import Region, region_from_frame
+from .meshing.mesh_io import read_mesh
 
 log = logging.getLogger(__name__)
 
@@ -50,87 +51,6 @@ SHELL_POINTS = 200_000  # points sampled on the mesh for it (100 a bin on a clos
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# mesh files
-
-
-def read_obj(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[list[int]]]:
-    """Vertices and polygons of a Wavefront OBJ (``v`` and ``f`` lines; texture/normal indices ignored).
-
-    Returns:
-        vertices (V, 3) float64, polygons: lists of 0-based vertex indices (negative OBJ indices resolved).
-    """
-    verts: list[list[float]] = []
-    polys: list[list[int]] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.startswith("v "):
-                parts = line.split()
-                verts.append([float(parts[1]), float(parts[2]), float(parts[3])])
-            elif line.startswith("f "):
-                idx = []
-                for tok in line.split()[1:]:
-                    i = int(tok.split("/", 1)[0])
-                    idx.append(i - 1 if i > 0 else len(verts) + i)
-                if len(idx) >= 3:
-                    polys.append(idx)
-    return np.asarray(verts, dtype=np.float64).reshape(-1, 3), polys
-
-
-def triangulate(polygons: list[list[int]]) -> np.ndarray:
-    """(F, 3) int64 fan triangulation of polygons (each a list of at least 3 vertex indices)."""
-    tris = [(p[0], p[k], p[k + 1]) for p in polygons for k in range(1, len(p) - 1)]
-    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
-
-
-def read_mesh(path: str | os.PathLike[str], polygons: bool = False) -> dict[str, Any]:
-    """A triangle mesh from ``.ply`` (binary, as the backend writes it), ``.npz`` (a snapshot) or ``.obj``.
-
-    A job folder means its final mesh. Returns ``vertices`` (V, 3) float64 and ``faces`` (F, 3) int64; with
-    ``polygons`` also ``polygons`` (the file's own polygons for OBJ, else the triangles as lists).
-
-    Raises:
-        BackendError: missing or unreadable file.
-    """
-    p = Path(path)
-    if p.is_dir():
-        job = protocol.JobLayout(p)
-        p = job.final_ply if job.final_ply.is_file() else job.final_mesh
-    if not p.is_file():
-        raise BackendError("mesh file not found", hint="Give a .ply, .obj or .npz file, or a job folder.", file=p)
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".obj":
-            verts, polys = read_obj(p)
-            faces = triangulate(polys)
-        elif suffix == ".npz":
-            snap = protocol.read_snapshot(p)
-            verts, faces, polys = snap["vertices"], snap["faces"], None
-        elif suffix == ".ply":
-            with open(p, "rb") as fh:
-                head = fh.read(200)
-            if b"binary_little_endian" not in head:
-                raise BackendError("only binary little-endian PLY files are read",
-                                   hint="Convert the mesh (e.g. save it from Blender as binary PLY) or use OBJ.",
-                                   file=p)
-            from .meshing import read_ply
-
-            mesh = read_ply(str(p))
-            verts, faces, polys = mesh["vertices"], mesh["faces"], None
-        else:
-            raise BackendError(f"unknown mesh format {suffix or '(none)'}", hint="Use .ply, .obj or .npz.", file=p)
-    except (OSError, ValueError, KeyError, IndexError, protocol.ProtocolError) as exc:
-        raise BackendError(f"cannot read the mesh: {exc}", hint="Check the file; re-export it.", file=p) from exc
-    verts = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
-    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    if len(faces) and (faces.min() < 0 or faces.max() >= len(verts)):
-        raise BackendError("the mesh's faces index outside its vertices", hint="Re-export the mesh.", file=p)
-    out: dict[str, Any] = {"vertices": verts, "faces": faces, "path": p}
-    if polygons:
-        out["polygons"] = polys if polys is not None else faces.tolist()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -591,7 +511,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: str | os.PathL
 
 
 def _save_pair(path: Path, gt: np.ndarray, pred: np.ndarray) -> None:
-    from .data.export import encode_image
+    from .capture_files import encode_image
 
     pair = np.concatenate([gt, pred], axis=1)
     protocol.atomic_write_bytes(path, encode_image((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)))

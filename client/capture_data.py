@@ -4,15 +4,18 @@ Two sources, one reader (:func:`read_capture_folder`), because both write the sa
 
 - a job folder of ``python -m backend poses`` (``JOB/poses/cameras.json``, ``points.npz``, ``roi.json``,
   ``report.json``; docs/POSES.md), read directly;
-- any other posed capture the backend can load (NeuS, transforms.json, COLMAP, Middlebury): the backend's
-  interpreter runs :mod:`.export_capture`, which loads it with the backend's own loaders and writes the same files
-  into a temporary folder (:func:`export_command`).
+- any other posed capture the backend can load (NeuS, transforms.json, COLMAP, Middlebury): ``python -m backend
+  export-capture`` loads it with the backend's own loaders and writes the same files into a temporary folder
+  (:func:`load_capture`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from ..backend import capture_files
+from ..backend.protocol import JobLayout
 from .camera_math import mean_camera_up
+from .datasets import check_input_folder
+from .jobs import export_capture_pipeline
+
+#: Seconds the export of a capture that is not a poses job may take.
+EXPORT_TIMEOUT_S = 600.0
 
 
 class CaptureError(Exception):
@@ -102,6 +111,34 @@ def capture_key(path: str | os.PathLike[str]) -> str:
     if (p / "poses" / "sparse").is_dir():
         p = p / "poses"
     return str(p)
+
+
+def capture_for_photos(images: str, poses_job: str = "", poses_images: str = "") -> str:
+    """The posed capture that a photo folder stands for: ``images`` itself when it is a posed capture, else the
+    poses job ``poses_job`` when it was estimated from ``images`` (``poses_images``) and still exists; "" otherwise.
+
+    Args:
+        images: the photo folder (an absolute path, or "").
+        poses_job: the job folder of the last Estimate Poses.
+        poses_images: the photo folder that job was estimated from.
+    """
+    folder = check_input_folder(images) if images else None
+    if folder is None or not folder.kind:
+        return ""
+    if folder.kind == "posed":
+        return str(folder.path)
+    if poses_job and poses_images == str(folder.path) and poses_folder(poses_job) is not None:
+        return poses_job
+    return ""
+
+
+def trained_on(job: JobLayout) -> str:
+    """:func:`capture_key` of the data a job trained on (from its config.json), or "" when it does not say."""
+    try:
+        data = json.loads(job.config.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return capture_key(data) if isinstance(data, str) and data else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,21 +233,37 @@ def read_poses_job(path: str | os.PathLike[str]) -> CaptureData:
 # other formats, through the backend
 
 
-def export_command(python: str, data: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[str]:
-    """The argv that exports the capture at ``data`` into ``out_dir`` (run with the extension on PYTHONPATH)."""
-    return [python, "-m", "client.export_capture", "--data", str(data), "--out", str(out_dir)]
+def load_capture(path: str | os.PathLike[str], backend_python: str, timeout: float = EXPORT_TIMEOUT_S
+                 ) -> CaptureData:
+    """The capture at ``path``: a poses job read directly; any other layout exported first by ``python -m backend
+    export-capture`` (:func:`.jobs.export_capture_pipeline`) into a temporary folder and read from there. Blocks
+    until the export has ended (about a second for 50 photos).
 
-
-def read_export_result(stdout: str) -> dict[str, Any]:
-    """The last JSON line :mod:`.export_capture` printed: ``{"ok": true}`` or ``{"ok": false, "message", "hint",
-    "file"}``; a missing line reads as a failure."""
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                result = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(result, dict) and "ok" in result:
-                return result
-    return {"ok": False, "message": "the capture export printed no result"}
+    Raises:
+        CaptureError: with the backend's message, hint and file, or why the export could not run.
+    """
+    if poses_folder(path) is not None:
+        return read_poses_job(path)
+    if not Path(path).exists():
+        raise CaptureError(f"{path} does not exist", "Choose a poses job folder or a posed capture.", path)
+    out = Path(tempfile.mkdtemp(prefix="neusblend-import-"))
+    pipeline = export_capture_pipeline(backend_python, path, out)
+    try:
+        deadline = time.monotonic() + timeout
+        while pipeline.advance():
+            if time.monotonic() > deadline:
+                pipeline.stop(2.0)
+                raise CaptureError(f"reading the capture took more than {timeout:.0f} s", "Choose a poses job "
+                                   "folder, or a capture with fewer photos.", path)
+            time.sleep(0.02)
+        state = pipeline.state
+        if state.status != "done":
+            error = state.error
+            raise CaptureError(error.message if error else f"the capture export ended: {state.status}",
+                               (error.hint if error else "") or "Choose a poses job folder or a posed capture.",
+                               (error.file if error else "") or path)
+        return read_capture_folder(out)
+    finally:
+        if pipeline.active:
+            pipeline.stop(2.0)
+        shutil.rmtree(out, ignore_errors=True)

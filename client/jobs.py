@@ -3,6 +3,9 @@
 - reconstruct: check the backend Python, estimate poses when the folder holds plain photos, train.
 - poses: estimate poses only (with Blender's own Python and the bundled pycolmap when it imports).
 - environment: create a virtual environment, install the backend's requirements into it, check it.
+- extract, continue: refining a finished job from its checkpoint.
+
+:func:`job_summary` is the panel's line about a job that has ended.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .interpreter import (
     report_from_run,
     venv_python,
 )
-from .jobstate import ErrorInfo, JobState
+from .jobstate import ErrorInfo, JobState, format_duration
 from .pipeline import Pipeline, Step
 from .process import BackendProcess
 
@@ -158,6 +161,16 @@ def poses_pipeline(backend_python: str, folder: FolderCheck, job_dir: Path, mask
     return Pipeline("poses", [step], log_path=job_dir.with_suffix(".log"))
 
 
+def export_capture_pipeline(backend_python: str, data: str | os.PathLike[str], out_dir: Path) -> Pipeline:
+    """``python -m backend export-capture --data CAPTURE --out DIR``: any posed capture the backend can load,
+    written as a poses job's files for the Blender import, with the interpreter :func:`pose_interpreter` chooses
+    (Blender's own Python when its wheels import, else ``backend_python``). ``out_dir`` must exist."""
+    python, paths = pose_interpreter(backend_python)
+    argv = backend_argv(python, "export-capture", ["--data", str(data), "--out", str(out_dir)])
+    step = Step("export", "Reading the capture", argv, clean_environment(paths), str(out_dir), python=python)
+    return Pipeline("export", [step])
+
+
 def environment_pipeline(base_python: str, venv_dir: Path, log_path: Path | None = None) -> Pipeline:
     """Create ``venv_dir`` with ``base_python``, install :data:`BACKEND_REQUIREMENTS`, check the result."""
     py = str(venv_python(venv_dir))
@@ -217,3 +230,45 @@ def continue_pipeline(python: str, job_dir: Path, more_steps: int, *, preset: st
     steps.append(Step("train", "Training on", backend_argv(python, "train", args), clean_environment(), cwd,
                       python=python))
     return Pipeline("continue", steps, log_path=side_log(job_dir, time.strftime("continue-%Y%m%d-%H%M%S")))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what a finished job says
+
+
+def job_summary(pipeline: Pipeline, object_name: str = "", meshes_applied: int = 0, last_step_applied: int = -1
+                ) -> str:
+    """The panel's one-line summary of a job that has ended ("" while it runs).
+
+    Args:
+        pipeline: the job (its name says which pipeline of this module it is).
+        object_name: the mesh object the job's meshes went into.
+        meshes_applied: how many meshes reached that object.
+        last_step_applied: the training step of the last one.
+    """
+    s = pipeline.state
+    if s.status == "done":
+        if pipeline.name == "reconstruct":
+            done = pipeline.result("train") or {}
+            took = format_duration(done.get("elapsed_s"))
+            return f"Finished {done.get('steps', s.step)} steps" + (f" in {took}" if took else "") + \
+                f"; mesh in '{object_name}'"
+        if pipeline.name == "extract":
+            done = pipeline.result("extract") or {}
+            return f"Extracted {done.get('n_faces', '?')} faces at {done.get('resolution', '?')}^3 into " \
+                f"'{object_name}'"
+        if pipeline.name == "continue":
+            done = pipeline.result("train") or {}
+            return f"Trained on to step {done.get('steps', s.step)}; mesh in '{object_name}'"
+        if pipeline.name == "poses":
+            done = pipeline.result("poses") or {}
+            report = done.get("report") if isinstance(done.get("report"), dict) else {}
+            reg = report.get("registered", done.get("n_registered"))
+            n = report.get("total", done.get("n_images"))
+            return f"Poses: {reg} of {n} photos registered" if reg is not None else "Poses estimated"
+        return "Finished"
+    if s.status == "cancelled":
+        return "Cancelled" + (f"; the mesh of step {last_step_applied} stays" if meshes_applied else "")
+    if s.status == "failed":
+        return f"Failed during: {s.stage}" if s.stage else "Failed"
+    return ""

@@ -3,8 +3,9 @@
 import bpy
 
 from .. import preferences
-from ..client import interpreter, runner
+from ..client import interpreter
 from ..client.jobs import environment_pipeline
+from ..client.scene import runner
 
 
 class NEUSBLEND_OT_detect_interpreter(bpy.types.Operator):

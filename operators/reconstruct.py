@@ -1,13 +1,11 @@
 """Estimate Poses, Reconstruct, Cancel, Load Result.
 
 The operators only collect settings, check what can be checked at once (the photo folder, a running job) and
-hand a pipeline to :mod:`..client.runner`; everything that happens in the backend process is reported through the
+hand a pipeline to :mod:`..client.scene.runner`; everything that happens in the backend process is reported through the
 panel's status, never raised. A second job while one runs is refused with a message.
 """
 
 import contextlib
-import json
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -18,20 +16,15 @@ from bpy.props import StringProperty
 
 from .. import preferences
 from ..backend.capture_files import write_region
-from ..backend.protocol import JobLayout
-from ..client import interpreter, runner, scene_capture
+from ..backend.protocol import JobLayout, ProtocolError, read_snapshot
 from ..client.camera_math import roi_file_for
-from ..client.capture_data import capture_key, poses_folder, read_poses_job
+from ..client.capture_data import capture_key, poses_folder, read_poses_job, trained_on
 from ..client.datasets import FolderCheck, check_input_folder
 from ..client.jobs import TrainOptions, new_job_dir, poses_pipeline, reconstruct_pipeline
-
-
-def _refuse_if_busy(op: bpy.types.Operator) -> bool:
-    job = runner.active()
-    if job is None:
-        return False
-    op.report({"WARNING"}, f"A {job.pipeline.name} job is running ({job.state.stage}); cancel it first")
-    return True
+from ..client.scene import capture as scene_capture
+from ..client.scene import mesh as scene_mesh
+from ..client.scene import runner
+from .common import backend_python, configured_python, device, preview_interval, refuse_if_busy, report_start
 
 
 def _photo_folder(op: bpy.types.Operator, context: bpy.types.Context) -> FolderCheck | None:
@@ -44,48 +37,6 @@ def _photo_folder(op: bpy.types.Operator, context: bpy.types.Context) -> FolderC
     return None
 
 
-def backend_python(op: bpy.types.Operator, context: bpy.types.Context) -> str | None:
-    """The backend interpreter: the preference, else one detected now (and remembered in the preferences)."""
-    prefs = preferences.get()
-    configured = bpy.path.abspath(prefs.python_path.strip()) if prefs and prefs.python_path.strip() else ""
-    if configured:
-        return configured  # the check step reports what is wrong with it
-    env_python = os.environ.get(interpreter.ENV_PYTHON, "")
-    if env_python:
-        return env_python
-    if context.window:
-        context.window.cursor_set("WAIT")
-    found, reports = interpreter.detect(
-        interpreter.candidates([interpreter.venv_python(preferences.managed_venv())]), budget_s=45.0)
-    if context.window:
-        context.window.cursor_set("DEFAULT")
-    if found is None:
-        tried = ", ".join(r.python for r in reports) or "none found"
-        status = context.window_manager.neusblend_status
-        status.set_error("no Python with torch was found for the backend",
-                         "Set one in the add-on preferences (Backend Python), or press Create Backend "
-                         f"Environment there. Checked: {tried}")
-        op.report({"ERROR"}, "No Python with torch was found; set one in the add-on preferences")
-        return None
-    if prefs is not None:
-        prefs.python_path = found.python
-        prefs.python_status = found.summary()
-    return found.python
-
-
-def _preview_interval() -> float:
-    prefs = preferences.get()
-    return float(prefs.preview_interval) if prefs is not None else 1.0
-
-
-def _report_start(op: bpy.types.Operator, job: runner.ActiveJob, what: str) -> None:
-    if job.state.status == "failed" and job.state.error is not None:
-        # a launch failure: shown in the panel; a warning (not an error) so scripts are not interrupted
-        op.report({"WARNING"}, f"{what} could not start: {job.state.error.message}")
-    else:
-        op.report({"INFO"}, f"{what} started (job folder {job.job_dir})")
-
-
 class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
     """Reconstruct a mesh from the photos; the mesh appears and sharpens while you keep working"""
 
@@ -94,7 +45,7 @@ class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
     bl_options = {"REGISTER"}  # no undo: the mesh arrives later, outside this operator
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if _refuse_if_busy(self):
+        if refuse_if_busy(self):
             return {"CANCELLED"}
         folder = _photo_folder(self, context)
         if folder is None:
@@ -103,12 +54,10 @@ class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
         if python is None:
             return {"CANCELLED"}
         settings = context.scene.neusblend
-        prefs = preferences.get()
         options = TrainOptions(preset=settings.preset, steps=settings.steps, max_image_size=settings.max_image_size,
                                mesh_every_s=settings.mesh_every, mesh_resolution=settings.mesh_resolution,
                                final_resolution=settings.final_resolution,
-                               device=prefs.device if prefs is not None else "auto",
-                               extra=tuple(shlex.split(settings.extra_args)))
+                               device=device(), extra=tuple(shlex.split(settings.extra_args)))
         job_dir = new_job_dir(preferences.job_root(), folder.path)
         posed_job = ""
         if (folder.kind == "photos" and settings.poses_job and settings.poses_images == str(folder.path)
@@ -130,15 +79,15 @@ class NEUSBLEND_OT_reconstruct(bpy.types.Operator):
             if box is not None:
                 try:
                     options.roi = str(write_region(roi_file_for(job_dir), scene_capture.region_matrix(frame, box),
-                                                     source=source, box=box.name))
+                                                   source=source, box=box.name))
                 except (OSError, ValueError) as exc:
                     self.report({"ERROR"}, f"Cannot use the region box '{box.name}': {exc}")
                     return {"CANCELLED"}
         pipeline = reconstruct_pipeline(python, folder, job_dir, options, masks=masks, posed_job=posed_job)
         name = settings.object_name.strip() or f"{folder.path.name or 'Photos'} NeuS"
         job = runner.start(pipeline, job_dir, object_name=name, scene=context.scene,
-                           preview_interval_s=_preview_interval(), capture_source=source if frame else "")
-        _report_start(self, job, "Reconstruction")
+                           preview_interval_s=preview_interval(), capture_source=source if frame else "")
+        report_start(self, job, "Reconstruction")
         return {"FINISHED"}
 
 
@@ -161,7 +110,7 @@ class NEUSBLEND_OT_estimate_poses(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if _refuse_if_busy(self):
+        if refuse_if_busy(self):
             return {"CANCELLED"}
         folder = _photo_folder(self, context)
         if folder is None:
@@ -169,14 +118,13 @@ class NEUSBLEND_OT_estimate_poses(bpy.types.Operator):
         if folder.kind == "posed":
             self.report({"INFO"}, f"{folder.path} is a posed capture ({folder.layout}); no estimation needed")
             return {"CANCELLED"}
-        prefs = preferences.get()
-        python = bpy.path.abspath(prefs.python_path) if prefs and prefs.python_path.strip() else ""
+        python = configured_python()
         job_dir = new_job_dir(preferences.job_root(), folder.path)
         masks = bpy.path.abspath(context.scene.neusblend.masks_dir) if context.scene.neusblend.masks_dir else ""
         pipeline = poses_pipeline(python or sys.executable, folder, job_dir, masks)
         job = runner.start(pipeline, job_dir, scene=context.scene,
                            on_finish=_remember_poses(context.scene.name, str(folder.path)))
-        _report_start(self, job, "Pose estimation")
+        report_start(self, job, "Pose estimation")
         return {"FINISHED"}
 
 
@@ -200,15 +148,6 @@ class NEUSBLEND_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _trained_on(layout: JobLayout) -> str:
-    """:func:`capture_key` of the data a job trained on (from its config.json), or ""."""
-    try:
-        data = json.loads(layout.config.read_text(encoding="utf-8")).get("data")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return capture_key(data) if isinstance(data, str) and data else ""
-
-
 class NEUSBLEND_OT_load_result(bpy.types.Operator):
     """Load the final (or latest) mesh of a job folder into the scene"""
 
@@ -227,9 +166,6 @@ class NEUSBLEND_OT_load_result(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from ..backend.protocol import ProtocolError, read_snapshot
-        from ..client import scene_mesh
-
         layout = JobLayout(bpy.path.abspath(self.directory))
         path = layout.final_mesh
         if not path.is_file():
@@ -243,11 +179,11 @@ class NEUSBLEND_OT_load_result(bpy.types.Operator):
         except (OSError, ValueError, ProtocolError) as exc:
             self.report({"ERROR"}, f"Cannot read {path}: {exc}")
             return {"CANCELLED"}
-        frame = scene_capture.find_capture(context.scene, _trained_on(layout))
+        frame = scene_capture.find_capture(context.scene, trained_on(layout))
         obj = scene_mesh.ensure_object(self.object_name or f"{layout.root.name} NeuS", context.scene, parent=frame,
                                        collection=scene_capture.capture_collection(frame) if frame else None)
         scene_mesh.apply_snapshot(obj, arrays["vertices"], arrays["faces"], arrays.get("colors"))
-        obj["neusblend_job"] = str(layout.root)
+        obj[scene_mesh.JOB_PROP] = str(layout.root)
         with contextlib.suppress(RuntimeError):  # selected and active, ready to refine (if in this view layer)
             for other in context.view_layer.objects:
                 other.select_set(False)

@@ -12,21 +12,15 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from .. import preferences
 from ..backend.capture_files import write_region
 from ..backend.protocol import JobLayout
-from ..client import mesh_tools, runner, scene_capture, scene_mesh
+from ..client.capture_data import trained_on
 from ..client.jobs import continue_pipeline, extract_pipeline
+from ..client.scene import capture as scene_capture
+from ..client.scene import mesh_tools, runner
+from ..client.scene.mesh import JOB_PROP, job_of
 from ..properties import CLEANUP_ITEMS, CONTINUE_PRESET_ITEMS
-from .reconstruct import _preview_interval, _refuse_if_busy, _report_start, _trained_on, backend_python
-
-JOB_PROP = "neusblend_job"
-
-
-def job_of(obj: bpy.types.Object | None) -> JobLayout | None:
-    """The job folder that produced ``obj`` (None for other objects)."""
-    path = obj.get(JOB_PROP) if obj is not None else None
-    return JobLayout(path) if isinstance(path, str) and path else None
+from .common import backend_python, device, preview_interval, refuse_if_busy, report_start
 
 
 def _mesh_poll(cls: type, context: bpy.types.Context, need_job: bool) -> bool:
@@ -46,7 +40,7 @@ def _mesh_poll(cls: type, context: bpy.types.Context, need_job: bool) -> bool:
 def _job_to_refine(op: bpy.types.Operator, context: bpy.types.Context, obj: bpy.types.Object) -> JobLayout | None:
     """The job folder of ``obj`` when a backend job can start on it now; else None, after telling the user why
     (another job runs, the checkpoint is gone)."""
-    if _refuse_if_busy(op):
+    if refuse_if_busy(op):
         return None
     layout = job_of(obj)
     assert layout is not None
@@ -66,7 +60,7 @@ def crop_box_for(context: bpy.types.Context, obj: bpy.types.Object, layout: JobL
         return None
     if settings.crop_box is not None:
         return settings.crop_box
-    source = _trained_on(layout)
+    source = trained_on(layout)
     return scene_capture.find_region(context.scene, source) if source else None
 
 
@@ -120,23 +114,21 @@ class NEUSBLEND_OT_reextract(bpy.types.Operator):
             try:
                 matrix = mesh_tools.crop_matrix(obj, box)
                 roi = str(write_region(layout.root.parent / f"{layout.root.name}.crop.json", matrix,
-                                         box=box.name))
+                                       box=box.name))
             except (mesh_tools.MeshToolError, OSError, ValueError) as exc:
                 self.report({"ERROR"}, f"Cannot use the crop box '{box.name}': {exc}")
                 return {"CANCELLED"}
         python = backend_python(self, context)
         if python is None:
             return {"CANCELLED"}
-        prefs = preferences.get()
         out = layout.meshes / (f"extract_{resolution}_crop.npz" if roi else f"extract_{resolution}.npz")
-        pipeline = extract_pipeline(python, layout.root, resolution, roi=roi, out=out,
-                                    device=prefs.device if prefs is not None else "auto")
+        pipeline = extract_pipeline(python, layout.root, resolution, roi=roi, out=out, device=device())
         name = obj.name
         if target == "NEW":
             name = _new_object_beside(obj, f"{obj.name} {resolution}{' crop' if roi else ''}").name
         job = runner.start(pipeline, layout.root, object_name=name, scene=context.scene,
-                           preview_interval_s=_preview_interval(), on_finish=_drop_if_empty(name))
-        _report_start(self, job, f"Extraction at {resolution}^3")
+                           preview_interval_s=preview_interval(), on_finish=_drop_if_empty(name))
+        report_start(self, job, f"Extraction at {resolution}^3")
         return {"FINISHED"}
 
 
@@ -191,13 +183,11 @@ class NEUSBLEND_OT_continue_training(bpy.types.Operator):
         settings = context.scene.neusblend
         more = self.more_steps or settings.more_steps
         preset = settings.continue_preset if self.preset == "PANEL" else self.preset
-        prefs = preferences.get()
         pipeline = continue_pipeline(python, layout.root, more, preset="" if preset == "SAME" else preset,
-                                     device=prefs.device if prefs is not None else "auto",
-                                     mesh_every_s=settings.mesh_every)
+                                     device=device(), mesh_every_s=settings.mesh_every)
         job = runner.start(pipeline, layout.root, object_name=obj.name, scene=context.scene,
-                           preview_interval_s=_preview_interval())
-        _report_start(self, job, f"Training for {more} more steps")
+                           preview_interval_s=preview_interval())
+        report_start(self, job, f"Training for {more} more steps")
         return {"FINISHED"}
 
 
@@ -337,11 +327,6 @@ class NEUSBLEND_OT_export_mesh(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported '{obj.name}' to {path}")
         return {"FINISHED"}
-
-
-def vertex_colored(obj: bpy.types.Object | None) -> bool:
-    """Whether ``obj`` carries reconstruction colours (Bake Texture needs them)."""
-    return obj is not None and obj.type == "MESH" and scene_mesh.has_vertex_colors(obj)
 
 
 CLASSES = (NEUSBLEND_OT_add_crop_box, NEUSBLEND_OT_reextract, NEUSBLEND_OT_continue_training,

@@ -6,10 +6,10 @@ import time
 import bpy
 
 from .. import preferences
-from ..client import runner, scene_capture
 from ..client.capture_data import capture_key
-from ..operators.import_capture import settings_capture_path
-from ..operators.refine import job_of, vertex_colored
+from ..client.scene import capture as scene_capture
+from ..client.scene import runner
+from ..client.scene.mesh import job_of, vertex_colored
 
 CATEGORY = "NeuS"
 
@@ -80,13 +80,14 @@ _capture_path_cache: dict[tuple[str, str, str], tuple[float, str]] = {}
 
 
 def _capture_path(settings: bpy.types.PropertyGroup) -> str:
-    """:func:`settings_capture_path`, remembered for a second (it lists the photo folder; panels redraw often)."""
+    """:func:`..client.scene.capture.settings_capture_path`, remembered for a second (it lists the photo folder;
+    panels redraw often)."""
     key = (settings.images_dir, settings.poses_job, settings.poses_images)
     now = time.monotonic()
     hit = _capture_path_cache.get(key)
     if hit is None or now - hit[0] > 1.0:
         _capture_path_cache.clear()
-        hit = _capture_path_cache[key] = (now, settings_capture_path(settings))
+        hit = _capture_path_cache[key] = (now, scene_capture.settings_capture_path(settings))
     return hit[1]
 
 
@@ -275,6 +276,11 @@ class NEUSBLEND_MT_add(bpy.types.Menu):
 def draw_add_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     """Entry in View3D's Add menu."""
     self.layout.menu(NEUSBLEND_MT_add.bl_idname, icon="OUTLINER_OB_CAMERA")
+
+
+def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    """Entry in File > Import."""
+    self.layout.operator("neusblend.import_capture", text="Posed Capture (NeuS Blend)")
 
 
 CLASSES = (VIEW3D_PT_neusblend, VIEW3D_PT_neusblend_advanced, VIEW3D_PT_neusblend_capture,

@@ -261,7 +261,7 @@ _EXTENSION_MODULE = ""
 
 
 def _tools_module() -> str:
-    return f"{_EXTENSION_MODULE}.client.mesh_tools"
+    return f"{_EXTENSION_MODULE}.client.scene.mesh_tools"
 
 
 def render_result(obj: bpy.types.Object, path: Path, size: str = "480x360", samples: int = 16) -> None:
@@ -497,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
             bpy.data.objects.remove(obj)
     ext = enable_extension(None if args.use_installed else SOURCE_ROOT, use_installed=args.use_installed)
     _EXTENSION_MODULE = ext.module_name
-    runner = sys.modules[ext.module_name + ".client.runner"]
+    runner = sys.modules[ext.module_name + ".client.scene.runner"]
     previous = {}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -28,8 +28,6 @@ Headless facts: ``bpy.app.timers`` never fire in the bpy module or ``blender -b`
 from __future__ import annotations
 
 import contextlib
-import importlib
-import io
 import json
 import math
 import os
@@ -38,11 +36,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import bpy
 import numpy as np
+
+if __package__ and "." in __package__:  # a subpackage of the installed extension, beside its backend
+    from ..backend import capture_files, protocol
+    from ..backend.meshing import mesh_io
+else:  # scripts and tests import it top-level, with the repository root on sys.path
+    from backend import capture_files, protocol
+    from backend.meshing import mesh_io
 
 from . import cameras, room
 
@@ -160,13 +164,6 @@ class CaptureResult:
     gt_vertices: np.ndarray
     gt_faces: np.ndarray
     masks: list[np.ndarray] = field(default_factory=list)
-
-
-def _backend(name: str) -> ModuleType:
-    """A backend module, whether this package sits inside the extension (a subpackage) or at the top level."""
-    if __package__ and "." in __package__:
-        return importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.{name}")
-    return importlib.import_module(f"backend.{name}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,8 +340,7 @@ def y_up_to_z_up() -> np.ndarray:
 def import_mesh(path: str | os.PathLike[str], up: str = "y", smooth: bool = True) -> bpy.types.Object:
     """A mesh file (.obj, or .ply / .npz written by the backend) as an object; the file's own coordinates are the
     object's local coordinates, and ``matrix_world`` takes a Y-up file to Blender's Z-up (``up="y"``)."""
-    read_mesh = _backend("evaluate").read_mesh
-    mesh = read_mesh(path, polygons=True)
+    mesh = mesh_io.read_mesh(path, polygons=True)
     ob = mesh_object(Path(path).stem, mesh["vertices"], mesh["polygons"], smooth=smooth)
     if up == "y":
         ob.matrix_world = _matrix(y_up_to_z_up())
@@ -526,7 +522,6 @@ def capture_objects(objects: Sequence[bpy.types.Object], out_dir: str | os.PathL
     objects = geometry_objects(objects)
     if not objects:
         raise ValueError("no object with a surface to render (select meshes, curves or text)")
-    scene_mod, export, meshing, protocol = (_backend(n) for n in ("scene", "data.export", "meshing", "protocol"))
     in_room = settings.backdrop == "room"
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -617,16 +612,19 @@ def capture_objects(objects: Sequence[bpy.types.Object], out_dir: str | os.PathL
     n = len(images)
     # a room capture gives no normalization (identity: the loaders then find the region themselves); the object
     # capture's scale_mat is the sphere of 1.1 bounding radii around the objects
-    to_world = np.eye(4) if in_room else scene_mod.similarity(SCALE_MAT_MARGIN * radius, center)
-    ds = scene_mod.Scene(names=[f"{i:06d}.png" for i in range(n)], images=images, K=np.repeat(K[None], n, 0),
-                         c2w=c2w_cv, masks=masks if settings.masks and not in_room else None, to_world=to_world,
-                         source="synthetic", root=out)
-    export.write_neus(ds, out)
+    to_world = np.eye(4)
+    if not in_room:
+        to_world[:3, :3] *= SCALE_MAT_MARGIN * radius
+        to_world[:3, 3] = center
+    K_all = np.repeat(K[None], n, 0)
+    saved_masks = masks if settings.masks and not in_room else None
+    capture_files.write_neus(out, images, K_all, c2w_cv, to_world, saved_masks)
     if settings.nerf:
-        export.write_transforms(ds, out / "nerf")
+        capture_files.write_transforms(out / "nerf", images, K_all, c2w_cv, [f"{i:06d}" for i in range(n)],
+                                       saved_masks)
     if in_room and masks:
-        export_masks(masks, out / EVAL_MASKS, protocol)
-    meshing.write_ply(str(out / "gt_mesh.ply"), gt_v.astype(np.float32), gt_f.astype(np.int32))
+        export_masks(masks, out / EVAL_MASKS)
+    mesh_io.write_ply(str(out / "gt_mesh.ply"), gt_v.astype(np.float32), gt_f.astype(np.int32))
 
     meta: dict[str, Any] = {
         "generator": "neusblend synthetic capture",
@@ -654,8 +652,7 @@ def capture_objects(objects: Sequence[bpy.types.Object], out_dir: str | os.PathL
         "files": {"neus": ".", "transforms": "nerf/transforms.json" if settings.nerf else None},
     }
     if in_room:
-        meta["room"] = write_region_truth(out, gt_v, gt_f, anchor, unit, room_layout, settings.region_margin,
-                                          meshing, protocol)
+        meta["room"] = write_region_truth(out, gt_v, gt_f, anchor, unit, room_layout, settings.region_margin)
         meta["room"].update(masks=f"{EVAL_MASKS}/" if masks else None, layout_used=layout, cap_deg_used=cap_deg)
         meta["scale_mat_note"] = ("identity: a room capture gives no normalization, so training finds the region "
                                   "itself; region.json is for evaluation only")
@@ -701,21 +698,16 @@ def _mask_pass(scene: bpy.types.Scene, hide: Sequence[bpy.types.Object], setting
             ob.hide_render = False
 
 
-def export_masks(masks: Sequence[np.ndarray], folder: Path, protocol: ModuleType) -> None:
+def export_masks(masks: Sequence[np.ndarray], folder: Path) -> None:
     """Write (H, W) uint8 masks as ``folder/000000.png ...`` (the images' names, so ``train --masks`` matches
     them)."""
-    from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
-    for i, m in enumerate(masks):
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(m, dtype=np.uint8)).save(buf, format="PNG")
-        protocol.atomic_write_bytes(folder / f"{i:06d}.png", buf.getvalue())
+    capture_files.write_images([(folder / f"{i:06d}.png", np.asarray(m, dtype=np.uint8), ".png")
+                                for i, m in enumerate(masks)])
 
 
 def write_region_truth(out: Path, gt_v: np.ndarray, gt_f: np.ndarray, anchor: np.ndarray, unit: float,
-                       layout: room.RoomLayout, margin: float, meshing: ModuleType, protocol: ModuleType
-                       ) -> dict[str, Any]:
+                       layout: room.RoomLayout, margin: float) -> dict[str, Any]:
     """Write ``region.json`` (the box the ground truth is cut to) and ``gt_region.ply`` (the objects and the piece
     of table top inside that box), in world coordinates. Returns their description for capture.json."""
     lo, hi = room.region_box(gt_v, margin)
@@ -724,14 +716,13 @@ def write_region_truth(out: Path, gt_v: np.ndarray, gt_f: np.ndarray, anchor: np
     tv, tf = room.table_piece((lo, hi), float(anchor[2]), table_lo, table_hi)
     verts = np.concatenate([gt_v, tv])
     faces = np.concatenate([gt_f, tf + len(gt_v)])
-    meshing.write_ply(str(out / "gt_region.ply"), verts.astype(np.float32), faces.astype(np.int32))
-    matrix = _backend("capture_files").box_matrix(lo, hi)
-    region = {"matrix": matrix.tolist(), "box_min": lo.tolist(), "box_max": hi.tolist(),
-              "coordinates": "the capture's world (as gt_mesh.ply and the cameras)",
-              "what": "the region the ground truth (gt_region.ply) is cut to: the objects' bounding box grown by "
-                      f"{margin:g} bounding radii on every side, reaching below the table top; for evaluation "
-                      "only (`backend eval --region`), never for training the unmasked benchmark run"}
-    protocol.atomic_write_text(out / "region.json", json.dumps(region, indent=1))
+    mesh_io.write_ply(str(out / "gt_region.ply"), verts.astype(np.float32), faces.astype(np.int32))
+    capture_files.write_region(out / "region.json", capture_files.box_matrix(lo, hi), box_min=lo, box_max=hi,
+                               coordinates="the capture's world (as gt_mesh.ply and the cameras)",
+                               what="the region the ground truth (gt_region.ply) is cut to: the objects' bounding "
+                                    f"box grown by {margin:g} bounding radii on every side, reaching below the "
+                                    "table top; for evaluation only (`backend eval --region`), never for training "
+                                    "the unmasked benchmark run")
     return {"region": "region.json", "gt_region": "gt_region.ply", "box_min": lo.tolist(), "box_max": hi.tolist(),
             "table_top_z": float(anchor[2]), "table_xy": [table_lo.tolist(), table_hi.tolist()],
             "anchor": anchor.tolist(), "unit": unit, "table_piece_faces": len(tf),

@@ -173,8 +173,6 @@ def _front_end_backend_imports(path: Path) -> Iterator[tuple[str, int]]:
             yield ".".join(rest), line
 
 
-@pytest.mark.xfail(strict=True, reason="client/export_capture.py and synthetic/capture.py still reach past the seam: "
-                                       "they move onto it in the front-end rework")
 def test_front_end_imports_the_backend_only_through_the_seam() -> None:
     bad = []
     for f in python_files(*FRONT_END):

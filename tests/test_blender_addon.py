@@ -305,7 +305,7 @@ def _pid_gone(pid: int) -> bool:
 
 
 def _modules(ext: Any) -> tuple[ModuleType, ModuleType]:
-    return sys.modules[ext.module_name + ".client.runner"], sys.modules[ext.module_name + ".client.process"]
+    return sys.modules[ext.module_name + ".client.scene.runner"], sys.modules[ext.module_name + ".client.process"]
 
 
 def _prefs(ext: Any) -> Any:

@@ -70,7 +70,7 @@ def test_zip_holds_the_extension_and_only_its_platforms_wheels(built_zip: Path) 
     with zipfile.ZipFile(built_zip) as z:
         names = z.namelist()
         manifest = z.read("blender_manifest.toml").decode()
-    assert "__init__.py" in names and "backend/protocol.py" in names and "client/runner.py" in names
+    assert "__init__.py" in names and "backend/protocol.py" in names and "client/scene/runner.py" in names
     assert "operators/reconstruct.py" in names and "panels/sidebar.py" in names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "docs/", ".")) or "__pycache__" in n]
     wheels = [n for n in names if n.endswith(".whl")]

@@ -2,8 +2,8 @@
 
 Three layers:
 
-- the maths and the readers without bpy (``client/camera_math.py``, ``client/capture_data.py``,
-  ``client/export_capture.py``), on synthetic cameras and on real captures;
+- the maths and the readers without bpy (``client/camera_math.py``, ``client/capture_data.py``, and
+  ``python -m backend export-capture`` for other layouts), on synthetic cameras and on real captures;
 - the import in real Blender (the bpy module), each case in a fresh Python with its own Blender user folder, as in
   test_blender_addon.py: the round trip (a sparse point projected by the Blender camera at that camera's own
   resolution lands on the pixel the OpenCV camera (K, c2w) gives, within 0.5 px), the collection's contents, the
@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -197,22 +198,43 @@ def test_read_poses_job_and_fill_missing_roi(tmp_path: Path) -> None:
     np.testing.assert_allclose(data.roi["up"], [0, -1, 0])  # identity cameras: OpenCV -y is up
     with pytest.raises(cd.CaptureError):
         cd.read_poses_job(tmp_path)
-    assert cd.read_export_result('log\n{"ok": true, "cameras": 3}\n')["ok"]
-    assert not cd.read_export_result("Traceback ...")["ok"]
+
+
+@pytest.mark.data
+def test_export_capture_command_speaks_the_protocol(data_dir: Path, tmp_path: Path) -> None:
+    """``python -m backend export-capture``: start and done (exit 0) on a capture, error naming the folder and a hint
+    (exit 2) on a folder that is none; stdout holds protocol messages only."""
+    protocol = importlib.import_module(f"{PKG}.backend.protocol")
+    temple = data_dir / "middlebury" / "templeSparseRing"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def run(data: Path, out: Path) -> tuple[int, list[dict[str, Any]]]:
+        proc = subprocess.run([sys.executable, "-m", "backend", "export-capture", "--json", "--data", str(data),
+                               "--out", str(out)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, check=False)
+        return proc.returncode, [protocol.decode_message(line) for line in proc.stdout.splitlines()]
+
+    code, msgs = run(temple, tmp_path / "out")
+    assert code == protocol.EXIT_OK and [m["type"] for m in msgs] == ["start", "done"], msgs
+    assert msgs[0]["command"] == "export-capture"
+    assert (msgs[1]["cameras"], msgs[1]["points"], msgs[1]["layout"]) == (16, 0, "middlebury")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cameras.json", "capture.json", "roi.json"]
+    code, msgs = run(tmp_path / "out", tmp_path / "bad")
+    assert code == protocol.EXIT_ERROR and [m["type"] for m in msgs] == ["start", "error"], msgs
+    assert msgs[1]["file"] == str(tmp_path / "out") and msgs[1]["hint"]
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.data
 def test_export_capture_of_another_layout(data_dir: Path, tmp_path: Path) -> None:
-    """Middlebury through the backend's loader: the same files as a poses job, read by the same reader."""
+    """Middlebury through the backend's loader (``export-capture`` run by the client's process path): the same
+    files as a poses job, read by the same reader; a folder that is no capture fails with the backend's message."""
     cd = client("capture_data")
     from backend.data import load_scene
 
     temple = data_dir / "middlebury" / "templeSparseRing"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cd.export_command(sys.executable, temple, tmp_path / "out"), env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0 and cd.read_export_result(proc.stdout)["ok"], proc.stderr
-    data = cd.read_capture_folder(tmp_path / "out")
+    before = set(Path(tempfile.gettempdir()).glob("neusblend-import-*"))
+    data = cd.load_capture(temple, sys.executable)
     scene = load_scene(temple, normalize=False)
     assert (data.name, data.layout, data.source) == ("templeSparseRing", "middlebury", str(temple.resolve()))
     assert [c.name for c in data.cameras] == scene.names
@@ -220,10 +242,12 @@ def test_export_capture_of_another_layout(data_dir: Path, tmp_path: Path) -> Non
     np.testing.assert_allclose(np.stack([c.c2w for c in data.cameras]), scene.c2w)
     assert Path(data.cameras[0].image_path).is_file()
     assert data.roi["radius"] > 0 and len(data.roi["up"]) == 3
-    bad = subprocess.run(cd.export_command(sys.executable, tmp_path, tmp_path / "bad"), env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, check=False)
-    result = cd.read_export_result(bad.stdout)
-    assert bad.returncode == 2 and not result["ok"] and result["message"] and result["hint"]
+    with pytest.raises(cd.CaptureError) as err:
+        cd.load_capture(tmp_path, sys.executable)
+    assert "no capture" in err.value.message and err.value.hint and err.value.file == str(tmp_path)
+    with pytest.raises(cd.CaptureError, match="does not exist"):
+        cd.load_capture(tmp_path / "nope", sys.executable)
+    assert set(Path(tempfile.gettempdir()).glob("neusblend-import-*")) == before  # the temporary folders are gone
 
 
 def test_train_arguments_carry_masks_roi_and_stdin_watch(tmp_path: Path) -> None:
@@ -435,7 +459,7 @@ def _meshes_in_frame(ext: Any, scene: Any, frame: Any, data: Any, tmp: Path) -> 
     import bpy
 
     protocol = importlib.import_module(f"{PKG}.backend.protocol")
-    pipeline_mod, runner = _ext_module(ext, "pipeline"), _ext_module(ext, "runner")
+    pipeline_mod, runner = _ext_module(ext, "pipeline"), _ext_module(ext, "scene.runner")
     vertices = np.asarray(data.points[:30], dtype=np.float32)  # capture coordinates, like the backend's meshes
     faces = np.arange(30, dtype=np.int32).reshape(10, 3)
     job = tmp / "fake-train-job"
@@ -472,7 +496,7 @@ def case_import_job(job: str) -> dict[str, Any]:
         data = cd.read_poses_job(job)
         scene = bpy.context.scene
         assert bpy.ops.neusblend.import_capture(directory=job) == {"FINISHED"}
-        sc = _ext_module(ext, "scene_capture")
+        sc = _ext_module(ext, "scene.capture")
         frame = sc.find_capture(scene, data.source)
         collection = sc.capture_collection(frame)
         bpy.context.view_layer.update()
@@ -536,7 +560,7 @@ def case_import_other(data: str) -> dict[str, Any]:
         cm = client("camera_math")
         scene = bpy.context.scene
         result = bpy.ops.neusblend.import_capture(directory=data)
-        sc = _ext_module(ext, "scene_capture")
+        sc = _ext_module(ext, "scene.capture")
         cd = client("capture_data")
         frame = sc.find_capture(scene, cd.capture_key(data))
         collection = sc.capture_collection(frame)
@@ -565,7 +589,7 @@ def case_region_training(job: str, photos: str, python: str, job_root: str) -> d
 
     ext = _headless().enable_extension()
     try:
-        runner = _ext_module(ext, "runner")
+        runner = _ext_module(ext, "scene.runner")
         prefs = bpy.context.preferences.addons[ext.module_name].preferences
         prefs.python_path, prefs.job_root, prefs.device, prefs.preview_interval = python, job_root, "cpu", 0.0
         settings = bpy.context.scene.neusblend
@@ -574,7 +598,7 @@ def case_region_training(job: str, photos: str, python: str, job_root: str) -> d
         settings.preset, settings.max_image_size, settings.steps = "preview", 120, 200
         settings.mesh_every, settings.mesh_resolution, settings.final_resolution = 0.0, 16, 32
         assert bpy.ops.neusblend.import_capture(directory=job) == {"FINISHED"}
-        sc = _ext_module(ext, "scene_capture")
+        sc = _ext_module(ext, "scene.capture")
         source = client("capture_data").capture_key(job)
         frame, box = sc.find_capture(bpy.context.scene, source), sc.find_region(bpy.context.scene, source)
         move, scale = (0.15, -0.1, 0.2), 0.8

@@ -136,7 +136,7 @@ def case_draw_all() -> dict[str, Any]:
         module = sys.modules[ext.module_name]
         panels = [c for c in module.CLASSES if issubclass(c, (bpy.types.Panel, bpy.types.Menu))]
         prefs = bpy.context.preferences.addons[ext.module_name].preferences
-        scene_mesh = sys.modules[ext.module_name + ".client.scene_mesh"]
+        scene_mesh = sys.modules[ext.module_name + ".client.scene.mesh"]
         status = bpy.context.window_manager.neusblend_status
         drawn = 0
 

@@ -231,8 +231,8 @@ def _setup(python: str = "", job: str = "") -> tuple[Any, Any, Any, Any]:
     for obj in list(bpy.data.objects):
         bpy.data.objects.remove(obj)
     ext = headless().enable_extension()
-    runner = sys.modules[ext.module_name + ".client.runner"]
-    tools = sys.modules[ext.module_name + ".client.mesh_tools"]
+    runner = sys.modules[ext.module_name + ".client.scene.runner"]
+    tools = sys.modules[ext.module_name + ".client.scene.mesh_tools"]
     prefs = bpy.context.preferences.addons[ext.module_name].preferences
     if python:
         prefs.python_path = python

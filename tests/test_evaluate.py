@@ -23,7 +23,6 @@ from backend.evaluate import (
     mesh_metrics,
     nearest,
     psnr,
-    read_mesh,
     read_region,
     region_from_job,
     region_mesh_metrics,
@@ -31,9 +30,9 @@ from backend.evaluate import (
     shell_bins,
     shell_fraction,
     ssim,
-    triangulate,
 )
 from backend.meshing import signed_volume, write_ply
+from backend.meshing.mesh_io import read_mesh, triangulate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -484,7 +484,7 @@ def case_refuse_trap(job: str, python: str) -> dict[str, Any]:
     for obj in list(bpy.data.objects):
         bpy.data.objects.remove(obj)
     ext = headless().enable_extension()
-    runner = sys.modules[ext.module_name + ".client.runner"]
+    runner = sys.modules[ext.module_name + ".client.scene.runner"]
     try:
         prefs = bpy.context.preferences.addons[ext.module_name].preferences
         prefs.python_path, prefs.device = python, "cpu"

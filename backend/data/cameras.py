@@ -2,14 +2,16 @@
 
 Internally a camera is ``K`` (3, 3) with OpenCV pixel centres (top-left pixel centre at (0, 0)) and ``c2w``
 (4, 4) camera-to-world with OpenCV axes (x right, y down, z forward). A projection matrix is ``P = K [R | t]``
-with ``[R | t]`` world-to-camera.
+with ``[R | t]`` world-to-camera. The conventions the capture files are written in, :func:`projection_matrix` and
+:func:`opengl_to_opencv`, are the seam's (:mod:`backend.capture_files`) and imported from there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..scene import CV_TO_GL
+from ..capture_files import opengl_to_opencv as opengl_to_opencv
+from ..capture_files import projection_matrix as projection_matrix
 
 
 def rq3(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,12 +55,6 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return K, c2w
 
 
-def projection_matrix(K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
-    """(3, 4) ``P = K [R | t]`` from (3, 3) K and (4, 4) camera-to-world."""
-    w2c = np.linalg.inv(np.asarray(c2w, dtype=np.float64))
-    return np.asarray(K, dtype=np.float64) @ w2c[:3, :4]
-
-
 def c2w_from_w2c(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """(4, 4) camera-to-world from world-to-camera rotation (3, 3) and translation (3,)."""
     R = np.asarray(R, dtype=np.float64).reshape(3, 3)
@@ -74,11 +70,6 @@ def orthonormalize(R: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(R)
     d = np.sign(np.linalg.det(u @ vt))
     return u @ np.diag([1.0, 1.0, d]) @ vt
-
-
-def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
-    """(..., 4, 4) camera-to-world with OpenGL camera axes -> OpenCV camera axes (and back: its own inverse)."""
-    return np.asarray(c2w, dtype=np.float64) @ CV_TO_GL
 
 
 def intrinsics(fx: float, fy: float, cx: float, cy: float, skew: float = 0.0) -> np.ndarray:

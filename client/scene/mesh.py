@@ -1,4 +1,5 @@
-"""One mesh object in the scene, rebuilt in place from each snapshot, with vertex colours and a material.
+"""One mesh object in the scene, rebuilt in place from each snapshot, with vertex colours and a material; and
+which job folder a mesh object came from (:func:`job_of`), for the refine operators and panel.
 
 Rebuilding the same mesh datablock with ``foreach_set`` keeps the object, its name, transform, modifiers and
 material slots, and is about five times faster than ``from_pydata`` (0.34 s against 1.7 s for a million triangles).
@@ -10,10 +11,14 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ...backend.protocol import JobLayout
+
 #: Name of the colour attribute that carries the snapshot's vertex colours.
 COLOR_ATTRIBUTE = "Col"
 #: Name of the material that shows it.
 MATERIAL_NAME = "NeuS Vertex Colors"
+#: Custom property of a mesh object that names the job folder its mesh came from.
+JOB_PROP = "neusblend_job"
 
 
 def ensure_object(name: str, scene: bpy.types.Scene | None = None, *, parent: bpy.types.Object | None = None,
@@ -156,3 +161,14 @@ def frame_in_views(obj: bpy.types.Object) -> None:
                     bpy.ops.view3d.view_selected()
             except RuntimeError:  # a view that cannot frame (e.g. locked to a camera): leave it
                 pass
+
+
+def job_of(obj: bpy.types.Object | None) -> JobLayout | None:
+    """The job folder that produced ``obj`` (its :data:`JOB_PROP`; None for other objects)."""
+    path = obj.get(JOB_PROP) if obj is not None else None
+    return JobLayout(path) if isinstance(path, str) and path else None
+
+
+def vertex_colored(obj: bpy.types.Object | None) -> bool:
+    """Whether ``obj`` is a mesh object that carries reconstruction colours (Bake Texture needs them)."""
+    return obj is not None and obj.type == "MESH" and has_vertex_colors(obj)

@@ -13,8 +13,8 @@ Every child keeps capture coordinates in its local matrix (``matrix_parent_inver
 frame empty alone carries the rotation (capture up -> +Z), the scale (region radius -> ``size`` Blender units) and
 the offset (region centre -> origin); moving the empty moves the whole capture and nothing else changes. The frame
 matrix at import time is also stored, row-major, in the custom property :data:`FRAME_PROP` of the empty and the
-collection. Only this module creates objects; the maths is in :mod:`.camera_math`, the reading in
-:mod:`.capture_data`.
+collection. Only this module creates objects; the maths is in :mod:`..camera_math`, the reading in
+:mod:`..capture_data`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from .camera_math import (
+from ..camera_math import (
     CV_TO_GL,
     blender_camera_params,
     box_matrix,
@@ -36,13 +36,13 @@ from .camera_math import (
     roi_in_capture,
     transform_points,
 )
-from .capture_data import CameraView, CaptureData
+from ..capture_data import CameraView, CaptureData, capture_for_photos
 
 log = logging.getLogger(__name__)
 
 #: Custom property naming an object's part in an import: "frame", "camera", "points", "region".
 ROLE_PROP = "neusblend_role"
-#: Custom property holding :func:`.capture_data.capture_key` of the capture (on the frame, region and collection).
+#: Custom property holding :func:`..capture_data.capture_key` of the capture (on the frame, region and collection).
 SOURCE_PROP = "neusblend_source"
 #: Custom property holding blender_from_capture, 16 floats, row-major.
 FRAME_PROP = "neusblend_capture_to_blender"
@@ -80,7 +80,7 @@ def _parent(obj: bpy.types.Object, parent: bpy.types.Object, local: np.ndarray) 
 
 
 def find_capture(scene: bpy.types.Scene | None, source: str) -> bpy.types.Object | None:
-    """The frame empty of the import of ``source`` (a :func:`.capture_data.capture_key`) in ``scene``, if any."""
+    """The frame empty of the import of ``source`` (a :func:`..capture_data.capture_key`) in ``scene``, if any."""
     if not source or scene is None:
         return None
     for obj in scene.objects:
@@ -102,6 +102,13 @@ def find_region(scene: bpy.types.Scene | None, source: str) -> bpy.types.Object 
 def capture_collection(frame: bpy.types.Object) -> bpy.types.Collection | None:
     """The collection an import's frame empty lives in."""
     return frame.users_collection[0] if frame.users_collection else None
+
+
+def settings_capture_path(settings: bpy.types.PropertyGroup) -> str:
+    """The posed capture the panel's settings (``Scene.neusblend``) point at: the poses job estimated from the
+    photo folder, or the photo folder itself when it is a posed capture; "" otherwise."""
+    images = bpy.path.abspath(settings.images_dir) if settings.images_dir else ""
+    return capture_for_photos(images, settings.poses_job, settings.poses_images)
 
 
 def region_matrix(frame: bpy.types.Object, box: bpy.types.Object) -> np.ndarray:
@@ -128,7 +135,7 @@ def import_capture(scene: bpy.types.Scene, data: CaptureData, *, size: float = 1
 
     Args:
         scene: where the collection goes.
-        data: the capture (:func:`.capture_data.read_poses_job` or an export).
+        data: the capture (:func:`..capture_data.read_poses_job` or an export).
         size: the region of interest's radius in Blender units (0: keep the capture's own scale).
         backgrounds: show each photo behind its camera's view.
         point_radius: radius of the displayed points, as a fraction of ``size`` (of the region's radius).

@@ -1,8 +1,9 @@
 """Refining a reconstructed mesh in Blender: crop boxes, clean-up, decimation, UV texture baking, export (bpy).
 
 Everything here works on the mesh datablock with Blender's own tools (modifiers evaluated into a new mesh, bmesh,
-Cycles baking), so colour attributes, materials and the object's place in the scene survive. Functions raise
-:class:`MeshToolError` with a message for the user; the operators turn it into a report.
+Cycles baking), so colour attributes, materials and the object's place in the scene survive; the work on plain
+arrays (connected parts, the support plane fit, the bake's memory check) is :mod:`..mesh_arrays` (no bpy).
+Functions raise :class:`MeshToolError` with a message for the user; the operators turn it into a report.
 """
 
 from __future__ import annotations
@@ -17,19 +18,15 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..backend import meshclean
-from .camera_math import box_matrix
-from .scene_capture import region_matrix, wire_box
-from .scene_mesh import COLOR_ATTRIBUTE, has_vertex_colors, principled_material
+from ..camera_math import box_matrix
+from ..mesh_arrays import MeshToolError, check_bake_memory, fan_triangles, part_labels, support_plane_polygons
+from .capture import region_matrix, wire_box
+from .mesh import COLOR_ATTRIBUTE, has_vertex_colors, principled_material
 
 #: Custom property that marks a crop box and names the mesh object it was made for.
 CROP_PROP = "neusblend_crop_for"
 #: Name of the image texture node that receives the bake.
 BAKE_NODE = "NeuS Baked Color"
-
-
-class MeshToolError(RuntimeError):
-    """A refinement step that cannot run on this object; the message says why and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,29 +76,6 @@ def face_vertex_lists(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray]:
     return corner.astype(np.int64), np.repeat(np.arange(n_polys), totals)
 
 
-def part_labels(n_vertices: int, corner_vertex: np.ndarray, corner_poly: np.ndarray) -> np.ndarray:
-    """Connected part of each vertex (vertices sharing a polygon are connected): (V,) labels 0..P-1.
-
-    Label propagation with pointer jumping, vectorized: each round every polygon pulls its corners to their
-    smallest label; rounds grow logarithmically with the part diameter in practice.
-    """
-    label = np.arange(n_vertices, dtype=np.int64)
-    n_polys = int(corner_poly.max()) + 1 if len(corner_poly) else 0
-    while True:
-        poly_min = np.full(n_polys, n_vertices, dtype=np.int64)
-        np.minimum.at(poly_min, corner_poly, label[corner_vertex])
-        new = label.copy()
-        np.minimum.at(new, corner_vertex, poly_min[corner_poly])
-        new = new[new]  # pointer jumping: a root's root
-        np.minimum.at(new, label, new)  # the old root learns its members' new root
-        new = new[new]
-        if np.array_equal(new, label):
-            break
-        label = new
-    _, dense = np.unique(label, return_inverse=True)
-    return dense.ravel()
-
-
 def remove_small_parts(obj: bpy.types.Object, *, keep_largest: bool = False, min_fraction: float = 0.0
                        ) -> tuple[int, int]:
     """Delete floaters: keep only the largest connected part, or drop parts with fewer than ``min_fraction`` of
@@ -148,12 +122,7 @@ def triangles(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray]:
     total = np.empty(n_polys, dtype=np.int64)
     mesh.polygons.foreach_get("loop_start", start)
     mesh.polygons.foreach_get("loop_total", total)
-    per_poly = np.maximum(total - 2, 0)
-    poly = np.repeat(np.arange(n_polys), per_poly)
-    k = np.arange(len(poly)) - np.repeat(np.cumsum(per_poly) - per_poly, per_poly) + 1  # 1..n-2 in each polygon
-    first = start[poly]
-    tris = np.stack([corner_vertex[first], corner_vertex[first + k], corner_vertex[first + k + 1]], axis=1)
-    return tris, poly
+    return fan_triangles(corner_vertex, start, total)
 
 
 def delete_polygons(obj: bpy.types.Object, drop: np.ndarray) -> None:
@@ -201,11 +170,8 @@ def remove_support_plane(obj: bpy.types.Object, *, tolerance: float = 0.01, min_
         m = np.array(obj.matrix_world.to_3x3(), dtype=np.float64)
         up_local = m.T @ np.asarray(up, dtype=np.float64)
         up_local = tuple(up_local / np.linalg.norm(up_local))
-    options = meshclean.CleanOptions(remove_plane=True, plane_tolerance=float(tolerance), min_part=float(min_part),
-                                     floaters=min_part > 0, up=up_local)
-    keep_tri, report = meshclean.remove_support_plane(co.reshape(-1, 3), tris, options=options)
-    keep_poly = np.bincount(poly, weights=keep_tri, minlength=len(mesh.polygons)) > 0
-    drop = np.flatnonzero(~keep_poly)
+    drop, report = support_plane_polygons(co.reshape(-1, 3), tris, poly, len(mesh.polygons), tolerance=tolerance,
+                                          min_part=min_part, up=up_local)
     if len(drop):
         delete_polygons(obj, drop)
     return {"removed": report["removed"], "polygons_removed": int(len(drop)), "plane": report["plane"]}
@@ -339,32 +305,6 @@ def new_image(name: str, size: int) -> bpy.types.Image:
         bpy.data.images.remove(image)
         raise MeshToolError(f"Blender could not allocate a {size} x {size} texture; choose a smaller size")
     return image
-
-
-#: Bytes a texel costs while Cycles bakes it (result buffers and per-texel bake data; measured order of magnitude).
-BAKE_BYTES_PER_TEXEL = 64
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux ``MemAvailable``); None where the platform does not say."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def check_bake_memory(size: int, available: int | None = None) -> None:
-    """Refuse a bake whose texture would not fit in memory (``available``: bytes free, default: measured)."""
-    need = size * size * BAKE_BYTES_PER_TEXEL
-    available = available_memory() if available is None else available
-    if available is not None and need > 0.8 * available:
-        fits = 1 << int(math.log2(math.sqrt(0.8 * available / BAKE_BYTES_PER_TEXEL)))
-        raise MeshToolError(f"a {size} x {size} texture needs about {need / 2**30:.1f} GiB to bake, but "
-                            f"{available / 2**30:.1f} GiB are free; choose {fits} px or less")
 
 
 def bake_texture(dense: bpy.types.Object, *, size: int = 2048, target_faces: int = 20000, margin: int = 8,

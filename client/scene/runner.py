@@ -2,10 +2,10 @@
 
 ``poll()`` is a plain function: in the UI a ``bpy.app.timers`` timer calls it; in ``blender -b`` and the bpy module
 (where timers never fire) :func:`wait` calls it in a loop. Each call advances the job's processes, folds their
-messages into the panel's status, and applies the newest mesh snapshot to the job's one mesh object. Snapshots
-are read from disk on a worker thread; the main thread only copies arrays into the mesh, and never more often
-than every ``preview_interval_s`` seconds for previews (the final mesh is applied at once), skipping snapshots
-that a newer one has overtaken.
+messages into the panel's status, and applies the newest mesh snapshot to the job's one mesh object. Which snapshot
+is read and applied when is :class:`..feed.SnapshotFeed` (no bpy): read on a worker thread, applied here on the main
+thread, previews never more often than every ``preview_interval_s`` seconds (the final mesh at once), snapshots that
+a newer one has overtaken skipped.
 
 Ending: :func:`cancel` sends SIGTERM to the backend's process group and the job kills it after a timeout;
 disabling the add-on, loading another file and quitting Blender call :func:`shutdown`, which waits for that.
@@ -18,17 +18,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bpy
 
-from ..backend.protocol import snapshot_from_message
-from . import scene_capture, scene_mesh
-from .jobstate import ErrorInfo, JobState, format_duration
-from .pipeline import Pipeline
+from ..feed import SnapshotFeed
+from ..jobs import job_summary
+from ..jobstate import ErrorInfo, JobState
+from ..pipeline import Pipeline
+from . import capture as scene_capture
+from . import mesh as scene_mesh
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class JobBusy(RuntimeError):
 
 @dataclass
 class ActiveJob:
-    """A running pipeline plus what the scene side needs: the mesh object and the snapshot feed."""
+    """A running pipeline plus what the scene side needs: the mesh object and the snapshot feed
+    (:class:`..feed.SnapshotFeed`, which decides what is read and applied when)."""
 
     pipeline: Pipeline
     job_dir: Path
@@ -56,16 +58,12 @@ class ActiveJob:
     capture_source: str = ""  # an imported capture whose frame the mesh is parented to (capture coordinates)
     meshes_applied: int = 0
     last_step_applied: int = -1
-    final_applied: bool = False
-    mesh_errors: list[str] = field(default_factory=list)
-    apply_meshes: bool = True  # False while shutting down at quit: only the processes matter then
-    _executor: ThreadPoolExecutor | None = None
-    _loading: Future[dict[str, Any]] | None = None
-    _loading_msg: dict[str, Any] | None = None
-    _loaded: tuple[dict[str, Any], dict[str, Any]] | None = None  # read, waiting for the object to be editable
-    _pending: dict[str, Any] | None = None
-    _last_apply: float = 0.0
+    feed: SnapshotFeed = field(init=False)
     _finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.feed = SnapshotFeed(self.job_dir, self.pipeline.state, self._apply, self._editable,
+                                 preview_interval_s=self.preview_interval_s)
 
     @property
     def state(self) -> JobState:
@@ -76,62 +74,29 @@ class ActiveJob:
         """True once the processes ended and every mesh they sent was applied."""
         return self._finished
 
-    # ------------------------------------------------------------------ mesh feed
+    @property
+    def final_applied(self) -> bool:
+        return self.feed.final_applied
 
-    def offer(self, msg: dict[str, Any]) -> None:
-        """A new mesh message: it replaces any snapshot still waiting (the newest wins)."""
-        if self._pending is not None and self._pending.get("final") and not msg.get("final"):
-            return  # never let a preview overtake the final mesh
-        if msg.get("from_done") and (self.final_applied or self._final_in_flight()):
-            return  # the final mesh came as a mesh message already
-        self._pending = msg
+    @property
+    def mesh_errors(self) -> list[str]:
+        """Snapshots that could not be read (also warnings of the job)."""
+        return self.feed.errors
 
-    def _final_in_flight(self) -> bool:
-        return any(m is not None and m.get("final") for m in (
-            self._loading_msg, self._loaded[0] if self._loaded else None, self._pending))
-
-    def _pump(self, now: float) -> None:
-        """Apply a finished load, start the next one."""
-        if self._loading is not None and self._loading.done():
-            msg, future = self._loading_msg, self._loading
-            self._loading = self._loading_msg = None
-            assert msg is not None
-            try:
-                self._loaded = (msg, future.result())
-            except Exception as exc:  # a missing or broken snapshot must not end the job
-                self.mesh_errors.append(f"snapshot at step {msg.get('step')}: {exc}")
-                self.state.warnings.append(self.mesh_errors[-1])
-        if self._loaded is not None:
-            if not self.apply_meshes:
-                self._loaded = None
-            elif self._editable():
-                msg, arrays = self._loaded
-                self._loaded = None
-                self._apply(msg, arrays)
-                self._last_apply = time.monotonic()
-            else:
-                self.state.log_line = f"Switch '{self.object_name}' to Object Mode to receive the new mesh"
-        if not self.apply_meshes:
-            self._pending = None
-        if self._loading is None and self._loaded is None and self._pending is not None:
-            final = bool(self._pending.get("final"))
-            due = now - self._last_apply >= self.preview_interval_s
-            if final or due or not self.pipeline.active:
-                msg, self._pending = self._pending, None
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neusblend-snapshot")
-                self._loading_msg = msg
-                self._loading = self._executor.submit(snapshot_from_message, msg, self.job_dir)
+    # ------------------------------------------------------------------ the scene side of the feed
 
     def _editable(self) -> bool:
         """The mesh can be replaced: its object is not in Edit or Sculpt Mode (that would lose or break edits)."""
         obj = bpy.data.objects.get(self.object_name) if self.object_name else None
-        return obj is None or obj.mode == "OBJECT"
+        if obj is None or obj.mode == "OBJECT":
+            return True
+        self.state.log_line = f"Switch '{self.object_name}' to Object Mode to receive the new mesh"
+        return False
 
-    def _apply(self, msg: dict[str, Any], arrays: dict[str, Any]) -> None:
+    def _apply(self, msg: dict[str, Any], arrays: dict[str, Any]) -> bool:
         if len(arrays["faces"]) == 0:
             self.state.warnings.append(f"the mesh of step {msg.get('step')} is empty; keeping the last one")
-            return
+            return False
         scene = bpy.data.scenes.get(self.scene_name) if self.scene_name else None
         frame = scene_capture.find_capture(scene or bpy.context.scene, self.capture_source)
         obj = scene_mesh.ensure_object(self.object_name or "Reconstruction", scene, parent=frame,
@@ -142,19 +107,15 @@ class ActiveJob:
         scene_mesh.apply_snapshot(obj, arrays["vertices"], arrays["faces"], arrays.get("colors"))
         self.meshes_applied += 1
         self.last_step_applied = int(msg.get("step") or 0)
-        self.final_applied = self.final_applied or bool(msg.get("final"))
-        obj["neusblend_job"] = str(self.job_dir)
+        obj[scene_mesh.JOB_PROP] = str(self.job_dir)
         obj["neusblend_step"] = self.last_step_applied
         obj["neusblend_updates"] = int(obj.get("neusblend_updates", 0)) + 1
-        obj["neusblend_final"] = self.final_applied
+        obj["neusblend_final"] = self.final_applied or bool(msg.get("final"))
         log.debug("applied mesh of step %s (%d faces) in %.3f s", msg.get("step"), len(arrays["faces"]),
                   time.perf_counter() - t0)
         if first and not bpy.app.background:
             scene_mesh.frame_in_views(obj)
-
-    @property
-    def feed_idle(self) -> bool:
-        return self._loading is None and self._loaded is None and self._pending is None
+        return True
 
     # ------------------------------------------------------------------ driving
 
@@ -165,13 +126,11 @@ class ActiveJob:
         now = time.monotonic()
         self.pipeline.advance()
         for msg in self.state.take_meshes():
-            self.offer(msg)
-        self._pump(now)
-        if not self.pipeline.active and self.feed_idle:
+            self.feed.offer(msg)
+        self.feed.pump(now, producer_active=self.pipeline.active)
+        if not self.pipeline.active and self.feed.idle:
             self._finished = True
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-                self._executor = None
+            self.feed.close()
             if self.on_finish is not None:
                 try:
                     self.on_finish(self)
@@ -284,13 +243,13 @@ def shutdown(timeout: float = 3.0, apply_meshes: bool = True) -> None:
     job = _active
     if job is None:
         return
-    job.apply_meshes = apply_meshes
+    job.feed.enabled = apply_meshes
     job.pipeline.stop(timeout)
     deadline = time.monotonic() + 5.0
     try:
         while job.step():  # apply what arrived before the end (not forever: the object may be in Edit Mode)
             if time.monotonic() > deadline:
-                job.apply_meshes = False
+                job.feed.enabled = False
             time.sleep(0.02)
     except Exception:
         log.exception("while finishing the job")
@@ -334,7 +293,7 @@ def sync_status() -> None:
     status.pid = job.pipeline.pid or 0
     status.job_dir = str(job.job_dir)
     status.object_name = job.object_name
-    status.summary = _summary(job)
+    status.summary = job_summary(job.pipeline, job.object_name, job.meshes_applied, job.last_step_applied)
     global _last_signature
     signature = (s.status, s.stage, s.phase, s.step, s.log_line, job.meshes_applied, status.error_message,
                  status.warning)
@@ -344,35 +303,6 @@ def sync_status() -> None:
 
 
 _last_signature: tuple[Any, ...] = ()
-
-
-def _summary(job: ActiveJob) -> str:
-    s = job.state
-    if s.status == "done":
-        if job.pipeline.name == "reconstruct":
-            done = job.pipeline.result("train") or {}
-            took = format_duration(done.get("elapsed_s"))
-            return f"Finished {done.get('steps', s.step)} steps" + (f" in {took}" if took else "") + \
-                f"; mesh in '{job.object_name}'"
-        if job.pipeline.name == "extract":
-            done = job.pipeline.result("extract") or {}
-            return f"Extracted {done.get('n_faces', '?')} faces at {done.get('resolution', '?')}^3 into " \
-                f"'{job.object_name}'"
-        if job.pipeline.name == "continue":
-            done = job.pipeline.result("train") or {}
-            return f"Trained on to step {done.get('steps', s.step)}; mesh in '{job.object_name}'"
-        if job.pipeline.name == "poses":
-            done = job.pipeline.result("poses") or {}
-            report = done.get("report") if isinstance(done.get("report"), dict) else {}
-            reg = report.get("registered", done.get("n_registered"))
-            n = report.get("total", done.get("n_images"))
-            return f"Poses: {reg} of {n} photos registered" if reg is not None else "Poses estimated"
-        return "Finished"
-    if s.status == "cancelled":
-        return "Cancelled" + (f"; the mesh of step {job.last_step_applied} stays" if job.meshes_applied else "")
-    if s.status == "failed":
-        return f"Failed during: {s.stage}" if s.stage else "Failed"
-    return ""
 
 
 def _redraw() -> None:
