@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import math
 import os
 import shlex
@@ -50,6 +51,20 @@ MESH_SUFFIXES = (".ply", ".obj", ".stl", ".glb", ".gltf", ".fbx")
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 3
 
 
+def preset_names() -> list[str]:
+    """The training presets the backend offers: ``PRESETS`` of this checkout's ``backend/protocol.py`` (the one list
+    the CLI and the panel use too; the module needs only numpy)."""
+    spec = importlib.util.spec_from_file_location("neusblend_headless_protocol",
+                                                  SOURCE_ROOT / "backend" / "protocol.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return list(module.PRESETS)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Arguments after ``--`` (Blender) or all of them (plain Python)."""
     if argv is None:
@@ -61,7 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="output: .blend, or the mesh as .ply, .obj, .stl, .glb, .gltf or .fbx (repeat for several; "
                         "a baked texture goes with .glb/.gltf/.obj/.fbx)")
     p.add_argument("--masks", default="", help="optional mask folder")
-    p.add_argument("--preset", default="default", choices=["preview", "default", "quality"])
+    presets = preset_names()
+    p.add_argument("--preset", default="default", choices=presets)
     p.add_argument("--steps", type=int, default=0, help="training steps (0: the preset's)")
     p.add_argument("--max-image-size", type=int, default=0, help="longer image side (0: the preset's)")
     p.add_argument("--mesh-every", type=float, default=0.0, help="seconds between live meshes (0: the preset's)")
@@ -83,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--use-installed", action="store_true", help="use the extension installed in Blender")
     r = p.add_argument_group("refine (in this order, after training or on --job)")
     r.add_argument("--more-steps", type=int, default=0, help="continue training the checkpoint for N more steps")
-    r.add_argument("--more-preset", default="", choices=["", "preview", "default", "quality"],
+    r.add_argument("--more-preset", default="", choices=["", *presets],
                    help="settings for the added steps (default: the job's own)")
     r.add_argument("--extract-resolution", type=int, default=0,
                    help="re-extract the mesh from the checkpoint at this resolution (up to 2048)")

@@ -260,3 +260,29 @@ def test_a_bad_switch_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("NEUSBLEND_MC", "Reference")
     assert debug.text("NEUSBLEND_MC") == "reference"
     assert debug.overrides()["NEUSBLEND_MC"] == "Reference"
+
+
+def test_one_list_of_presets() -> None:
+    """The presets are named once (protocol.PRESETS): the backend's preset files, the CLI, the panel's items and the
+    headless script's choices all follow it."""
+    import importlib.util
+    import re
+    import sys
+
+    from backend import config, protocol
+
+    assert sorted(protocol.PRESETS) == sorted(p.stem for p in config.PRESET_DIR.glob("*.json"))
+    assert tuple(protocol.PRESETS) == config.PRESETS
+    spec = importlib.util.spec_from_file_location("headless_for_presets", ROOT / "scripts" / "reconstruct_headless.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    assert module.preset_names() == list(protocol.PRESETS)
+    assert module.parse_args(["--images", "x", "--out", "y.blend", "--preset", "quality"]).preset == "quality"
+    with pytest.raises(SystemExit):
+        module.parse_args(["--images", "x", "--out", "y.blend", "--preset", "fastest"])
+    for path in (ROOT / "properties.py", ROOT / "client" / "jobs.py", ROOT / "scripts" / "reconstruct_headless.py"):
+        assert not re.search(r'"preview",\s*"default",\s*"quality"', path.read_text(encoding="utf-8")), path
