@@ -37,6 +37,7 @@ from ..camera_math import (
     transform_points,
 )
 from ..capture_data import CameraView, CaptureData, capture_for_photos
+from .mesh import principled_material
 
 log = logging.getLogger(__name__)
 
@@ -328,20 +329,12 @@ def points_material() -> bpy.types.Material:
     mat = bpy.data.materials.get(POINTS_MATERIAL)
     if mat is not None:
         return mat
-    mat = bpy.data.materials.new(POINTS_MATERIAL)
-    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0 (use_nodes is deprecated there)
-        mat.use_nodes = True
+    mat, bsdf = principled_material(POINTS_MATERIAL, roughness=1.0)
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
-    out = next((n for n in nodes if n.type == "OUTPUT_MATERIAL"), None) or nodes.new("ShaderNodeOutputMaterial")
-    if not bsdf.outputs[0].links:
-        links.new(bsdf.outputs[0], out.inputs["Surface"])
     attr = nodes.new("ShaderNodeAttribute")  # reads point-cloud attributes too (a Color Attribute node does not)
     attr.attribute_name = COLOR_ATTRIBUTE
     attr.location = (bsdf.location.x - 300, bsdf.location.y)
     links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
-    if "Roughness" in bsdf.inputs:
-        bsdf.inputs["Roughness"].default_value = 1.0
     mat.diffuse_color = (0.9, 0.9, 0.9, 1.0)
     return mat
 

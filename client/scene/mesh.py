@@ -118,8 +118,8 @@ def vertex_color_material() -> bpy.types.Material:
     return mat
 
 
-def principled_material(name: str) -> tuple[bpy.types.Material, bpy.types.Node]:
-    """A new node material: a Principled BSDF (roughness 0.8) into the output; (material, BSDF node)."""
+def principled_material(name: str, roughness: float = 0.8) -> tuple[bpy.types.Material, bpy.types.Node]:
+    """A new node material: a Principled BSDF of this ``roughness`` into the output; (material, BSDF node)."""
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0 (use_nodes is deprecated there)
         mat.use_nodes = True
@@ -129,7 +129,7 @@ def principled_material(name: str) -> tuple[bpy.types.Material, bpy.types.Node]:
     if not bsdf.outputs[0].links:
         links.new(bsdf.outputs[0], out.inputs["Surface"])
     if "Roughness" in bsdf.inputs:
-        bsdf.inputs["Roughness"].default_value = 0.8
+        bsdf.inputs["Roughness"].default_value = roughness
     return mat, bsdf
 
 
