@@ -133,11 +133,6 @@ class NEUSBLEND_PG_status(bpy.types.PropertyGroup):
     meshes_applied: IntProperty(name="Mesh Updates")
     pid: IntProperty(name="Process ID")
     job_dir: StringProperty(name="Job Folder", subtype="DIR_PATH")
-    final_resolution: IntProperty(name="Final Resolution", default=0, min=0, soft_max=2048,
-                                  description="Marching-cubes resolution of the final mesh (0: the preset's)")
-    extra_args: StringProperty(name="Extra Arguments", default="",
-                               description="More arguments for the backend's train command, e.g. "
-                                           "--set target_samples=65536 (for experts)")
     object_name: StringProperty(name="Object")
 
     def set_error(self, message: str, hint: str = "", file: str = "") -> None:
