@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -119,21 +119,31 @@ def decode_message(line: str) -> dict[str, Any]:
 class Emitter:
     """Writes messages to a stream, one JSON line each (``json_mode``) or as short human-readable lines.
 
-    Thread-safe; flushes after every message so a reader sees it at once.
+    Thread-safe; flushes after every message so a reader sees it at once. When the reader went away (a broken
+    pipe: the client, or the ssh connection to it, is gone) and ``on_reader_gone`` is set, that is called once and
+    later messages are dropped, so the command can still save its work; without it the error propagates.
     """
 
     def __init__(self, stream: IO[str] | None = None, json_mode: bool = True) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.json_mode = json_mode
         self._lock = threading.Lock()
+        self.on_reader_gone: Callable[[], None] | None = None
+        self.reader_gone = False
 
     def emit(self, msg_type: str, **fields: Any) -> dict[str, Any]:
         msg = make_message(msg_type, **fields)
         text = encode_message(msg) if self.json_mode else format_human(msg)
         with self._lock:
-            if text:
-                self.stream.write(text + "\n")
-                self.stream.flush()
+            if text and not self.reader_gone:
+                try:
+                    self.stream.write(text + "\n")
+                    self.stream.flush()
+                except BrokenPipeError:
+                    if self.on_reader_gone is None:
+                        raise
+                    self.reader_gone = True
+                    self.on_reader_gone()
         return msg
 
 

@@ -188,6 +188,8 @@ def run(args: argparse.Namespace, emitter: protocol.Emitter) -> int:
     warn_about_capture(emitter, scene, len(trainer.train_scene), data_path)
     if args.exit_on_stdin_close:
         watch_stdin(trainer)
+        # stdout broken before stdin's end was seen (an ssh connection dropped): stop the same way, saving
+        emitter.on_reader_gone = lambda: setattr(trainer, "stop_requested", True)
     with trainer.handle_signals():
         return trainer.train()
 

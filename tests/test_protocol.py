@@ -91,3 +91,24 @@ def test_job_layout_names(tmp_path) -> None:  # noqa: ANN001
     assert job.snapshot(42).name == "step_0000042.npz"
     assert job.last_checkpoint.parent == job.checkpoints
     assert job.final_mesh.parent == job.meshes
+
+
+def test_emitter_reader_gone_calls_back_once_and_drops_the_rest() -> None:
+    """A real broken pipe (the client or its ssh connection gone): raised by default; with ``on_reader_gone`` set,
+    called once, later messages dropped, so training can still save its checkpoint."""
+    import contextlib
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    with os.fdopen(w, "w") as stream:
+        em = protocol.Emitter(stream)
+        with pytest.raises(BrokenPipeError):
+            em.emit("warning", message="nobody reads this")
+        calls: list[int] = []
+        em.on_reader_gone = lambda: calls.append(1)
+        em.emit("warning", message="still nobody")
+        em.emit("progress", step=1, total=2)
+        assert calls == [1] and em.reader_gone
+        with contextlib.suppress(BrokenPipeError):  # the unsent rest of the buffer
+            stream.close()

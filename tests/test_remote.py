@@ -1,0 +1,266 @@
+"""The backend on another machine over SSH (client/remote.py), against a real sshd on 127.0.0.1.
+
+The server is tests/remote_fixture.py's: Debian's openssh-server run as this user on a free port, a temporary
+host key pinned in the client config, a temporary user key. The "remote" Python is this test run's own, so the
+tests need no second machine; everything else (ssh, sshd, the tar stream, the remote shell) is real.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend import protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from remote_fixture import ALIAS, SshServer, free_port, keygen, start_sshd  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = "neusblend_under_test"
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sshd and process groups as on POSIX")
+
+
+def client(module: str) -> types.ModuleType:
+    """``client.<module>`` of this checkout, imported as part of a package (as Blender imports it)."""
+    if PKG not in sys.modules:
+        pkg = types.ModuleType(PKG)
+        pkg.__path__ = [str(ROOT)]
+        sys.modules[PKG] = pkg
+    return importlib.import_module(f"{PKG}.client.{module}")
+
+
+remote = client("remote")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+    assert server.proc.poll() is not None
+
+
+@pytest.fixture()
+def host(sshd: SshServer, tmp_path: Path) -> remote.RemoteHost:
+    """The test server through its config's alias, this Python as the remote one, a fresh work folder."""
+    return remote.RemoteHost(ALIAS, ssh_config=str(sshd.config), python=sys.executable,
+                             work_folder=str(tmp_path / "remote work"))
+
+
+def remote_pids(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_ssh_argv_batch_mode_host_keys_and_options(tmp_path: Path) -> None:
+    cfg, key = tmp_path / "config", tmp_path / "key"
+    cfg.write_text("")
+    key.write_text("")
+    h = remote.RemoteHost("me@gpu-box", port=2222, ssh_config=str(cfg), identity_file=str(key))
+    argv = remote.ssh_argv(h, ["python3", "-c", "print(1)"])
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv
+    assert argv[argv.index("-F") + 1] == str(cfg) and argv[argv.index("-i") + 1] == str(key)
+    assert argv[argv.index("-p") + 1] == "2222" and any(a.startswith("ServerAliveInterval=") for a in argv)
+    assert argv[-2:] == ["me@gpu-box", "python3 -c 'print(1)'"]
+    for bad in (remote.RemoteHost("-oProxyCommand=x"), remote.RemoteHost("a b"), remote.RemoteHost("h", port=70000),
+                remote.RemoteHost("h", ssh_config=str(tmp_path / "missing"))):
+        with pytest.raises(remote.RemoteError):
+            remote.ssh_argv(bad, ["true"])
+    assert remote.RemoteHost("h", work_folder="~/neus jobs").work == "neus jobs"  # the remote home, quoted later
+
+
+def test_remote_words_arrive_unchanged(host: remote.RemoteHost) -> None:
+    """Spaces, quotes, $(...) and ; in values reach the remote command as single words, never as shell code."""
+    words = ["a b", "$(echo injected)", "x;touch /tmp/neusblend-pwned", "it's", "*"]
+    proc = remote.run_remote(host, ["printf", "%s\\n", *words])
+    assert proc.stdout.splitlines() == words
+    assert not Path("/tmp/neusblend-pwned").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the connection check
+
+
+def test_check_connection_ok(host: remote.RemoteHost) -> None:
+    report = remote.check_connection(host)
+    assert [s.name for s in report.steps] == ["reachable", "authentication", "python", "torch", "cuda", "fast path"]
+    assert report.ok, remote.describe(report)
+    assert report.info["python"] == sys.version.split()[0] and report.info["has_torch"]
+    import torch
+
+    assert report.step("cuda").ok == torch.cuda.is_available()
+
+
+def test_wrong_port_says_connection_refused(sshd: SshServer) -> None:
+    h = remote.RemoteHost("127.0.0.1", port=free_port(), ssh_config=str(sshd.config), python=sys.executable)
+    report = remote.check_connection(h)
+    step = report.step("reachable")
+    assert step.ok is False and "connection refused" in step.message and "port" in step.hint
+    assert all(s.ok is None for s in report.steps[1:]) and not report.ok
+
+
+def test_refused_key_says_permission_denied(sshd: SshServer, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "not_authorized", "a key the server does not know")
+    h = remote.RemoteHost(ALIAS, ssh_config=str(sshd.write_config(tmp_path / "config", identity=other)),
+                          python=sys.executable)
+    report = remote.check_connection(h)
+    assert report.step("reachable").ok is True
+    auth = report.step("authentication")
+    assert auth.ok is False and "permission denied" in auth.message and "authorized_keys" in auth.hint
+    assert report.step("python").ok is None
+
+
+def test_missing_remote_python_says_command_not_found(sshd: SshServer, tmp_path: Path) -> None:
+    h = remote.RemoteHost(ALIAS, ssh_config=str(sshd.config), python=str(tmp_path / "no env" / "bin" / "python3"))
+    report = remote.check_connection(h)
+    assert report.step("reachable").ok and report.step("authentication").ok
+    py = report.step("python")
+    assert py.ok is False and "command not found" in py.message and "exit 127" in py.message
+    assert str(tmp_path / "no env") in py.message and "full path" in py.hint
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sending the backend and a capture, running it
+
+
+def test_backend_is_sent_once_per_version(host: remote.RemoteHost) -> None:
+    sent: list[tuple[int, int]] = []
+    name = remote.ensure_backend(host, progress=lambda done, total: sent.append((done, total)))
+    there = Path(host.work) / name
+    assert (there / "backend" / "cli.py").read_bytes() == (ROOT / "backend" / "cli.py").read_bytes()
+    assert (there / remote.COMPLETE).is_file() and not list(there.rglob("__pycache__"))
+    assert sent and sent[-1][0] >= sum(f.stat().st_size for f in (there / "backend").rglob("*") if f.is_file())
+    again: list[tuple[int, int]] = []
+    assert remote.ensure_backend(host, progress=lambda d, t: again.append((d, t))) == name
+    assert again == []  # the same version is not sent twice
+
+
+def test_info_runs_remotely_and_streams_done(host: remote.RemoteHost) -> None:
+    process = client("process")
+    backend_dir = remote.ensure_backend(host)
+    proc = process.BackendProcess(remote.remote_backend_argv(host, backend_dir, "info"))
+    proc.start()
+    try:
+        deadline = time.monotonic() + 60
+        msgs: list[dict] = []
+        while not proc.finished and time.monotonic() < deadline:
+            msgs += proc.read()
+            time.sleep(0.05)
+        msgs += proc.read()
+    finally:
+        proc.stop()
+        proc.close()
+    assert proc.returncode == 0, proc.log_tail()
+    done = [m for m in msgs if m["type"] == "done"]
+    assert done and done[0]["info"]["executable"] == sys.executable
+    # it ran the copy in the work folder, not this checkout
+    assert [m["type"] for m in msgs] == ["start", "done"]
+
+
+def small_capture(data_dir: Path, dest: Path, views: range = range(0, 48, 8)) -> Path:
+    """Six views of DTU scan 65 (images, masks, their cameras renumbered) as a NeuS capture."""
+    src = data_dir / "dtu_scan65"
+    (dest / "image").mkdir(parents=True)
+    (dest / "mask").mkdir()
+    cams = np.load(src / "cameras_sphere.npz")
+    out: dict[str, np.ndarray] = {}
+    for new, old in enumerate(views):
+        shutil.copy(src / "image" / f"{old:06d}.jpg", dest / "image" / f"{new:06d}.jpg")
+        shutil.copy(src / "mask" / f"{old:03d}.png", dest / "mask" / f"{new:03d}.png")
+        for key in ("world_mat", "scale_mat", "camera_mat", "world_mat_inv", "scale_mat_inv", "camera_mat_inv"):
+            if f"{key}_{old}" in cams.files:
+                out[f"{key}_{new}"] = cams[f"{key}_{old}"]
+    np.savez(dest / "cameras_sphere.npz", **out)
+    return dest
+
+
+#: Smaller steps than the preview preset's, so the remote run costs a few CPU seconds.
+SMALL = ["--set", "target_samples=2048", "--set", "grid_resolution=32", "--set", "render_steps=128",
+         "--set", "max_rays=1024"]
+
+
+def run_until(proc: object, stop: object, timeout: float) -> list[dict]:
+    """Messages until ``stop(messages)`` is true or the process finished."""
+    msgs: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msgs += proc.read()  # type: ignore[attr-defined]
+        if stop(msgs) or proc.finished:  # type: ignore[attr-defined, operator]
+            break
+        time.sleep(0.05)
+    return msgs + proc.read()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_remote_training_streams_inline_meshes(host: remote.RemoteHost, data_dir: Path, tmp_path: Path) -> None:
+    process = client("process")
+    capture = small_capture(data_dir, tmp_path / "scan65 six views")
+    sent: list[tuple[int, int]] = []
+    data = remote.send_capture(host, capture, progress=lambda d, t: sent.append((d, t)))
+    size = sum(f.stat().st_size for f in capture.rglob("*") if f.is_file())
+    assert sent[-1][0] >= size and (Path(host.work) / data / "cameras_sphere.npz").is_file()
+    assert remote.send_capture(host, capture) == data  # already there
+    backend_dir = remote.ensure_backend(host)
+    job = host.path("jobs", "first")
+    args = ["--data", data, "--out", job, "--preset", "preview", "--steps", "30", "--max-image-size", "48",
+            "--mesh-every", "1", "--mesh-resolution", "32", "--final-resolution", "48", "--inline-meshes",
+            "--exit-on-stdin-close", "--device", "cpu", *SMALL]
+    proc = process.BackendProcess(remote.remote_backend_argv(host, backend_dir, "train", args))
+    proc.start()
+    try:
+        msgs = run_until(proc, lambda m: False, 300)
+    finally:
+        proc.stop()
+        proc.close()
+    assert proc.returncode == 0, proc.log_tail()
+    meshes = [m for m in msgs if m["type"] == "mesh"]
+    assert meshes and all(m.get("npz_b64") for m in meshes)
+    for m in meshes:  # decoded here, never read from the remote disk
+        snap = protocol.snapshot_from_message(m, base=tmp_path / "nowhere")
+        assert snap["vertices"].shape[1] == 3 and len(snap["faces"]) > 0
+        assert np.isfinite(snap["vertices"]).all()
+    assert msgs[-1]["type"] == "done" and any(m["final"] for m in meshes)
+    assert (Path(job) / "mesh.ply").is_file()  # the job lives on the remote side
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_cancel_leaves_no_remote_process(host: remote.RemoteHost, data_dir: Path, tmp_path: Path) -> None:
+    process = client("process")
+    data = remote.send_capture(host, small_capture(data_dir, tmp_path / "capture"))
+    backend_dir = remote.ensure_backend(host)
+    job = host.path("jobs", f"cancel-{tmp_path.name}")
+    args = ["--data", data, "--out", job, "--preset", "preview", "--steps", "5000", "--max-image-size", "48",
+            "--mesh-every", "0", "--exit-on-stdin-close", "--device", "cpu", *SMALL]
+    proc = process.BackendProcess(remote.remote_backend_argv(host, backend_dir, "train", args))
+    proc.start()
+    try:
+        msgs = run_until(proc, lambda m: any(x["type"] == "progress" for x in m), 120)
+        assert any(m["type"] == "progress" for m in msgs), proc.log_tail()
+        assert remote_pids(job), "the remote backend should be running now"
+        proc.terminate()  # SIGTERM to the local ssh: the remote backend sees its stdin close
+        proc.stop(10)
+    finally:
+        proc.stop()
+        proc.close()
+    deadline = time.monotonic() + 30
+    while remote_pids(job) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert remote_pids(job) == [], "a remote backend process outlived the cancel"
+    # it stopped the way a cancel does (stdin closed -> checkpoint saved), not by a broken pipe
+    assert protocol.JobLayout(job).last_checkpoint.is_file()
