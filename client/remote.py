@@ -463,6 +463,22 @@ def remote_backend_argv(host: RemoteHost, backend_dir: str, command: str, args: 
     return ssh_argv(host, backend_command(host, backend_dir, command, args))
 
 
+def run_failure(host: RemoteHost, returncode: int | None, log_tail: Sequence[str], *, started: bool = True
+                ) -> RemoteError | None:
+    """What ssh itself says about a remote run that ended badly, or None when the backend's own messages tell
+    (its ``error``, a cancel). ``started``: messages had arrived, so an ssh failure means a lost connection."""
+    if returncode in (None, 0, 2, 3) or (returncode is not None and returncode < 0):
+        return None  # done, the backend's error message, cancelled, or ended by a signal from this side
+    text = "\n".join(log_tail)
+    e = classify_failure(host, returncode, text, "the remote run")
+    if returncode == SSH_ERROR and started and e.kind in ("unreachable", "remote"):
+        last = text.strip().splitlines()[-1] if text.strip() else "ssh exit status 255"
+        return RemoteError(f"the connection to {host.host} was lost during the run ({last})",
+                           "The last mesh stays. The remote job keeps its last checkpoint: Continue Training "
+                           "resumes it once the host answers again.", "dropped")
+    return e
+
+
 def describe(report: ConnectionReport) -> str:
     """The report as lines for a log or a terminal."""
     marks = {True: "ok", False: "FAILED", None: "--"}

@@ -93,6 +93,23 @@ class SshServer:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def drop_connections(self) -> int:
+        """Kill the per-connection sshd processes (children of the listener), as a network failure would end
+        them; returns how many were killed."""
+        killed = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+        return killed
+
     def stop(self) -> None:
         """End sshd (its own process group: the listener and any session processes still running)."""
         if self.proc.poll() is None:

@@ -264,3 +264,37 @@ def test_cancel_leaves_no_remote_process(host: remote.RemoteHost, data_dir: Path
     assert remote_pids(job) == [], "a remote backend process outlived the cancel"
     # it stopped the way a cancel does (stdin closed -> checkpoint saved), not by a broken pipe
     assert protocol.JobLayout(job).last_checkpoint.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_dropped_connection_gives_a_clear_error(host: remote.RemoteHost, sshd: SshServer, data_dir: Path,
+                                                tmp_path: Path) -> None:
+    """The server side of the connection dies mid-run: the run fails with a message about the connection, the
+    meshes that arrived before stay decodable, and the remote backend stops (its stdin closed)."""
+    process = client("process")
+    data = remote.send_capture(host, small_capture(data_dir, tmp_path / "capture"))
+    backend_dir = remote.ensure_backend(host)
+    job = host.path("jobs", f"dropped-{tmp_path.name}")
+    args = ["--data", data, "--out", job, "--preset", "preview", "--steps", "5000", "--max-image-size", "48",
+            "--mesh-every", "1", "--mesh-resolution", "32", "--inline-meshes", "--exit-on-stdin-close",
+            "--device", "cpu", *SMALL]
+    proc = process.BackendProcess(remote.remote_backend_argv(host, backend_dir, "train", args))
+    proc.start()
+    try:
+        msgs = run_until(proc, lambda m: any(x["type"] == "mesh" for x in m), 120)
+        assert any(m["type"] == "mesh" for m in msgs), proc.log_tail()
+        assert sshd.drop_connections() >= 1
+        msgs += run_until(proc, lambda m: False, 60)
+    finally:
+        proc.stop()
+        proc.close()
+    error = remote.run_failure(host, proc.returncode, proc.log_tail())
+    assert error is not None and error.kind == "dropped", proc.log_tail()
+    assert "connection to" in error.message and "lost" in error.message and "last mesh" in error.hint
+    last = [m for m in msgs if m["type"] == "mesh"][-1]
+    assert len(protocol.snapshot_from_message(last)["faces"]) > 0
+    deadline = time.monotonic() + 30
+    while remote_pids(job) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert remote_pids(job) == []
