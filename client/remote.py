@@ -27,7 +27,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -448,19 +448,29 @@ def send_capture(host: RemoteHost, folder: str | os.PathLike[str], *, progress: 
 # ---------------------------------------------------------------------------------------------------------------
 # running the backend there
 
-_RUN = 'cd "$1" && PYTHONPATH="$PWD/$2" && export PYTHONPATH PYTHONUNBUFFERED=1 && shift 2 && exec "$@"'
+_RUN = 'cd "$1" && PYTHONPATH="$PWD/$2" && export PYTHONPATH PYTHONUNBUFFERED=1 && shift 2 && exec env "$@"'
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def backend_command(host: RemoteHost, backend_dir: str, command: str, args: Iterable[str] = ()) -> list[str]:
+def backend_command(host: RemoteHost, backend_dir: str, command: str, args: Iterable[str] = (),
+                    env: Mapping[str, str] | None = None) -> list[str]:
     """The remote argv of ``python -m backend COMMAND --json ARGS`` in the work folder (paths in ``args``
-    relative to it)."""
-    return shell_argv(_RUN, host.work, backend_dir, host.python, "-m", "backend", command, "--json",
+    relative to it), with ``env`` set for it (e.g. ``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``)."""
+    assigns = []
+    for key, value in (env or {}).items():
+        if not _ENV_NAME.fullmatch(key):
+            raise RemoteError(f"{key!r} is not an environment variable name", "Use letters, digits and _.", "config")
+        assigns.append(f"{key}={value}")
+    if "=" in host.python:
+        raise RemoteError(f"the remote Python {host.python!r} contains '='", "Use a path without '='.", "config")
+    return shell_argv(_RUN, host.work, backend_dir, *assigns, host.python, "-m", "backend", command, "--json",
                       *[str(a) for a in args])
 
 
-def remote_backend_argv(host: RemoteHost, backend_dir: str, command: str, args: Iterable[str] = ()) -> list[str]:
+def remote_backend_argv(host: RemoteHost, backend_dir: str, command: str, args: Iterable[str] = (),
+                        env: Mapping[str, str] | None = None) -> list[str]:
     """The local ssh argv that runs the backend remotely; give it to :class:`.process.BackendProcess`."""
-    return ssh_argv(host, backend_command(host, backend_dir, command, args))
+    return ssh_argv(host, backend_command(host, backend_dir, command, args, env))
 
 
 def run_failure(host: RemoteHost, returncode: int | None, log_tail: Sequence[str], *, started: bool = True
