@@ -133,6 +133,33 @@ def test_missing_remote_python_says_command_not_found(sshd: SshServer, tmp_path:
     assert str(tmp_path / "no env") in py.message and "full path" in py.hint
 
 
+def test_changed_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    """A known_hosts entry with another key (a re-installed or impostor host): refused, never accepted."""
+    pub = Path(f"{keygen(tmp_path / 'other_host_key', 'not the server key')}.pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    cfg = sshd.write_config(tmp_path / "config")
+    cfg.write_text(cfg.read_text().replace(str(sshd.known_hosts), str(known)))
+    report = remote.check_connection(remote.RemoteHost(ALIAS, ssh_config=str(cfg), python=sys.executable))
+    auth = report.step("authentication")
+    assert auth.ok is False and "host key" in auth.message and "known_hosts" in auth.hint
+    assert known.read_text().count("\n") == 1  # nothing was added to known_hosts
+
+
+def test_remote_python_without_torch_says_so(sshd: SshServer, tmp_path: Path) -> None:
+    """A real Python 3.11 environment with numpy but no torch: python passes, torch fails with what to install."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_blender_client import make_bare_python
+
+    bare = make_bare_python(tmp_path / "bare env", with_numpy=True)
+    report = remote.check_connection(remote.RemoteHost(ALIAS, ssh_config=str(sshd.config), python=str(bare),
+                                                       work_folder=str(tmp_path / "work")))
+    assert report.step("python").ok is True
+    torch_step = report.step("torch")
+    assert torch_step.ok is False and "torch is not installed" in torch_step.message
+    assert "requirements-backend.txt" in torch_step.hint and report.step("cuda").ok is None and not report.ok
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # sending the backend and a capture, running it
 
