@@ -8,6 +8,7 @@ tests need no second machine; everything else (ssh, sshd, the tar stream, the re
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 import subprocess
 import sys
@@ -332,3 +333,18 @@ def test_dropped_connection_gives_a_clear_error(host: remote.RemoteHost, sshd: S
     while remote_pids(job) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert remote_pids(job) == []
+
+
+def test_check_remote_script(sshd: SshServer, tmp_path: Path) -> None:
+    """scripts/check_remote.py: the check from a terminal, exit 0 when the host can train, 2 with the reason."""
+    script = ROOT / "scripts" / "check_remote.py"
+    base = [sys.executable, str(script), ALIAS, "--ssh-config", str(sshd.config), "--work-folder",
+            str(tmp_path / "work")]
+    ok = subprocess.run([*base, "--python", sys.executable, "--json"], capture_output=True, text=True, timeout=120,
+                        stdin=subprocess.DEVNULL, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] and [s["ok"] for s in report["steps"]][:4] == [True] * 4
+    bad = subprocess.run([*base, "--python", "/no/such/python3"], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL, check=False)
+    assert bad.returncode == 2 and "command not found" in bad.stdout and "FAILED" in bad.stdout
