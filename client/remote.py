@@ -23,6 +23,7 @@ import os
 import posixpath
 import re
 import shlex
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -414,6 +415,93 @@ def send_tree(host: RemoteHost, source: Path, dest: str, *, arc_root: str = ".",
     if progress is not None:
         progress(counter.sent, total)
     return counter.sent
+
+
+class _CountingReader:
+    """A read-only file that counts the bytes read from ``raw`` and reports them (total unknown: 0)."""
+
+    def __init__(self, raw: IO[bytes], progress: Progress | None) -> None:
+        self.raw, self.progress, self.received = raw, progress, 0
+        self._last = 0.0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.received += len(data)
+        now = time.monotonic()
+        if self.progress is not None and now - self._last > 0.2:
+            self._last = now
+            self.progress(self.received, 0)
+        return data
+
+
+def receive_tree(host: RemoteHost, source: str, dest: str | os.PathLike[str], *, progress: Progress | None = None,
+                 timeout: float = 3600.0) -> list[str]:
+    """Copy the remote folder ``source`` (relative to the work folder or absolute) into ``dest``, a new or empty
+    local folder, as a tar stream over ssh: the final mesh, a checkpoint, a whole job. Only plain files and folders
+    come (links and devices are left out, names that would land outside ``dest`` refused); a failed copy leaves
+    nothing behind. Returns the names left out."""
+    out = Path(dest)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RemoteError(f"{out} exists and is not an empty folder", "Choose a new folder to copy into; nothing "
+                          "in an existing one is overwritten.", "download")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = source if source.startswith("/") else host.path(source)
+    skipped: list[str] = []
+    with tempfile.TemporaryFile() as errfile:
+        try:
+            proc = subprocess.Popen(ssh_argv(host, shell_argv('cd "$1" && tar -cf - .', path)),  # noqa: S603
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+        except FileNotFoundError as exc:
+            raise RemoteError(f"the ssh client {host.ssh} is not installed here", "Install OpenSSH's client.",
+                              "config") from exc
+        assert proc.stdout is not None
+        error: Exception | None = None
+        reader = _CountingReader(proc.stdout, progress)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    name = posixpath.normpath(member.name)
+                    if not (member.isfile() or member.isdir()) or name.startswith(("/", "..")):
+                        skipped.append(member.name)
+                        continue
+                    if name == ".":
+                        continue
+                    member.name = name
+                    tar.extract(member, out, set_attrs=False, **_DATA_FILTER)
+        except (tarfile.TarError, OSError) as exc:
+            error = exc
+        finally:
+            proc.stdout.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errfile.seek(0)
+        err = errfile.read().decode(errors="replace")
+    if proc.returncode != 0 or error is not None:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():  # the folder was empty: all of it is this copy's
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        e = classify_failure(host, proc.returncode if proc.returncode else SSH_ERROR, err or str(error),
+                             f"copying {path}")
+        if e.kind == "remote" or proc.returncode == 0:
+            raise RemoteError(f"copying {host.host}:{path} to {out} failed: {err.strip() or error}",
+                              "Check that the remote job still exists, and the free space here.", "download")
+        raise e
+    if progress is not None:
+        progress(reader.received, reader.received)
+    return skipped
+
+
+#: tarfile's own safety filter where this Python has it (3.11.4+): no absolute names, links out, devices.
+_DATA_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def backend_root() -> Path:

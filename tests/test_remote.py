@@ -271,6 +271,12 @@ def test_remote_training_streams_inline_meshes(host: remote.RemoteHost, data_dir
     assert msgs[-1]["type"] == "done" and any(m["final"] for m in meshes)
     assert any(not m["final"] for m in meshes)  # snapshots streamed while training, not only the result
     assert (Path(job) / "mesh.ply").is_file()  # the job lives on the remote side
+    back = tmp_path / "job here"
+    remote.receive_tree(host, job, back)  # and comes back whole: mesh, checkpoint, snapshots
+    layout = protocol.JobLayout(back)
+    assert layout.last_checkpoint.is_file() and layout.final_ply.is_file()
+    final = protocol.read_snapshot(layout.final_mesh)
+    assert np.array_equal(final["faces"], protocol.snapshot_from_message(meshes[-1])["faces"])
 
 
 @pytest.mark.slow
@@ -348,3 +354,28 @@ def test_check_remote_script(sshd: SshServer, tmp_path: Path) -> None:
     bad = subprocess.run([*base, "--python", "/no/such/python3"], capture_output=True, text=True, timeout=120,
                          stdin=subprocess.DEVNULL, check=False)
     assert bad.returncode == 2 and "command not found" in bad.stdout and "FAILED" in bad.stdout
+
+
+def test_receive_tree_copies_plain_files_only_and_never_overwrites(host: remote.RemoteHost, tmp_path: Path) -> None:
+    """A remote job folder comes back whole; a link out of it is left out; a non-empty target and a missing
+    remote folder are refused with nothing left behind."""
+    job = Path(host.work) / "jobs" / "back"
+    (job / "meshes").mkdir(parents=True)
+    (job / "mesh.ply").write_bytes(b"ply\n" + bytes(range(256)) * 40)
+    (job / "meshes" / "final.npz").write_bytes(b"npz" * 1000)
+    (job / "escape").symlink_to("/etc/passwd")
+    seen: list[int] = []
+    skipped = remote.receive_tree(host, "jobs/back", tmp_path / "here", progress=lambda got, _: seen.append(got))
+    assert (tmp_path / "here" / "mesh.ply").read_bytes() == (job / "mesh.ply").read_bytes()
+    assert (tmp_path / "here" / "meshes" / "final.npz").read_bytes() == b"npz" * 1000
+    assert skipped == ["./escape"] and not (tmp_path / "here" / "escape").exists()
+    assert seen and seen[-1] > 10240 + 3000  # the tar stream's bytes, reported
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own file")
+    with pytest.raises(remote.RemoteError, match="not an empty folder"):
+        remote.receive_tree(host, "jobs/back", mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "my own file"
+    with pytest.raises(remote.RemoteError) as info:
+        remote.receive_tree(host, "jobs/no such job", tmp_path / "missing")
+    assert "no such job" in info.value.message and not (tmp_path / "missing").exists()
