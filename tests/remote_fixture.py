@@ -111,8 +111,10 @@ class SshServer:
         return killed
 
     def stop(self) -> None:
-        """End sshd (its own process group: the listener and any session processes still running)."""
+        """End sshd: its sessions first (they run in sessions of their own, so the remote commands see their
+        connection end), then the listener's process group."""
         if self.proc.poll() is None:
+            self.drop_connections()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
