@@ -12,8 +12,8 @@ Where ``sshd`` is missing the tests skip with a reason, except in CI (``CI=true`
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -137,7 +137,7 @@ def start_sshd(root: Path) -> SshServer:
         # sshd run by root insists on its privilege-separation folder (systemd makes it; containers lack it)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    user = getpass.getuser()
+    user = pwd.getpwuid(os.getuid()).pw_name  # not $USER: it may name someone else (su, sudo -E)
     host_key = keygen(root / "host_ed25519", "neusblend-test-host-key")
     user_key = keygen(root / "user_ed25519", "neusblend-test-user-key")
     authorized = root / "authorized_keys"
