@@ -319,7 +319,7 @@ def _done_info(stdout: str) -> dict[str, Any]:
 
 def _files(root: Path) -> list[Path]:
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # linked photos and mask folders too
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_NAMES)
         out += [Path(dirpath) / f for f in sorted(filenames)
                 if f not in _SKIP_NAMES and not f.endswith(_SKIP_SUFFIXES) and f != COMPLETE]
@@ -386,7 +386,8 @@ def send_tree(host: RemoteHost, source: Path, dest: str, *, arc_root: str = ".",
         counter = _Counting(proc.stdin, total, progress)
         broken = False
         try:
-            with tarfile.open(fileobj=counter, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+            with tarfile.open(fileobj=counter, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[arg-type]
+                              dereference=True) as tar:  # a linked file travels as its contents
                 for f in files:
                     rel = f.relative_to(source).as_posix()
                     tar.add(str(f), arcname=posixpath.normpath(posixpath.join(arc_root, rel)), recursive=False)

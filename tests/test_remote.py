@@ -379,3 +379,22 @@ def test_receive_tree_copies_plain_files_only_and_never_overwrites(host: remote.
     with pytest.raises(remote.RemoteError) as info:
         remote.receive_tree(host, "jobs/no such job", tmp_path / "missing")
     assert "no such job" in info.value.message and not (tmp_path / "missing").exists()
+
+
+def test_send_capture_follows_links(host: remote.RemoteHost, tmp_path: Path) -> None:
+    """Photos and mask folders linked into a capture travel as their contents (the remote has no such paths)."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "masks").mkdir(parents=True)
+    (elsewhere / "a.jpg").write_bytes(b"jpeg a" * 100)
+    (elsewhere / "masks" / "a.png").write_bytes(b"png a" * 100)
+    capture = tmp_path / "capture"
+    (capture / "images").mkdir(parents=True)
+    (capture / "images" / "b.jpg").write_bytes(b"jpeg b" * 100)
+    (capture / "images" / "a.jpg").symlink_to(elsewhere / "a.jpg")
+    (capture / "masks").symlink_to(elsewhere / "masks", target_is_directory=True)
+    rel = remote.send_capture(host, capture)
+    there = Path(host.work) / rel
+    assert not (there / "images" / "a.jpg").is_symlink() and not (there / "masks").is_symlink()
+    assert (there / "images" / "a.jpg").read_bytes() == b"jpeg a" * 100
+    assert (there / "masks" / "a.png").read_bytes() == b"png a" * 100
+    assert (there / "images" / "b.jpg").read_bytes() == b"jpeg b" * 100
