@@ -13,31 +13,20 @@ Usage: ``python bench/remote_overhead.py [--data DIR] [--steps 100] [--max-image
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from extension_package import client  # noqa: E402
 from remote_fixture import ALIAS, start_sshd  # noqa: E402
 
 from bench import shared_data  # noqa: E402
-
-PKG = "neusblend_bench"
-
-
-def client(module: str) -> types.ModuleType:
-    if PKG not in sys.modules:
-        pkg = types.ModuleType(PKG)
-        pkg.__path__ = [str(ROOT)]
-        sys.modules[PKG] = pkg
-    return importlib.import_module(f"{PKG}.client.{module}")
 
 
 def timed_run(argv: list[str], env: dict[str, str] | None, cwd: str | None) -> dict[str, float]:

@@ -20,18 +20,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PKG = "neusblend_under_test"
+sys.path.insert(0, str(ROOT / "tests"))
+from extension_package import PKG, client  # noqa: E402
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="process groups and signals as on POSIX")
 
 
-def client(module: str) -> types.ModuleType:
-    """``client.<module>`` of this checkout, imported as part of a package (as Blender imports it)."""
-    if PKG not in sys.modules:
-        pkg = types.ModuleType(PKG)
-        pkg.__path__ = [str(ROOT)]
-        sys.modules[PKG] = pkg
-    return importlib.import_module(f"{PKG}.client.{module}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

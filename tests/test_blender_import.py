@@ -33,10 +33,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import blender_harness  # noqa: E402
+from extension_package import PKG, client  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLESS = ROOT / "scripts" / "reconstruct_headless.py"
-PKG = "neusblend_under_test"
 BACKEND_PYTHON = os.environ.get("NEUSBLEND_PYTHON") or sys.executable
 
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="needs the bpy module (pip install bpy)")
@@ -48,13 +48,6 @@ def _has_torch(python: str) -> bool:
     return subprocess.run([python, "-c", probe], check=False).returncode == 0
 
 
-def client(module: str) -> types.ModuleType:
-    """``client.<module>`` of this checkout, imported as part of a package (as Blender imports it)."""
-    if PKG not in sys.modules:
-        pkg = types.ModuleType(PKG)
-        pkg.__path__ = [str(ROOT)]
-        sys.modules[PKG] = pkg
-    return importlib.import_module(f"{PKG}.client.{module}")
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -7,13 +7,11 @@ tests need no second machine; everything else (ssh, sshd, the tar stream, the re
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,21 +21,14 @@ import pytest
 from backend import protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extension_package import client  # noqa: E402
 from remote_fixture import ALIAS, SshServer, free_port, keygen, start_sshd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PKG = "neusblend_under_test"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sshd and process groups as on POSIX")
 
 
-def client(module: str) -> types.ModuleType:
-    """``client.<module>`` of this checkout, imported as part of a package (as Blender imports it)."""
-    if PKG not in sys.modules:
-        pkg = types.ModuleType(PKG)
-        pkg.__path__ = [str(ROOT)]
-        sys.modules[PKG] = pkg
-    return importlib.import_module(f"{PKG}.client.{module}")
 
 
 remote = client("remote")
