@@ -43,6 +43,7 @@ CAMERAS = "cameras.json"
 POINTS = "points.npz"
 REGION = "roi.json"
 CAPTURE = "capture.json"
+REPORT = "report.json"
 
 class CaptureFileError(BackendError, ValueError):
     """A capture file that is missing, malformed or describes an impossible box (a ValueError too, for callers
@@ -216,6 +217,19 @@ def region_matrix(path: str | os.PathLike[str]) -> np.ndarray:
                                hint="Give a JSON file with a 4x4 'matrix' or with 'box_min' and 'box_max'.",
                                file=path) from exc
     return _checked_box(m, path)
+
+
+# ------------------------------------------------------------------------------------------------ pose report
+
+
+def write_pose_report(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
+    """Write the pose step's quality report (``report.json``; its fields: docs/POSES.md)."""
+    return _write_json(path, report)
+
+
+def read_pose_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The pose step's quality report (raises :class:`CaptureFileError` naming the file when it is unreadable)."""
+    return _read_json(path, "pose report", "Estimate the poses again.")
 
 
 # ----------------------------------------------------------------------------------------------------- capture

@@ -210,11 +210,11 @@ def warn_about_capture(emitter: protocol.Emitter, scene, n_train: int, data_path
         emitter.emit("warning", message="the camera model has no sparse points: the poses may be unreliable, and "
                      "the region to reconstruct is guessed from where the cameras look (give a region box with "
                      "--roi to be sure)", file=str(data_path))
-    report = data_path / "report.json"
+    report = data_path / capture_files.REPORT
     if report.is_file():
         try:
-            flagged = json.loads(report.read_text(encoding="utf-8")).get("suspicious") or []
-        except (OSError, ValueError, AttributeError):
+            flagged = capture_files.read_pose_report(report).get("suspicious") or []
+        except BackendError:
             flagged = []
         names = sorted({str(f.get("name")) for f in flagged if isinstance(f, dict) and f.get("name")})
         if names:

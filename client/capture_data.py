@@ -174,12 +174,8 @@ def read_capture_folder(folder: str | os.PathLike[str], *, name: str = "", sourc
     info: dict[str, Any] = {}
     if (folder / capture_files.CAPTURE).is_file():
         info = _read(capture_files.read_capture_info, folder / capture_files.CAPTURE)
-    elif (folder / "report.json").is_file():
-        try:
-            report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CaptureError(f"cannot read report.json: {exc}", "Estimate the poses again.",
-                               folder / "report.json") from exc
+    elif (folder / capture_files.REPORT).is_file():
+        report = _read(capture_files.read_pose_report, folder / capture_files.REPORT)
         if report.get("images_dir"):
             info["name"] = Path(str(report["images_dir"]).rstrip("/\\")).name
     data = CaptureData(name=name or str(info.get("name") or folder.parent.name or "Capture"),

@@ -112,3 +112,20 @@ def test_emitter_reader_gone_calls_back_once_and_drops_the_rest() -> None:
         assert calls == [1] and em.reader_gone
         with contextlib.suppress(BrokenPipeError):  # the unsent rest of the buffer
             stream.close()
+
+
+def test_pose_report_round_trip_and_a_damaged_one(tmp_path) -> None:  # noqa: ANN001
+    """The pose report has one writer and one reader (the seam's): numpy values become JSON, and a damaged file is
+    an error that names it (the train command then skips its warnings, the import says to estimate again)."""
+    from backend import capture_files
+    from backend.errors import BackendError
+
+    path = capture_files.write_pose_report(tmp_path / capture_files.REPORT,
+                                           {"registered": np.int64(5), "suspicious": [{"name": "a.jpg"}],
+                                            "mean_error": np.float32(0.5), "nan": float("nan")})
+    report = capture_files.read_pose_report(path)
+    assert report == {"registered": 5, "suspicious": [{"name": "a.jpg"}], "mean_error": 0.5, "nan": None}
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(BackendError) as info:
+        capture_files.read_pose_report(path)
+    assert info.value.file == str(path) and "Estimate the poses again" in info.value.hint

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..capture_files import REPORT, read_pose_report
 from ..errors import BackendError
 from ..protocol import JOB_MARKER, write_job_marker
 from ..protocol import read_job_marker as read_marker
@@ -68,8 +68,8 @@ def _looks_like_old_job(job: Path, names: Iterable[str]) -> bool:
     if not rest or not rest <= JOB_ENTRIES:
         return False
     try:
-        report = json.loads((job / POSES_DIR / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        report = read_pose_report(job / POSES_DIR / REPORT)
+    except BackendError:
         return False
     return isinstance(report, dict) and "registered" in report and "layout" in report
 

@@ -18,7 +18,6 @@ This module needs numpy and pycolmap only (it runs in Blender's own Python), nev
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -1076,7 +1075,7 @@ class PoseEstimator:
                                    arrays.track_lengths)
         report["timings_s"] = dict(self.timer.seconds)
         report["cpu_s"] = dict(self.timer.cpu_seconds)
-        protocol.atomic_write_text(staging / "report.json", json.dumps(protocol.clean_json(report), indent=1))
+        capture_files.write_pose_report(staging / capture_files.REPORT, report)
         self.jobdir.commit()  # colmap/ and poses/ renamed into place; the old ones' files that are not ours move over
         self.work_dir = self.jobdir.work_dir
         report["job"]["kept_files"] = self.jobdir.kept
